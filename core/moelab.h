@@ -1,0 +1,19 @@
+/* moelab.h -- the core library in one include.
+ *
+ * libmoelab knows nothing of Lua or terminals: tensors (tensor.h), the
+ * autograd tape (autograd.h), math kernels (ops/), and, as they land, modules,
+ * datasets, training, checkpoints and the theory toolkit. Errors are reported
+ * through error.h; every returned tensor is a new reference. */
+#ifndef MOELAB_H
+#define MOELAB_H
+
+#include "autograd.h"
+#include "error.h"
+#include "parallel.h"
+#include "tensor.h"
+#include "ops/elementwise.h"
+#include "ops/linalg.h"
+#include "ops/reduce.h"
+#include "ops/shape.h"
+
+#endif

@@ -1,0 +1,5 @@
+-- moelab's Lua standard library: loaded by `require "moelab"` after the C
+-- functions are in place. Each file adds to the same `ml` table.
+local ml = require "moelab"
+
+return ml
