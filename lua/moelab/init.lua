@@ -2,4 +2,6 @@
 -- functions are in place. Each file adds to the same `ml` table.
 local ml = require "moelab"
 
+require "moelab.gradcheck"
+
 return ml
