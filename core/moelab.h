@@ -15,5 +15,6 @@
 #include "ops/linalg.h"
 #include "ops/reduce.h"
 #include "ops/shape.h"
+#include "io/safetensors.h"
 
 #endif

@@ -43,14 +43,15 @@ extern const char *test_current;
         }                                                                                    \
     } while (0)
 
-/* The call must fail and its message must contain `needle`. */
-#define CHECK_FAILS(expr, needle)                                                            \
+/* `succeeded` must be false (the call failed) and the message must contain `needle`:
+ * CHECK_FAILS(ml_relu(x) != NULL, "relu:"), CHECK_FAILS(ml_copy_(a, b) == 0, "copy:"). */
+#define CHECK_FAILS(succeeded, needle)                                                          \
     do {                                                                                     \
         ml_error_clear();                                                                    \
         test_checks++;                                                                       \
-        if ((expr) != 0) {                                                                   \
+        if (succeeded) {                                                                   \
             test_failures++;                                                                 \
-            fprintf(stderr, "%s:%d: %s: expected failure of %s\n", __FILE__, __LINE__, test_current, #expr); \
+            fprintf(stderr, "%s:%d: %s: expected failure of %s\n", __FILE__, __LINE__, test_current, #succeeded); \
         } else if (!strstr(ml_last_error(), needle)) {                                       \
             test_failures++;                                                                 \
             fprintf(stderr, "%s:%d: %s: message \"%s\" lacks \"%s\"\n", __FILE__, __LINE__, test_current, \
