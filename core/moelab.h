@@ -16,5 +16,7 @@
 #include "ops/reduce.h"
 #include "ops/shape.h"
 #include "io/safetensors.h"
+#include "nn/layers.h"
+#include "nn/module.h"
 
 #endif

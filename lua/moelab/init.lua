@@ -3,5 +3,6 @@
 local ml = require "moelab"
 
 require "moelab.gradcheck"
+require "moelab.nn"
 
 return ml

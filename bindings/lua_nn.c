@@ -1,0 +1,649 @@
+/* lua_nn.c -- modules as Lua objects: constructors in ml.nn, calling,
+ * parameters, train/eval, traces, configs; Lua functions as modules. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua_util.h"
+#include "lua_nn.h"
+
+/* ------------------------------------------------------------ userdata */
+ml_module *mlua_to_module(lua_State *L, int idx) {
+    ml_module **p = luaL_testudata(L, idx, MLUA_MODULE);
+    return p ? *p : NULL;
+}
+
+ml_module *mlua_check_module(lua_State *L, int idx) {
+    ml_module *m = mlua_to_module(L, idx);
+    if (!m) luaL_argerror(L, idx, lua_pushfstring(L, "module expected, got %s", luaL_typename(L, idx)));
+    return m;
+}
+
+int mlua_push_module(lua_State *L, ml_module *m) {
+    if (!m) return mlua_error(L);
+    ml_module **p = lua_newuserdatauv(L, sizeof *p, 1);
+    *p = m;
+    luaL_setmetatable(L, MLUA_MODULE);
+    return 1;
+}
+
+static int m_gc(lua_State *L) {
+    ml_module **p = luaL_checkudata(L, 1, MLUA_MODULE);
+    ml_module_release(*p);
+    *p = NULL;
+    return 0;
+}
+
+/* ------------------------------------------------------------ Lua functions as modules */
+typedef struct {
+    lua_State *L;
+    int ref;
+} lua_fn_module;
+
+static ml_tensor *lua_module_forward(void *ud, ml_tensor *x, ml_ctx *ctx, bool training) {
+    lua_fn_module *s = ud;
+    lua_State *L = s->L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
+    mlua_push_tensor(L, ml_retain(x));
+    lua_pushboolean(L, training);
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+        if (ml_interrupt_pending()) ml_fail("interrupted");
+        else ml_fail("%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "error in a Lua module");
+        lua_settop(L, top);
+        return NULL;
+    }
+    ml_tensor *y = mlua_to_tensor(L, -1);
+    if (!y) {
+        ml_fail("Lambda: the Lua function returned a %s, not a tensor", luaL_typename(L, -1));
+        lua_settop(L, top);
+        return NULL;
+    }
+    ml_retain(y);
+    lua_settop(L, top);
+    return y;
+}
+
+static void lua_module_free(void *ud) {
+    lua_fn_module *s = ud;
+    luaL_unref(s->L, LUA_REGISTRYINDEX, s->ref);
+    free(s);
+}
+
+/* ml.nn.Lambda(fn, [name]): fn(x, training) -> tensor */
+static int l_lambda(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    const char *name = luaL_optstring(L, 2, "Lambda");
+    lua_fn_module *s = malloc(sizeof *s);
+    if (!s) return luaL_error(L, "out of memory");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    s->L = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    lua_pushvalue(L, 1);
+    s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    ml_module *m = ml_nn_lambda(name, lua_module_forward, s, lua_module_free);
+    if (!m) lua_module_free(s);
+    return mlua_push_module(L, m);
+}
+
+/* ------------------------------------------------------------ constructors */
+static int l_linear(lua_State *L) {
+    lua_Integer in = luaL_checkinteger(L, 1), out = luaL_checkinteger(L, 2);
+    static const char *const known[] = {"bias", NULL};
+    mlua_check_options(L, 3, "Linear", known);
+    return mlua_push_module(L, ml_nn_linear(in, out, mlua_opt_bool(L, 3, "bias", true)));
+}
+
+#define ACT(fname, OP) \
+    static int fname(lua_State *L) { return mlua_push_module(L, ml_nn_activation(OP)); }
+ACT(l_relu, ML_RELU)
+ACT(l_gelu, ML_GELU)
+ACT(l_tanh, ML_TANH)
+ACT(l_sigmoid, ML_SIGMOID)
+ACT(l_softplus, ML_SOFTPLUS)
+
+static int l_identity(lua_State *L) { return mlua_push_module(L, ml_nn_identity()); }
+
+static int l_flatten(lua_State *L) {
+    int s = mlua_opt_dim(L, 1, "Flatten", 1), e = mlua_opt_dim(L, 2, "Flatten", -1);
+    return mlua_push_module(L, ml_nn_flatten(s, e));
+}
+
+static int float_list(lua_State *L, int idx, float *out, int max, const char *fn, const char *what) {
+    luaL_checktype(L, idx, LUA_TTABLE);
+    int n = (int)lua_rawlen(L, idx);
+    if (n < 1 || n > max) luaL_error(L, "%s: %s must list 1 to %d numbers", fn, what, max);
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, idx, i + 1);
+        out[i] = (float)luaL_checknumber(L, -1);
+        lua_pop(L, 1);
+    }
+    return n;
+}
+
+/* ml.nn.Normalize({mean...}, {std...}) */
+static int l_normalize(lua_State *L) {
+    float mean[64], std[64];
+    int n = float_list(L, 1, mean, 64, "Normalize", "mean");
+    int k = float_list(L, 2, std, 64, "Normalize", "std");
+    if (n != k) luaL_error(L, "Normalize: %d means but %d stds", n, k);
+    return mlua_push_module(L, ml_nn_normalize(n, mean, std));
+}
+
+/* ml.nn.Sequential(m1, m2, ...) or ml.nn.Sequential({m1, m2, ...}) */
+static int l_sequential(lua_State *L) {
+    int top = lua_gettop(L);
+    ml_module *seq = ml_nn_sequential();
+    if (!seq) return mlua_error(L);
+    mlua_push_module(L, seq);
+    int from = 1, to = top;
+    if (top == 1 && lua_istable(L, 1) && !mlua_to_module(L, 1)) {
+        to = (int)lua_rawlen(L, 1);
+        for (int i = 1; i <= to; i++) {
+            lua_rawgeti(L, 1, i);
+            ml_module *c = mlua_to_module(L, -1);
+            if (!c) luaL_error(L, "Sequential: element %d is a %s, not a module", i, luaL_typename(L, -1));
+            ml_nn_sequential_add(seq, ml_module_retain(c));
+            lua_pop(L, 1);
+        }
+        return 1;
+    }
+    for (int i = from; i <= to; i++) {
+        ml_module *c = mlua_to_module(L, i);
+        if (!c) luaL_error(L, "Sequential: argument %d is a %s, not a module", i, luaL_typename(L, i));
+        ml_nn_sequential_add(seq, ml_module_retain(c));
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------ traces */
+static void push_index_tensor(lua_State *L, ml_tensor *t) {
+    if (!t) {
+        lua_pushnil(L);
+        return;
+    }
+    mlua_push_tensor(L, mlua_index_from_core(t));
+}
+
+/* Pushes the traces of ctx as {layer = {...}}, plus the ordered layer names. */
+static void push_traces(lua_State *L, const ml_ctx *ctx) {
+    lua_newtable(L);
+    int tbl = lua_gettop(L);
+    lua_newtable(L);
+    int order = lua_gettop(L);
+    int n = 0;
+    for (const ml_trace *tr = ctx->traces; tr; tr = tr->next) {
+        lua_newtable(L);
+        lua_pushstring(L, tr->layer);
+        lua_setfield(L, -2, "layer");
+        lua_pushinteger(L, tr->num_experts);
+        lua_setfield(L, -2, "num_experts");
+        push_index_tensor(L, tr->experts);
+        lua_setfield(L, -2, "experts");
+        if (tr->gates) mlua_push_tensor(L, ml_retain(tr->gates)), lua_setfield(L, -2, "gates");
+        if (tr->probs) mlua_push_tensor(L, ml_retain(tr->probs)), lua_setfield(L, -2, "probs");
+        if (tr->kept) mlua_push_tensor(L, ml_retain(tr->kept)), lua_setfield(L, -2, "kept");
+        if (tr->load) mlua_push_tensor(L, ml_retain(tr->load)), lua_setfield(L, -2, "load");
+        lua_newtable(L);
+        static const char *const aux_names[4] = {"importance", "load", "switch", "z"};
+        for (int k = 0; k < 4; k++)
+            if (tr->aux[k] == tr->aux[k]) { /* not NaN */
+                lua_pushnumber(L, tr->aux[k]);
+                lua_setfield(L, -2, aux_names[k]);
+            }
+        lua_setfield(L, -2, "aux");
+        lua_pushvalue(L, -1);
+        lua_setfield(L, tbl, tr->layer);
+        lua_pop(L, 1);
+        lua_pushstring(L, tr->layer);
+        lua_rawseti(L, order, ++n);
+    }
+    /* let the Lua library attach its printing metatable: ml.nn._trace(tbl, order) */
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_getfield(L, -1, "moelab");
+    lua_getfield(L, -1, "nn");
+    if (lua_istable(L, -1) && lua_getfield(L, -1, "_trace") == LUA_TFUNCTION) {
+        lua_pushvalue(L, tbl);
+        lua_pushvalue(L, order);
+        lua_call(L, 2, 0);
+    } else {
+        lua_pop(L, 1);
+    }
+    lua_settop(L, tbl);
+}
+
+/* ------------------------------------------------------------ methods */
+/* m:forward(x, [{trace = false, aux = false}]) -> y, trace|nil, aux|nil */
+static int m_forward(lua_State *L) {
+    ml_module *m = mlua_check_module(L, 1);
+    ml_tensor *x = mlua_check_tensor(L, 2);
+    static const char *const known[] = {"trace", "aux", NULL};
+    mlua_check_options(L, 3, "forward", known);
+    ml_ctx ctx = {0};
+    ctx.trace = mlua_opt_bool(L, 3, "trace", false);
+    ctx.want_aux = mlua_opt_bool(L, 3, "aux", false);
+    ml_tensor *y = ml_module_forward(m, x, &ctx);
+    if (!y) {
+        ml_ctx_clear(&ctx);
+        return mlua_error(L);
+    }
+    mlua_push_tensor(L, y);
+    if (ctx.trace) push_traces(L, &ctx);
+    else lua_pushnil(L);
+    if (ctx.aux) mlua_push_tensor(L, ml_retain(ctx.aux));
+    else lua_pushnil(L);
+    ml_ctx_clear(&ctx);
+    return 3;
+}
+
+/* m(x) -> y (the plain call; no trace) */
+static int m_call(lua_State *L) {
+    ml_module *m = mlua_check_module(L, 1);
+    ml_tensor *x = mlua_check_tensor(L, 2);
+    if (!lua_isnoneornil(L, 3)) return m_forward(L);
+    ml_ctx ctx = {0};
+    ml_tensor *y = ml_module_forward(m, x, &ctx);
+    ml_ctx_clear(&ctx);
+    return mlua_push_tensor(L, y);
+}
+
+static int m_train(lua_State *L) {
+    ml_module *m = mlua_check_module(L, 1);
+    ml_module_set_training(m, lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2));
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int m_eval(lua_State *L) {
+    ml_module_set_training(mlua_check_module(L, 1), false);
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int m_is_training(lua_State *L) {
+    lua_pushboolean(L, mlua_check_module(L, 1)->training);
+    return 1;
+}
+
+typedef struct {
+    lua_State *L;
+    const char *group;
+    int n;
+    bool list;
+} param_walk;
+
+static int push_param_cb(void *ud, const char *path, ml_param *p, ml_module *owner) {
+    param_walk *w = ud;
+    if (w->group && strcmp(w->group, p->group) != 0) return 0;
+    lua_State *L = w->L;
+    if (w->list) {
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, path);
+        lua_setfield(L, -2, "name");
+        mlua_push_tensor(L, ml_retain(p->t));
+        lua_setfield(L, -2, "tensor");
+        lua_pushstring(L, p->group);
+        lua_setfield(L, -2, "group");
+        lua_rawseti(L, -2, ++w->n);
+    } else {
+        mlua_push_tensor(L, ml_retain(p->t));
+        lua_setfield(L, -2, path);
+        w->n++;
+    }
+    return 0;
+}
+
+static const char *check_group(lua_State *L, int idx) {
+    if (lua_isnoneornil(L, idx)) return NULL;
+    const char *g = luaL_checkstring(L, idx);
+    if (strcmp(g, "router") && strcmp(g, "backbone") && strcmp(g, "all"))
+        luaL_error(L, "parameters: unknown group '%s' (use \"router\", \"backbone\" or \"all\")", g);
+    return strcmp(g, "all") ? g : NULL;
+}
+
+/* m:parameters([group]) -> {name = tensor}; group "router" | "backbone" */
+static int m_parameters(lua_State *L) {
+    ml_module *m = mlua_check_module(L, 1);
+    param_walk w = {L, check_group(L, 2), 0, false};
+    lua_newtable(L);
+    ml_module_visit_params(m, false, push_param_cb, &w);
+    return 1;
+}
+
+/* m:named_parameters([group]) -> ordered list of {name, tensor, group} */
+static int m_named_parameters(lua_State *L) {
+    ml_module *m = mlua_check_module(L, 1);
+    param_walk w = {L, check_group(L, 2), 0, true};
+    lua_newtable(L);
+    ml_module_visit_params(m, false, push_param_cb, &w);
+    return 1;
+}
+
+/* m:buffers() -> {name = tensor} (running statistics etc.) */
+static int buffer_cb(void *ud, const char *path, ml_param *p, ml_module *owner) {
+    if (!p->buffer) return 0;
+    lua_State *L = ud;
+    mlua_push_tensor(L, ml_retain(p->t));
+    lua_setfield(L, -2, path);
+    return 0;
+}
+static int m_buffers(lua_State *L) {
+    ml_module *m = mlua_check_module(L, 1);
+    lua_newtable(L);
+    ml_module_visit_params(m, true, buffer_cb, L);
+    return 1;
+}
+
+/* m:state_dict() -> {name = tensor} of parameters and buffers (shared, not copies) */
+static int state_cb(void *ud, const char *path, ml_param *p, ml_module *owner) {
+    lua_State *L = ud;
+    mlua_push_tensor(L, ml_retain(p->t));
+    lua_setfield(L, -2, path);
+    return 0;
+}
+static int m_state_dict(lua_State *L) {
+    ml_module *m = mlua_check_module(L, 1);
+    lua_newtable(L);
+    ml_module_visit_params(m, true, state_cb, L);
+    return 1;
+}
+
+/* m:load_state_dict(tbl, [{strict = true}]): copies values into the parameters. */
+typedef struct {
+    lua_State *L;
+    int tbl;
+    bool strict;
+    int missing, copied;
+    char first_missing[ML_PATH_MAX];
+} load_walk;
+
+static int load_cb(void *ud, const char *path, ml_param *p, ml_module *owner) {
+    load_walk *w = ud;
+    lua_State *L = w->L;
+    lua_getfield(L, w->tbl, path);
+    ml_tensor *src = mlua_to_tensor(L, -1);
+    if (!src) {
+        if (!w->missing++) snprintf(w->first_missing, sizeof w->first_missing, "%s", path);
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (!ml_same_shape(src, p->t)) {
+        lua_pop(L, 1);
+        return ml_failc("load_state_dict: '%s' has shape %s in the model but %s in the table", path,
+                        ML_SHAPE_STR(p->t), ML_SHAPE_STR(src));
+    }
+    bool gm = ml_grad_set(false);
+    int rc = ml_copy_(p->t, src);
+    ml_grad_set(gm);
+    lua_pop(L, 1);
+    w->copied++;
+    return rc;
+}
+
+static int m_load_state_dict(lua_State *L) {
+    ml_module *m = mlua_check_module(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    static const char *const known[] = {"strict", NULL};
+    mlua_check_options(L, 3, "load_state_dict", known);
+    load_walk w = {L, 2, mlua_opt_bool(L, 3, "strict", true), 0, 0, {0}};
+    if (ml_module_visit_params(m, true, load_cb, &w)) return mlua_error(L);
+    if (w.strict && w.missing)
+        luaL_error(L, "load_state_dict: %d entries of the model are missing from the table (first: '%s'); "
+                   "pass {strict = false} to load a subset", w.missing, w.first_missing);
+    lua_pushinteger(L, w.copied);
+    return 1;
+}
+
+static int zero_grad_cb(void *ud, const char *path, ml_param *p, ml_module *owner) {
+    ml_zero_grad(p->t);
+    return 0;
+}
+static int m_zero_grad(lua_State *L) {
+    ml_module *m = mlua_check_module(L, 1);
+    ml_module_visit_params(m, false, zero_grad_cb, NULL);
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int m_num_params(lua_State *L) {
+    ml_module *m = mlua_check_module(L, 1);
+    lua_pushinteger(L, ml_module_num_params(m));
+    lua_pushinteger(L, ml_module_active_params(m));
+    return 2;
+}
+
+static int m_describe(lua_State *L) {
+    char buf[512];
+    ml_module_describe(mlua_check_module(L, 1), buf, sizeof buf);
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+static int m_type(lua_State *L) {
+    lua_pushstring(L, mlua_check_module(L, 1)->type->name);
+    return 1;
+}
+
+/* m:children() -> ordered list of {name, module} */
+static int m_children(lua_State *L) {
+    ml_module *m = mlua_check_module(L, 1);
+    lua_createtable(L, m->n_children, 0);
+    for (int i = 0; i < m->n_children; i++) {
+        lua_createtable(L, 0, 2);
+        lua_pushstring(L, m->children[i].name);
+        lua_setfield(L, -2, "name");
+        mlua_push_module(L, ml_module_retain(m->children[i].m));
+        lua_setfield(L, -2, "module");
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+/* m:get(i | "name" | "a.b.c") -> child module */
+static int m_get(lua_State *L) {
+    ml_module *m = mlua_check_module(L, 1);
+    if (lua_type(L, 2) == LUA_TNUMBER) {
+        lua_Integer i = luaL_checkinteger(L, 2);
+        if (i < 1 || i > m->n_children)
+            luaL_error(L, "get: index %d is out of range (the module has %d children)", (int)i, m->n_children);
+        return mlua_push_module(L, ml_module_retain(m->children[i - 1].m));
+    }
+    const char *path = luaL_checkstring(L, 2);
+    char buf[ML_PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    ml_module *cur = m;
+    for (char *tok = strtok(buf, "."); tok; tok = strtok(NULL, ".")) {
+        ml_module *next = ml_module_child(cur, tok);
+        if (!next) luaL_error(L, "get: no child named '%s' in '%s'", tok, path);
+        cur = next;
+    }
+    return mlua_push_module(L, ml_module_retain(cur));
+}
+
+/* m:add(child) for Sequential */
+static int m_add(lua_State *L) {
+    ml_module *m = mlua_check_module(L, 1);
+    ml_module *c = mlua_check_module(L, 2);
+    if (m->type != &ml_sequential_type) luaL_error(L, "add: only a Sequential can add children (this is a %s)", m->type->name);
+    if (c == m) luaL_error(L, "add: a module cannot contain itself");
+    ml_nn_sequential_add(m, ml_module_retain(c));
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* m:config() -> JSON string of the constructor config (nil, message if not serialisable) */
+static int m_config(lua_State *L) {
+    cJSON *c = ml_module_config(mlua_check_module(L, 1));
+    if (!c) {
+        lua_pushnil(L);
+        lua_pushstring(L, ml_last_error());
+        return 2;
+    }
+    char *s = cJSON_PrintUnformatted(c);
+    cJSON_Delete(c);
+    lua_pushstring(L, s);
+    free(s);
+    return 1;
+}
+
+/* ml.nn.from_config(json) -> module */
+static int l_from_config(lua_State *L) {
+    const char *s = luaL_checkstring(L, 1);
+    cJSON *c = cJSON_Parse(s);
+    if (!c) luaL_error(L, "from_config: not valid JSON");
+    ml_module *m = ml_module_from_config(c);
+    cJSON_Delete(c);
+    return mlua_push_module(L, m);
+}
+
+/* m:modules() -> list of {path, module, depth, describe, params, active} (pre-order) */
+typedef struct {
+    lua_State *L;
+    int n;
+} mod_walk;
+
+static int modules_cb(void *ud, const char *path, ml_module *m, int depth) {
+    mod_walk *w = ud;
+    lua_State *L = w->L;
+    char desc[512];
+    ml_module_describe(m, desc, sizeof desc);
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, path);
+    lua_setfield(L, -2, "path");
+    mlua_push_module(L, ml_module_retain(m));
+    lua_setfield(L, -2, "module");
+    lua_pushinteger(L, depth);
+    lua_setfield(L, -2, "depth");
+    lua_pushstring(L, desc);
+    lua_setfield(L, -2, "describe");
+    lua_pushinteger(L, ml_module_num_params(m));
+    lua_setfield(L, -2, "params");
+    lua_pushinteger(L, ml_module_active_params(m));
+    lua_setfield(L, -2, "active");
+    lua_pushstring(L, m->type->name);
+    lua_setfield(L, -2, "type");
+    lua_rawseti(L, -2, ++w->n);
+    return 0;
+}
+
+static int m_modules(lua_State *L) {
+    ml_module *m = mlua_check_module(L, 1);
+    mod_walk w = {L, 0};
+    lua_newtable(L);
+    ml_module_visit(m, modules_cb, &w);
+    return 1;
+}
+
+/* m:profile(x) -> y, {path = {flops = n, seconds = s}} : one forward with per-module FLOPs and time */
+static void profile_cb(void *ud, const char *path, const ml_module *m, int64_t flops, double seconds) {
+    lua_State *L = ud;
+    lua_getfield(L, -1, path);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 2);
+        lua_pushinteger(L, 0);
+        lua_setfield(L, -2, "flops");
+        lua_pushnumber(L, 0);
+        lua_setfield(L, -2, "seconds");
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, path);
+    }
+    lua_getfield(L, -1, "flops");
+    lua_Integer f = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_pushinteger(L, f + flops);
+    lua_setfield(L, -2, "flops");
+    lua_getfield(L, -1, "seconds");
+    lua_Number s = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    lua_pushnumber(L, s + seconds);
+    lua_setfield(L, -2, "seconds");
+    lua_pop(L, 1);
+}
+
+static int m_profile(lua_State *L) {
+    ml_module *m = mlua_check_module(L, 1);
+    ml_tensor *x = mlua_check_tensor(L, 2);
+    lua_settop(L, 2);
+    lua_newtable(L); /* 3: the profile table (top of stack during the forward) */
+    ml_ctx ctx = {0};
+    ctx.on_module = profile_cb;
+    ctx.on_module_ud = L;
+    int64_t f0 = ml_flops();
+    ml_tensor *y = ml_module_forward(m, x, &ctx);
+    int64_t total = ml_flops() - f0;
+    ml_ctx_clear(&ctx);
+    if (!y) return mlua_error(L);
+    lua_pushinteger(L, total);
+    lua_setfield(L, 3, "total_flops");
+    mlua_push_tensor(L, y);
+    lua_insert(L, 3);
+    return 2;
+}
+
+static int m_tostring(lua_State *L) {
+    /* the tree view lives in lua/moelab/nn.lua when loaded */
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_getfield(L, -1, "moelab");
+    lua_getfield(L, -1, "nn");
+    if (lua_istable(L, -1) && lua_getfield(L, -1, "_tostring") == LUA_TFUNCTION) {
+        lua_pushvalue(L, 1);
+        lua_call(L, 1, 1);
+        return 1;
+    }
+    return m_describe(L);
+}
+
+static int m_index(lua_State *L) {
+    mlua_check_module(L, 1);
+    if (lua_type(L, 2) == LUA_TNUMBER) return m_get(L);
+    luaL_getmetatable(L, MLUA_MODULE);
+    lua_getfield(L, -1, "__methods");
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    return 1;
+}
+
+static const luaL_Reg module_methods[] = {
+    {"forward", m_forward},           {"train", m_train},
+    {"eval", m_eval},                 {"is_training", m_is_training},
+    {"parameters", m_parameters},     {"named_parameters", m_named_parameters},
+    {"buffers", m_buffers},           {"state_dict", m_state_dict},
+    {"load_state_dict", m_load_state_dict}, {"zero_grad", m_zero_grad},
+    {"num_params", m_num_params},     {"describe", m_describe},
+    {"type", m_type},                 {"children", m_children},
+    {"get", m_get},                   {"add", m_add},
+    {"config", m_config},             {"modules", m_modules},
+    {"profile", m_profile},           {NULL, NULL}};
+
+static const luaL_Reg nn_functions[] = {
+    {"Linear", l_linear},     {"ReLU", l_relu},         {"GELU", l_gelu},         {"Tanh", l_tanh},
+    {"Sigmoid", l_sigmoid},   {"Softplus", l_softplus}, {"Identity", l_identity}, {"Flatten", l_flatten},
+    {"Normalize", l_normalize}, {"Sequential", l_sequential}, {"Lambda", l_lambda},
+    {"from_config", l_from_config}, {NULL, NULL}};
+
+void mlua_open_nn(lua_State *L);
+void mlua_open_nn(lua_State *L) {
+    luaL_newmetatable(L, MLUA_MODULE);
+    lua_newtable(L);
+    luaL_setfuncs(L, module_methods, 0);
+    lua_setfield(L, -2, "__methods");
+    const luaL_Reg meta[] = {{"__gc", m_gc}, {"__call", m_call}, {"__index", m_index}, {"__tostring", m_tostring},
+                             {NULL, NULL}};
+    luaL_setfuncs(L, meta, 0);
+    lua_pushstring(L, "Module");
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+    mlua_subtable(L, "nn");
+    luaL_setfuncs(L, nn_functions, 0);
+    lua_pop(L, 1);
+}
+
+/* Adds methods to the Module method table (for other binding areas). */
+void mlua_module_methods(lua_State *L, const luaL_Reg *methods) {
+    luaL_getmetatable(L, MLUA_MODULE);
+    lua_getfield(L, -1, "__methods");
+    luaL_setfuncs(L, methods, 0);
+    lua_pop(L, 2);
+}

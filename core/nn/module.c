@@ -1,0 +1,341 @@
+/* module.c -- module lifetime, parameters, children, forward with paths,
+ * traversal, configs and the type registry. */
+#include "module.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../autograd.h"
+#include "../ops/elementwise.h"
+#include "../ops/linalg.h"
+
+/* ------------------------------------------------------------ lifetime */
+ml_module *ml_module_new(const ml_module_type *type, void *state) {
+    ml_module *m = calloc(1, sizeof *m);
+    if (!m) return ml_fail("out of memory");
+    m->refcount = 1;
+    m->type = type;
+    m->training = true;
+    m->state = state;
+    return m;
+}
+
+ml_module *ml_module_retain(ml_module *m) {
+    if (m) m->refcount++;
+    return m;
+}
+
+void ml_module_release(ml_module *m) {
+    if (!m || --m->refcount > 0) return;
+    if (m->type->destroy) m->type->destroy(m);
+    for (int i = 0; i < m->n_params; i++) {
+        free(m->params[i].name);
+        ml_release(m->params[i].t);
+    }
+    for (int i = 0; i < m->n_children; i++) {
+        free(m->children[i].name);
+        ml_module_release(m->children[i].m);
+    }
+    free(m->params);
+    free(m->children);
+    free(m);
+}
+
+/* ------------------------------------------------------------ building */
+static ml_tensor *add_param(ml_module *m, const char *name, ml_tensor *t, bool buffer, const char *group) {
+    if (!t) return NULL;
+    if (m->n_params == m->cap_params) {
+        int cap = m->cap_params ? m->cap_params * 2 : 4;
+        ml_param *p = realloc(m->params, sizeof *p * (size_t)cap);
+        if (!p) {
+            ml_release(t);
+            return ml_fail("out of memory");
+        }
+        m->params = p;
+        m->cap_params = cap;
+    }
+    if (!buffer) ml_requires_grad_(t, true);
+    m->params[m->n_params++] = (ml_param){strdup(name), t, buffer, group ? group : "backbone"};
+    return t;
+}
+
+ml_tensor *ml_module_add_param(ml_module *m, const char *name, ml_tensor *t, const char *group) {
+    return add_param(m, name, t, false, group);
+}
+
+ml_tensor *ml_module_add_buffer(ml_module *m, const char *name, ml_tensor *t) {
+    return add_param(m, name, t, true, "buffer");
+}
+
+ml_module *ml_module_add_child(ml_module *m, const char *name, ml_module *child) {
+    if (!child) return NULL;
+    if (m->n_children == m->cap_children) {
+        int cap = m->cap_children ? m->cap_children * 2 : 4;
+        ml_child *c = realloc(m->children, sizeof *c * (size_t)cap);
+        if (!c) {
+            ml_module_release(child);
+            return ml_fail("out of memory");
+        }
+        m->children = c;
+        m->cap_children = cap;
+    }
+    child->training = m->training;
+    m->children[m->n_children++] = (ml_child){strdup(name), child};
+    return child;
+}
+
+ml_tensor *ml_module_param(const ml_module *m, const char *name) {
+    for (int i = 0; i < m->n_params; i++)
+        if (!strcmp(m->params[i].name, name)) return m->params[i].t;
+    return NULL;
+}
+
+ml_module *ml_module_child(const ml_module *m, const char *name) {
+    for (int i = 0; i < m->n_children; i++)
+        if (!strcmp(m->children[i].name, name)) return m->children[i].m;
+    return NULL;
+}
+
+/* ------------------------------------------------------------ context */
+void ml_trace_free(ml_trace *tr) {
+    while (tr) {
+        ml_trace *next = tr->next;
+        free(tr->layer);
+        ml_release(tr->experts);
+        ml_release(tr->gates);
+        ml_release(tr->probs);
+        ml_release(tr->kept);
+        ml_release(tr->load);
+        free(tr);
+        tr = next;
+    }
+}
+
+void ml_ctx_clear(ml_ctx *ctx) {
+    if (!ctx) return;
+    ml_trace_free(ctx->traces);
+    ctx->traces = ctx->last_trace = NULL;
+    ml_release(ctx->aux);
+    ctx->aux = NULL;
+    ml_release(ctx->route);
+    ctx->route = NULL;
+    ctx->route_layer = 0;
+    ctx->path[0] = 0;
+}
+
+int ml_ctx_add_aux(ml_ctx *ctx, ml_tensor *term) {
+    if (!ctx->aux) {
+        ctx->aux = ml_retain(term);
+        return 0;
+    }
+    ml_tensor *s = ml_add(ctx->aux, term);
+    if (!s) return -1;
+    ml_release(ctx->aux);
+    ctx->aux = s;
+    return 0;
+}
+
+void ml_ctx_add_trace(ml_ctx *ctx, ml_trace *tr) {
+    tr->next = NULL;
+    if (ctx->last_trace) ctx->last_trace->next = tr;
+    else ctx->traces = tr;
+    ctx->last_trace = tr;
+}
+
+/* ------------------------------------------------------------ running */
+ml_tensor *ml_module_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
+    if (!m->type->forward) return ml_fail("%s: module has no forward", m->type->name);
+    return m->type->forward(m, x, ctx);
+}
+
+ml_tensor *ml_module_forward_child(ml_module *parent, int i, ml_tensor *x, ml_ctx *ctx) {
+    ml_child *c = &parent->children[i];
+    size_t len = 0;
+    if (ctx) {
+        len = strlen(ctx->path);
+        snprintf(ctx->path + len, sizeof ctx->path - len, len ? ".%s" : "%s", c->name);
+    }
+    int64_t flops0 = 0;
+    struct timespec t0, t1;
+    if (ctx && ctx->on_module) {
+        flops0 = ml_flops();
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+    }
+    ml_tensor *y = ml_module_forward(c->m, x, ctx);
+    if (y && ctx && ctx->on_module) {
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        ctx->on_module(ctx->on_module_ud, ctx->path, c->m, ml_flops() - flops0, secs);
+    }
+    if (!y && strcmp(ml_last_error(), "interrupted") != 0 && strncmp(ml_last_error(), "in ", 3) != 0) {
+        if (ctx) ml_error_prefix("in %s (%s): ", ctx->path, c->m->type->name);
+        else ml_error_prefix("in module '%s' (%s) of %s: ", c->name, c->m->type->name, parent->type->name);
+    }
+    if (ctx) ctx->path[len] = 0;
+    return y;
+}
+
+void ml_module_set_training(ml_module *m, bool training) {
+    m->training = training;
+    if (m->type->set_training) m->type->set_training(m, training);
+    for (int i = 0; i < m->n_children; i++) ml_module_set_training(m->children[i].m, training);
+}
+
+/* ------------------------------------------------------------ inspection */
+static int visit_params(ml_module *m, char *path, size_t len, bool with_buffers, ml_param_visit fn, void *ud) {
+    for (int i = 0; i < m->n_params; i++) {
+        ml_param *p = &m->params[i];
+        if (p->buffer && !with_buffers) continue;
+        snprintf(path + len, ML_PATH_MAX - len, len ? ".%s" : "%s", p->name);
+        int rc = fn(ud, path, p, m);
+        path[len] = 0;
+        if (rc) return rc;
+    }
+    for (int i = 0; i < m->n_children; i++) {
+        snprintf(path + len, ML_PATH_MAX - len, len ? ".%s" : "%s", m->children[i].name);
+        size_t l2 = strlen(path);
+        int rc = visit_params(m->children[i].m, path, l2, with_buffers, fn, ud);
+        path[len] = 0;
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int ml_module_visit_params(ml_module *m, bool with_buffers, ml_param_visit fn, void *ud) {
+    char path[ML_PATH_MAX] = {0};
+    return visit_params(m, path, 0, with_buffers, fn, ud);
+}
+
+static int visit_modules(ml_module *m, char *path, size_t len, int depth, ml_module_visit_fn fn, void *ud) {
+    int rc = fn(ud, path, m, depth);
+    if (rc) return rc;
+    for (int i = 0; i < m->n_children; i++) {
+        snprintf(path + len, ML_PATH_MAX - len, len ? ".%s" : "%s", m->children[i].name);
+        rc = visit_modules(m->children[i].m, path, strlen(path), depth + 1, fn, ud);
+        path[len] = 0;
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int ml_module_visit(ml_module *m, ml_module_visit_fn fn, void *ud) {
+    char path[ML_PATH_MAX] = {0};
+    return visit_modules(m, path, 0, 0, fn, ud);
+}
+
+static int count_cb(void *ud, const char *path, ml_param *p, ml_module *owner) {
+    *(int64_t *)ud += ml_numel(p->t);
+    return 0;
+}
+
+int64_t ml_module_num_params(const ml_module *m) {
+    int64_t n = 0;
+    ml_module_visit_params((ml_module *)m, false, count_cb, &n);
+    return n;
+}
+
+int64_t ml_module_active_params(const ml_module *m) {
+    if (m->type->active_params) return m->type->active_params(m);
+    int64_t n = 0;
+    for (int i = 0; i < m->n_params; i++)
+        if (!m->params[i].buffer) n += ml_numel(m->params[i].t);
+    for (int i = 0; i < m->n_children; i++) n += ml_module_active_params(m->children[i].m);
+    return n;
+}
+
+void ml_module_describe(const ml_module *m, char *buf, size_t n) {
+    if (m->type->describe) m->type->describe(m, buf, n);
+    else snprintf(buf, n, "%s", m->type->name);
+}
+
+cJSON *ml_module_config(const ml_module *m) {
+    if (!m->type->config)
+        return ml_fail("save: a %s module cannot be rebuilt from data (only built-in module types can be saved "
+                       "with their architecture; save its parameters with ml.io.save_safetensors instead)",
+                       m->type->name);
+    return m->type->config(m);
+}
+
+/* ------------------------------------------------------------ registry */
+#define MAX_TYPES 128
+typedef struct {
+    const char *name;
+    ml_module_ctor ctor;
+} registry_entry;
+static registry_entry registry[MAX_TYPES];
+static int n_registered;
+
+void ml_module_register(const char *name, ml_module_ctor ctor) {
+    for (int i = 0; i < n_registered; i++)
+        if (!strcmp(registry[i].name, name)) {
+            registry[i].ctor = ctor;
+            return;
+        }
+    if (n_registered < MAX_TYPES) registry[n_registered++] = (registry_entry){name, ctor};
+}
+
+void ml_nn_register_builtin(void); /* registry.c */
+
+ml_module *ml_module_from_config(const cJSON *config) {
+    static bool ready;
+    if (!ready) {
+        ml_nn_register_builtin();
+        ready = true;
+    }
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(config, "type");
+    if (!cJSON_IsString(type)) return ml_fail("model config: missing \"type\"");
+    for (int i = 0; i < n_registered; i++)
+        if (!strcmp(registry[i].name, type->valuestring)) return registry[i].ctor(config);
+    return ml_fail("model config: unknown module type '%s'", type->valuestring);
+}
+
+/* ------------------------------------------------------------ helpers */
+ml_tensor *ml_init_uniform_fan_in(int ndim, const int64_t *shape, int64_t fan_in) {
+    ml_tensor *t = ml_rand(ndim, shape);
+    if (!t) return NULL;
+    float bound = fan_in > 0 ? (float)(1.0 / sqrt((double)fan_in)) : 0.0f, *p = ml_f32(t);
+    for (int64_t i = 0, n = ml_numel(t); i < n; i++) p[i] = (2.0f * p[i] - 1.0f) * bound;
+    return t;
+}
+
+int ml_cfg_int(const cJSON *c, const char *key, int def, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, key);
+    if (!v || cJSON_IsNull(v)) {
+        *out = def;
+        return 0;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 1e9)
+        return ml_failc("option '%s' must be an integer", key);
+    *out = (int)v->valuedouble;
+    return 0;
+}
+
+int ml_cfg_double(const cJSON *c, const char *key, double def, double *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, key);
+    if (!v || cJSON_IsNull(v)) {
+        *out = def;
+        return 0;
+    }
+    if (!cJSON_IsNumber(v)) return ml_failc("option '%s' must be a number", key);
+    *out = v->valuedouble;
+    return 0;
+}
+
+int ml_cfg_bool(const cJSON *c, const char *key, bool def, bool *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, key);
+    if (!v || cJSON_IsNull(v)) {
+        *out = def;
+        return 0;
+    }
+    if (!cJSON_IsBool(v)) return ml_failc("option '%s' must be true or false", key);
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+const char *ml_cfg_string(const cJSON *c, const char *key, const char *def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, key);
+    return cJSON_IsString(v) ? v->valuestring : def;
+}

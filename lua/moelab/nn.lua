@@ -1,0 +1,108 @@
+-- ml.nn in Lua: printing of modules and routing traces, model summaries.
+local ml = require "moelab"
+local nn = ml.nn
+
+local function fmt_count(n)
+  if n >= 1e6 then return ("%.2fM"):format(n / 1e6) end
+  if n >= 1e4 then return ("%.1fK"):format(n / 1e3) end
+  return tostring(n)
+end
+
+-- A module prints as an indented tree, as PyTorch's repr does.
+function nn._tostring(m)
+  local lines = {}
+  for _, e in ipairs(m:modules()) do
+    if e.depth <= 6 then
+      local name = e.path == "" and "" or ("(" .. e.path:match("[^.]+$") .. "): ")
+      lines[#lines + 1] = ("  "):rep(e.depth) .. name .. e.describe
+    end
+  end
+  local total, active = m:num_params()
+  lines[#lines + 1] = ("[%s parameters%s]"):format(fmt_count(total),
+    active ~= total and (", " .. fmt_count(active) .. " active per input") or "")
+  return table.concat(lines, "\n")
+end
+
+-- Traces: {layer = entry}, printed as a compact per-layer table.
+local trace_mt = {}
+trace_mt.__index = trace_mt
+
+function trace_mt.__tostring(t)
+  local order = rawget(getmetatable(t), "_order") or {}
+  if #order == 0 then return "routing trace (no MoE layer)" end
+  local out = {("%-28s %6s %3s %7s  %s"):format("layer", "tokens", "K", "dropped", "load per expert")}
+  for _, name in ipairs(order) do
+    local e = t[name]
+    local T, K = e.experts:size(1), e.experts:size(2)
+    local dropped = e.kept and (T * K - e.kept:sum():item()) or 0
+    local load = {}
+    if e.load then
+      for i = 1, e.load:size(1) do load[#load + 1] = ("%d"):format(e.load[i]) end
+    end
+    out[#out + 1] = ("%-28s %6d %3d %7d  %s"):format(name, T, K, dropped, table.concat(load, " "))
+  end
+  return table.concat(out, "\n")
+end
+
+function nn._trace(t, order)
+  setmetatable(t, {__index = trace_mt, __tostring = trace_mt.__tostring, _order = order})
+end
+
+-- The layer names of a trace, in forward order.
+function nn.trace_layers(t)
+  local mt = getmetatable(t)
+  return mt and mt._order or {}
+end
+
+-- model:summary([input_shape]) -> printed table of layers: parameters (total and
+-- active per input) and FLOPs per image, measured by one forward of a single image.
+function nn.summary(m, input_shape, opts)
+  opts = opts or {}
+  if not input_shape then
+    local cfg = m:config()
+    local ok, decoded = pcall(function() return cfg and cfg:match('"input":%[([%d,]+)%]') end)
+    if ok and decoded then
+      input_shape = {}
+      for d in decoded:gmatch("%d+") do input_shape[#input_shape + 1] = tonumber(d) end
+    end
+  end
+  if not input_shape then error("summary: give the input shape, e.g. model:summary({1, 28, 28})", 2) end
+  local shape = {1}
+  for _, d in ipairs(input_shape) do shape[#shape + 1] = d end
+  local was_training = m:is_training()
+  m:eval()
+  local _, prof = ml.no_grad(function() return m:profile(ml.zeros(shape)) end)
+  m:train(was_training)
+  local depth = opts.depth or 2
+  local rows = {}
+  local out = {("%-36s %-34s %10s %10s %12s"):format("layer", "type", "params", "active", "MFLOPs/img")}
+  out[#out + 1] = ("-"):rep(106)
+  for _, e in ipairs(m:modules()) do
+    if e.depth >= 1 and e.depth <= depth then
+      local p = prof[e.path]
+      local name = ("  "):rep(e.depth - 1) .. e.path
+      out[#out + 1] = ("%-36s %-34s %10s %10s %12.3f"):format(name:sub(1, 36), e.describe:sub(1, 34),
+        fmt_count(e.params), fmt_count(e.active), p and p.flops / 1e6 or 0)
+      rows[#rows + 1] = {layer = e.path, type = e.type, params = e.params, active = e.active,
+                         flops = p and p.flops or 0}
+    end
+  end
+  local total, active = m:num_params()
+  out[#out + 1] = ("-"):rep(106)
+  out[#out + 1] = ("%-36s %-34s %10s %10s %12.3f"):format("total", "", fmt_count(total), fmt_count(active),
+    prof.total_flops / 1e6)
+  out[#out + 1] = ("%d parameters, %d active per input, %.4f GFLOPs per image"):format(total, active,
+    prof.total_flops / 1e9)
+  local text = table.concat(out, "\n")
+  if not opts.quiet then print(text) end
+  return {rows = rows, params = total, active = active, flops = prof.total_flops, text = text}
+end
+
+
+-- model:summary(...) as a method of every module
+do
+  local methods = debug.getregistry()["moelab.Module"].__methods
+  methods.summary = nn.summary
+end
+
+return nn
