@@ -18,5 +18,6 @@
 #include "io/safetensors.h"
 #include "nn/layers.h"
 #include "nn/module.h"
+#include "train/optim.h"
 
 #endif
