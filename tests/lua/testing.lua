@@ -38,10 +38,13 @@ function T.close(a, b, rtol, atol, msg)
     return false
   end
   local af, bf = a:float(), b:float()
-  local ratio = ((af - bf):abs() / ((bf:abs() * rtol) + atol)):max():item()
+  local diff = (af - bf):abs()
+  local ratio
+  if rtol == 0 and atol == 0 then ratio = diff:max():item() == 0 and 0 or math.huge
+  else ratio = (diff / ((bf:abs() * rtol) + atol)):max():item() end
   if not (ratio <= 1) then
-    local diff = (af - bf):abs():max():item()
-    fail(("%s: max abs diff %.3g exceeds tolerance (rtol %g, atol %g; ratio %.3g)"):format(msg or "close", diff, rtol, atol, ratio))
+    fail(("%s: max abs diff %.3g exceeds tolerance (rtol %g, atol %g; ratio %.3g)"):format(msg or "close",
+      diff:max():item(), rtol, atol, ratio))
     return false
   end
   return true
