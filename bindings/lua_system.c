@@ -1,5 +1,6 @@
 /* lua_system.c -- memory statistics, threads, timers, version. */
 #include <time.h>
+#include <unistd.h>
 
 #include "lua_util.h"
 
@@ -46,7 +47,19 @@ static int l_clock(lua_State *L) {
     return 1;
 }
 
-static const luaL_Reg functions[] = {{"memory", l_memory}, {"memory_trim", l_memory_trim},
+/* ml.isatty([fd = 1]) -> true when fd is a terminal (progress bars redraw in place) */
+static int l_isatty(lua_State *L) {
+    lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 1)));
+    return 1;
+}
+
+/* ml.interrupted() -> true if Ctrl-C was pressed (and clears nothing) */
+static int l_interrupted(lua_State *L) {
+    lua_pushboolean(L, ml_interrupt_pending());
+    return 1;
+}
+
+static const luaL_Reg functions[] = {{"isatty", l_isatty}, {"interrupted", l_interrupted},{"memory", l_memory}, {"memory_trim", l_memory_trim},
                                      {"threads", l_threads}, {"clock", l_clock}, {NULL, NULL}};
 
 void mlua_open_system(lua_State *L);

@@ -4,5 +4,6 @@ local ml = require "moelab"
 
 require "moelab.gradcheck"
 require "moelab.nn"
+require "moelab.train"
 
 return ml
