@@ -366,16 +366,14 @@ static ml_tensor **tensor_list(lua_State *L, int idx, int *n, const char *fn) {
 }
 
 static int l_cat(lua_State *L) {
-    int n;
+    int n, d = mlua_opt_dim(L, 2, "cat", 0);
     ml_tensor **ts = tensor_list(L, 1, &n, "cat");
-    int d = mlua_opt_dim(L, 2, "cat", 0);
     return mlua_push_tensor(L, ml_cat(n, ts, d));
 }
 
 static int l_stack(lua_State *L) {
-    int n;
+    int n, d = mlua_opt_dim(L, 2, "stack", 0);
     ml_tensor **ts = tensor_list(L, 1, &n, "stack");
-    int d = mlua_opt_dim(L, 2, "stack", 0);
     return mlua_push_tensor(L, ml_stack(n, ts, d));
 }
 

@@ -13,12 +13,12 @@ function train.schedule(opts)
   local kind = opts.kind or "constant"
   local warmup, total = opts.warmup or 0, opts.total
   local floor = opts.min or 0
-  if kind ~= "constant" and kind ~= "step" and kind ~= "multistep" and not total then
-    error(("schedule: kind %q needs total (the number of steps)"):format(kind), 2)
-  end
   local known = {constant = true, linear = true, cosine = true, step = true, multistep = true}
   if not known[kind] then
     error(("schedule: unknown kind %q (use constant, linear, cosine, step or multistep)"):format(kind), 2)
+  end
+  if kind ~= "constant" and kind ~= "step" and kind ~= "multistep" and not total then
+    error(("schedule: kind %q needs total (the number of steps)"):format(kind), 2)
   end
   return function(step)
     if warmup > 0 and step <= warmup then return step / warmup end
