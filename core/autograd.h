@@ -26,7 +26,7 @@
 
 #include "tensor.h"
 
-#define ML_NODE_MAX_SAVED 8
+#define ML_NODE_MAX_SAVED 20
 #define ML_NODE_NPARAM 8
 
 typedef int (*ml_backward_fn)(ml_node *node, ml_tensor *grad_out, ml_tensor **grad_in);

@@ -1,0 +1,305 @@
+/* dispatch.c -- gather / combine / place-channels, the data movement of MoE layers. */
+#include "dispatch.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../autograd.h"
+#include "../../ops/iter.h"
+
+static int check_ids(const char *fn, const ml_tensor *ids, int64_t limit) {
+    if (ids->dtype != ML_I64 || ids->ndim != 1)
+        return ml_failc("%s: ids must be a 1-d int64 tensor, got %s %s", fn, ml_dtype_name(ids->dtype), ML_SHAPE_STR(ids));
+    const int64_t *p = ml_i64(ids);
+    for (int64_t a = 0; a < ids->shape[0]; a++) {
+        int64_t v = p[a * ids->stride[0]];
+        if (v < 0 || v >= limit)
+            return ml_failc("%s: id %" PRId64 " at position %" PRId64 " is out of range [0, %" PRId64 ")", fn, v, a, limit);
+    }
+    return 0;
+}
+
+static int64_t row_size(const ml_tensor *x) {
+    int64_t r = 1;
+    for (int d = 1; d < x->ndim; d++) r *= x->shape[d];
+    return r;
+}
+
+/* ------------------------------------------------------------ gather */
+static int gather_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
+    ml_tensor *ids = ml_saved(n, 0);
+    if (!ids) return -1;
+    ml_tensor *x = n->in[0];
+    ml_tensor *gx = ml_zeros(ML_F32, x->ndim, x->shape);
+    if (!gx) return -1;
+    int64_t D = row_size(x), A = ids->shape[0];
+    const int64_t *id = ml_i64(ids);
+    const float *gg = ml_f32(g);
+    float *o = ml_f32(gx);
+    for (int64_t a = 0; a < A; a++) { /* serial: repeated ids must not race */
+        float *dst = o + id[a] * D;
+        const float *src = gg + a * D;
+        for (int64_t j = 0; j < D; j++) dst[j] += src[j];
+    }
+    gin[0] = gx;
+    return 0;
+}
+
+ml_tensor *ml_moe_gather(ml_tensor *x, const ml_tensor *ids_in) {
+    if (x->ndim < 1) return ml_fail("moe_gather: input must have at least one dimension");
+    if (check_ids("moe_gather", ids_in, x->shape[0])) return NULL;
+    ml_tensor *xc = ml_contiguous(x), *ids = ml_contiguous((ml_tensor *)ids_in);
+    int64_t shape[ML_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[0] = ids_in->shape[0];
+    ml_tensor *out = xc && ids ? ml_empty(x->dtype, x->ndim, shape) : NULL;
+    if (out) {
+        int64_t D = row_size(x), A = shape[0];
+        size_t es = ml_dtype_size(x->dtype);
+        const int64_t *id = ml_i64(ids);
+        const char *src = (const char *)xc->storage->data + xc->offset * (int64_t)es;
+        char *dst = out->storage->data;
+        #pragma omp parallel for schedule(static) if (A * D >= 65536)
+        for (int64_t a = 0; a < A; a++) memcpy(dst + (size_t)(a * D) * es, src + (size_t)(id[a] * D) * es, (size_t)D * es);
+        if (x->dtype == ML_F32) {
+            ml_node *n = ml_record("moe_gather", out, 1, &x, gather_backward);
+            if (n) ml_save(n, ids);
+        }
+    }
+    ml_release(xc);
+    ml_release(ids);
+    return out;
+}
+
+/* ------------------------------------------------------------ combine */
+static int combine_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
+    ml_tensor *y = ml_saved(n, 0), *w = ml_saved(n, 1), *ids = ml_saved(n, 2);
+    if (!y || !w || !ids) return -1;
+    int64_t A = y->shape[0], D = row_size(y);
+    const int64_t *id = ml_i64(ids);
+    const float *gg = ml_f32(g), *yy = ml_f32(y), *ww = ml_f32(w);
+    if (n->needs[0]) {
+        ml_tensor *gy = ml_empty(ML_F32, y->ndim, y->shape);
+        if (!gy) return -1;
+        float *o = ml_f32(gy);
+        #pragma omp parallel for schedule(static) if (A * D >= 65536)
+        for (int64_t a = 0; a < A; a++) {
+            const float *src = gg + id[a] * D;
+            float s = ww[a];
+            for (int64_t j = 0; j < D; j++) o[a * D + j] = s * src[j];
+        }
+        gin[0] = gy;
+    }
+    if (n->needs[1]) {
+        ml_tensor *gw = ml_empty(ML_F32, 1, &A);
+        if (!gw) return -1;
+        float *o = ml_f32(gw);
+        #pragma omp parallel for schedule(static) if (A * D >= 65536)
+        for (int64_t a = 0; a < A; a++) {
+            const float *src = gg + id[a] * D, *row = yy + a * D;
+            double s = 0;
+            for (int64_t j = 0; j < D; j++) s += (double)row[j] * src[j];
+            o[a] = (float)s;
+        }
+        gin[1] = gw;
+    }
+    return 0;
+}
+
+ml_tensor *ml_moe_combine(ml_tensor *y, ml_tensor *w, const ml_tensor *ids_in, int64_t T) {
+    if (y->dtype != ML_F32 || w->dtype != ML_F32) return ml_fail("moe_combine: expects float32 tensors");
+    if (y->ndim < 1 || w->ndim != 1 || w->shape[0] != y->shape[0] || ids_in->ndim != 1 || ids_in->shape[0] != y->shape[0])
+        return ml_fail("moe_combine: expert outputs %s, weights %s and ids %s do not match", ML_SHAPE_STR(y),
+                       ML_SHAPE_STR(w), ML_SHAPE_STR(ids_in));
+    if (check_ids("moe_combine", ids_in, T)) return NULL;
+    ml_tensor *yc = ml_contiguous(y), *wc = ml_contiguous(w), *ids = ml_contiguous((ml_tensor *)ids_in);
+    int64_t shape[ML_MAX_DIMS];
+    memcpy(shape, y->shape, sizeof shape);
+    shape[0] = T;
+    ml_tensor *out = yc && wc && ids ? ml_zeros(ML_F32, y->ndim, shape) : NULL;
+    if (out) {
+        int64_t A = y->shape[0], D = row_size(y);
+        const int64_t *id = ml_i64(ids);
+        const float *yy = ml_f32(yc), *ww = ml_f32(wc);
+        float *o = ml_f32(out);
+        for (int64_t a = 0; a < A; a++) { /* serial: a token may receive several experts */
+            float s = ww[a];
+            float *dst = o + id[a] * D;
+            const float *src = yy + a * D;
+            for (int64_t j = 0; j < D; j++) dst[j] += s * src[j];
+        }
+        ml_node *n = ml_record("moe_combine", out, 2, (ml_tensor *[]){y, w}, combine_backward);
+        if (n) {
+            ml_save(n, yc);
+            ml_save(n, wc);
+            ml_save(n, ids);
+        }
+    }
+    ml_release(yc);
+    ml_release(wc);
+    ml_release(ids);
+    return out;
+}
+
+/* ------------------------------------------------------------ place channels */
+typedef struct {
+    int E;
+    int64_t N, c, inner;   /* channels per expert, elements per channel */
+    ml_tensor **ids;       /* retained, contiguous */
+} place_ctx;
+
+static void place_ctx_free(void *p) {
+    place_ctx *c = p;
+    for (int e = 0; e < c->E; e++) ml_release(c->ids[e]);
+    free(c->ids);
+    free(c);
+}
+
+/* inputs: parts[0..E-1] (absent parts replaced by a 0-row tensor), then gates (optional) */
+static int place_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
+    place_ctx *c = n->ctx;
+    int E = c->E;
+    bool has_gates = n->n_in > E;
+    ml_tensor *gates = has_gates ? ml_saved(n, 0) : NULL;
+    if (has_gates && !gates) return -1;
+    int64_t blk = c->c * c->inner, row = (int64_t)E * blk;
+    const float *gg = ml_f32(g);
+    ml_tensor *ggate = NULL;
+    if (has_gates && n->needs[E]) {
+        ggate = ml_zeros(ML_F32, 1, &c->N);
+        if (!ggate) return -1;
+    }
+    for (int e = 0; e < E; e++) {
+        ml_tensor *ids = c->ids[e];
+        int64_t ne = ids->shape[0];
+        if (ne == 0) continue;
+        const int64_t *id = ml_i64(ids);
+        ml_tensor *part = n->saved[1 + e] ? ml_saved(n, 1 + e) : NULL;
+        if (n->needs[e]) {
+            ml_tensor *gp = ml_empty(ML_F32, n->in[e]->ndim, n->in[e]->shape);
+            if (!gp) {
+                ml_release(ggate);
+                return -1;
+            }
+            float *o = ml_f32(gp);
+            for (int64_t i = 0; i < ne; i++) {
+                float s = has_gates ? ml_f32(gates)[id[i]] : 1.0f;
+                const float *src = gg + id[i] * row + (int64_t)e * blk;
+                for (int64_t j = 0; j < blk; j++) o[i * blk + j] = s * src[j];
+            }
+            gin[e] = gp;
+        }
+        if (ggate) {
+            if (!part) {
+                ml_release(ggate);
+                return -1;
+            }
+            for (int64_t i = 0; i < ne; i++) {
+                const float *src = gg + id[i] * row + (int64_t)e * blk, *p = ml_f32(part) + i * blk;
+                double s = 0;
+                for (int64_t j = 0; j < blk; j++) s += (double)p[j] * src[j];
+                ml_f32(ggate)[id[i]] += (float)s;
+            }
+        }
+    }
+    if (ggate) gin[E] = ggate;
+    return 0;
+}
+
+ml_tensor *ml_moe_place_channels(int E, ml_tensor *const *parts, ml_tensor *const *ids, ml_tensor *gates, int64_t N) {
+    if (E < 1 || E > ML_NODE_MAX_SAVED - 1)
+        return ml_fail("moe_place_channels: %d experts (at most %d supported)", E, ML_NODE_MAX_SAVED - 1);
+    /* the shape of an expert's block from the first non-empty part */
+    const ml_tensor *ref = NULL;
+    for (int e = 0; e < E; e++)
+        if (parts[e] && parts[e]->shape[0] > 0) ref = parts[e];
+    if (!ref) return ml_fail("moe_place_channels: no expert received any sample");
+    if (ref->ndim < 2) return ml_fail("moe_place_channels: parts must be [n, channels, ...]");
+    int64_t c = ref->shape[1], inner = 1;
+    for (int d = 2; d < ref->ndim; d++) inner *= ref->shape[d];
+    int64_t total = 0;
+    for (int e = 0; e < E; e++) {
+        int64_t ne = parts[e] ? parts[e]->shape[0] : 0;
+        if (parts[e] && ne > 0) {
+            if (parts[e]->ndim != ref->ndim || parts[e]->shape[1] != c || row_size(parts[e]) != c * inner)
+                return ml_fail("moe_place_channels: expert %d output %s does not match %s", e + 1,
+                               ML_SHAPE_STR(parts[e]), ML_SHAPE_STR(ref));
+        }
+        if (!ids[e] || ids[e]->shape[0] != ne)
+            return ml_fail("moe_place_channels: expert %d has %" PRId64 " outputs but %" PRId64 " sample ids", e + 1,
+                           ne, ids[e] ? ids[e]->shape[0] : 0);
+        if (check_ids("moe_place_channels", ids[e], N)) return NULL;
+        total += ne;
+    }
+    if (gates && (gates->ndim != 1 || gates->shape[0] != N))
+        return ml_fail("moe_place_channels: gates must be [%" PRId64 "], got %s", N, ML_SHAPE_STR(gates));
+    int64_t shape[ML_MAX_DIMS];
+    memcpy(shape, ref->shape, sizeof shape);
+    shape[0] = N;
+    shape[1] = c * E;
+    ml_tensor *out = ml_zeros(ML_F32, ref->ndim, shape);
+    if (!out) return NULL;
+    ml_tensor *gc = gates ? ml_contiguous(gates) : NULL;
+    int64_t blk = c * inner, row = (int64_t)E * blk;
+    place_ctx *ctx = calloc(1, sizeof *ctx);
+    ml_tensor **pc = calloc((size_t)E, sizeof *pc);
+    ml_tensor *empty = NULL;
+    ctx->E = E;
+    ctx->N = N;
+    ctx->c = c;
+    ctx->inner = inner;
+    ctx->ids = calloc((size_t)E, sizeof *ctx->ids);
+    char *seen = calloc((size_t)N, 1);
+    int rc = 0;
+    for (int e = 0; e < E && rc == 0; e++) {
+        ctx->ids[e] = ml_contiguous(ids[e]);
+        int64_t ne = ids[e]->shape[0];
+        if (ne == 0) continue;
+        pc[e] = ml_contiguous(parts[e]);
+        const int64_t *id = ml_i64(ctx->ids[e]);
+        for (int64_t i = 0; i < ne; i++) {
+            if (seen[id[i]]++) {
+                rc = ml_failc("moe_place_channels: sample %" PRId64 " is routed to more than one expert", id[i]);
+                break;
+            }
+            float s = gc ? ml_f32(gc)[id[i]] : 1.0f;
+            float *dst = ml_f32(out) + id[i] * row + (int64_t)e * blk;
+            const float *src = ml_f32(pc[e]) + i * blk;
+            for (int64_t j = 0; j < blk; j++) dst[j] = s * src[j];
+        }
+    }
+    free(seen);
+    if (rc == 0) {
+        /* absent parts are represented by empty tensors so input positions stay fixed */
+        ml_tensor **inputs = calloc((size_t)E + 1, sizeof *inputs);
+        int64_t zshape[ML_MAX_DIMS];
+        memcpy(zshape, ref->shape, sizeof zshape);
+        zshape[0] = 0;
+        empty = ml_empty(ML_F32, ref->ndim, zshape);
+        for (int e = 0; e < E; e++) inputs[e] = parts[e] && parts[e]->shape[0] > 0 ? parts[e] : empty;
+        inputs[E] = gates;
+        ml_node *n = ml_record("moe_place_channels", out, gates ? E + 1 : E, inputs, place_backward);
+        free(inputs);
+        if (n) {
+            ml_save(n, gc ? gc : out); /* slot 0: gates (slot kept even without gates) */
+            for (int e = 0; e < E; e++) {
+                if (pc[e]) ml_save(n, pc[e]);
+                else n->saved[n->n_saved++] = NULL;
+            }
+            n->ctx = ctx;
+            n->ctx_free = place_ctx_free;
+            ctx = NULL;
+        }
+    }
+    if (ctx) place_ctx_free(ctx);
+    for (int e = 0; e < E; e++) ml_release(pc[e]);
+    free(pc);
+    ml_release(empty);
+    ml_release(gc);
+    if (rc) {
+        ml_release(out);
+        return NULL;
+    }
+    return out;
+}
