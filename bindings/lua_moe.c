@@ -59,7 +59,7 @@ static int l_combine(lua_State *L) {
     return mlua_push_tensor(L, out);
 }
 
-/* ml.moe.place_channels({part_1, ...}, {ids_1, ...}, gates_or_nil, N) */
+/* ml.moe.place_channels({part_1, ...}, {ids_1, ...}, gates_or_nil, N, [C, {start_1, ...}]) (starts 1-based) */
 static int l_place_channels(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -78,7 +78,15 @@ static int l_place_channels(lua_State *L) {
         ids[e] = mlua_index_to_core(L, lua_gettop(L), "moe.place_channels");
         lua_pop(L, 1);
     }
-    ml_tensor *out = ml_moe_place_channels(E, parts, ids, gates, N);
+    int64_t start[16];
+    lua_Integer C = luaL_optinteger(L, 5, 0);
+    bool has_start = lua_istable(L, 6);
+    for (int e = 0; has_start && e < E; e++) {
+        lua_rawgeti(L, 6, e + 1);
+        start[e] = luaL_checkinteger(L, -1) - 1;
+        lua_pop(L, 1);
+    }
+    ml_tensor *out = ml_moe_place_channels(E, parts, ids, gates, N, C, has_start ? start : NULL);
     for (int e = 0; e < E; e++) ml_release(ids[e]);
     return mlua_push_tensor(L, out);
 }

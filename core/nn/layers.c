@@ -341,6 +341,72 @@ ml_module *ml_nn_lambda(const char *name, ml_lambda_fn fn, void *ud, void (*free
     return m;
 }
 
+/* ------------------------------------------------------------ MLP */
+/* fc1 -> activation -> fc2, the transformer MLP and the V-MoE expert. */
+typedef struct {
+    int64_t in, hidden, out;
+    ml_unary_op act;
+} mlp_state;
+
+static ml_tensor *mlp_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
+    mlp_state *s = m->state;
+    ml_tensor *h = ml_module_forward_child(m, 0, x, ctx);
+    if (!h) return NULL;
+    ml_tensor *a = ml_unary(s->act, h);
+    ml_release(h);
+    if (!a) return NULL;
+    ml_tensor *y = ml_module_forward_child(m, 1, a, ctx);
+    ml_release(a);
+    return y;
+}
+
+static void mlp_describe(const ml_module *m, char *buf, size_t n) {
+    const mlp_state *s = m->state;
+    snprintf(buf, n, "MLP(%" PRId64 " -> %" PRId64 " -> %" PRId64 ", %s)", s->in, s->hidden, s->out,
+             act_name(s->act));
+}
+
+static cJSON *mlp_config(const ml_module *m) {
+    const mlp_state *s = m->state;
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "type", "MLP");
+    cJSON_AddNumberToObject(c, "in", (double)s->in);
+    cJSON_AddNumberToObject(c, "hidden", (double)s->hidden);
+    cJSON_AddNumberToObject(c, "out", (double)s->out);
+    cJSON_AddStringToObject(c, "activation", ml_unary_name(s->act));
+    return c;
+}
+
+static const ml_module_type mlp_type = {
+    .name = "MLP", .forward = mlp_forward, .destroy = free_state, .describe = mlp_describe, .config = mlp_config};
+
+ml_module *ml_nn_mlp(int64_t in, int64_t hidden, int64_t out, ml_unary_op act) {
+    mlp_state *s = malloc(sizeof *s);
+    if (!s) return ml_fail("out of memory");
+    *s = (mlp_state){in, hidden, out, act};
+    ml_module *m = ml_module_new(&mlp_type, s);
+    if (!m) {
+        free(s);
+        return NULL;
+    }
+    if (!ml_module_add_child(m, "fc1", ml_nn_linear(in, hidden, true)) ||
+        !ml_module_add_child(m, "fc2", ml_nn_linear(hidden, out, true))) {
+        ml_module_release(m);
+        return NULL;
+    }
+    return m;
+}
+
+static ml_module *mlp_from_config(const cJSON *c) {
+    int in, hidden, out;
+    if (ml_cfg_int(c, "in", 0, &in) || ml_cfg_int(c, "hidden", 0, &hidden) || ml_cfg_int(c, "out", in, &out))
+        return NULL;
+    const char *act = ml_cfg_string(c, "activation", "gelu");
+    for (int op = 0; op < ML_UNARY_COUNT; op++)
+        if (!strcmp(ml_unary_name((ml_unary_op)op), act)) return ml_nn_mlp(in, hidden, out, (ml_unary_op)op);
+    return ml_fail("MLP: unknown activation '%s'", act);
+}
+
 /* ------------------------------------------------------------ registration */
 void ml_nn_register_layers(void);
 void ml_nn_register_layers(void) {
@@ -350,4 +416,5 @@ void ml_nn_register_layers(void) {
     ml_module_register("Flatten", flatten_from_config);
     ml_module_register("Normalize", normalize_from_config);
     ml_module_register("Sequential", seq_from_config);
+    ml_module_register("MLP", mlp_from_config);
 }

@@ -9,6 +9,8 @@
 
 /* y = x W^T + b; W [out, in] and b [out] initialised as PyTorch does. */
 ml_module *ml_nn_linear(int64_t in, int64_t out, bool bias);
+/* fc1 (in -> hidden) -> activation -> fc2 (hidden -> out): children "fc1", "fc2". */
+ml_module *ml_nn_mlp(int64_t in, int64_t hidden, int64_t out, ml_unary_op act);
 /* A pointwise activation module: ML_RELU, ML_GELU, ML_TANH, ML_SIGMOID, ... */
 ml_module *ml_nn_activation(ml_unary_op op);
 ml_module *ml_nn_identity(void);

@@ -145,14 +145,16 @@ ml_tensor *ml_moe_combine(ml_tensor *y, ml_tensor *w, const ml_tensor *ids_in, i
 /* ------------------------------------------------------------ place channels */
 typedef struct {
     int E;
-    int64_t N, c, inner;   /* channels per expert, elements per channel */
-    ml_tensor **ids;       /* retained, contiguous */
+    int64_t N, c, C, inner; /* channels per expert, total channels, elements per channel */
+    int64_t *start;         /* first channel of each expert */
+    ml_tensor **ids;        /* retained, contiguous */
 } place_ctx;
 
 static void place_ctx_free(void *p) {
     place_ctx *c = p;
     for (int e = 0; e < c->E; e++) ml_release(c->ids[e]);
     free(c->ids);
+    free(c->start);
     free(c);
 }
 
@@ -163,7 +165,7 @@ static int place_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
     bool has_gates = n->n_in > E;
     ml_tensor *gates = has_gates ? ml_saved(n, 0) : NULL;
     if (has_gates && !gates) return -1;
-    int64_t blk = c->c * c->inner, row = (int64_t)E * blk;
+    int64_t blk = c->c * c->inner, row = c->C * c->inner;
     const float *gg = ml_f32(g);
     ml_tensor *ggate = NULL;
     if (has_gates && n->needs[E]) {
@@ -185,7 +187,7 @@ static int place_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
             float *o = ml_f32(gp);
             for (int64_t i = 0; i < ne; i++) {
                 float s = has_gates ? ml_f32(gates)[id[i]] : 1.0f;
-                const float *src = gg + id[i] * row + (int64_t)e * blk;
+                const float *src = gg + id[i] * row + c->start[e] * c->inner;
                 for (int64_t j = 0; j < blk; j++) o[i * blk + j] = s * src[j];
             }
             gin[e] = gp;
@@ -196,7 +198,7 @@ static int place_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
                 return -1;
             }
             for (int64_t i = 0; i < ne; i++) {
-                const float *src = gg + id[i] * row + (int64_t)e * blk, *p = ml_f32(part) + i * blk;
+                const float *src = gg + id[i] * row + c->start[e] * c->inner, *p = ml_f32(part) + i * blk;
                 double s = 0;
                 for (int64_t j = 0; j < blk; j++) s += (double)p[j] * src[j];
                 ml_f32(ggate)[id[i]] += (float)s;
@@ -207,7 +209,8 @@ static int place_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
     return 0;
 }
 
-ml_tensor *ml_moe_place_channels(int E, ml_tensor *const *parts, ml_tensor *const *ids, ml_tensor *gates, int64_t N) {
+ml_tensor *ml_moe_place_channels(int E, ml_tensor *const *parts, ml_tensor *const *ids, ml_tensor *gates, int64_t N,
+                                 int64_t C, const int64_t *start) {
     if (E < 1 || E > ML_NODE_MAX_SAVED - 1)
         return ml_fail("moe_place_channels: %d experts (at most %d supported)", E, ML_NODE_MAX_SAVED - 1);
     /* the shape of an expert's block from the first non-empty part */
@@ -234,14 +237,21 @@ ml_tensor *ml_moe_place_channels(int E, ml_tensor *const *parts, ml_tensor *cons
     }
     if (gates && (gates->ndim != 1 || gates->shape[0] != N))
         return ml_fail("moe_place_channels: gates must be [%" PRId64 "], got %s", N, ML_SHAPE_STR(gates));
+    if (!start) C = c * E;
+    for (int e = 0; e < E; e++) {
+        int64_t s0 = start ? start[e] : e * c;
+        if (s0 < 0 || s0 + c > C)
+            return ml_fail("moe_place_channels: expert %d's channels [%" PRId64 ", %" PRId64 ") fall outside %" PRId64,
+                           e + 1, s0, s0 + c, C);
+    }
     int64_t shape[ML_MAX_DIMS];
     memcpy(shape, ref->shape, sizeof shape);
     shape[0] = N;
-    shape[1] = c * E;
+    shape[1] = C;
     ml_tensor *out = ml_zeros(ML_F32, ref->ndim, shape);
     if (!out) return NULL;
     ml_tensor *gc = gates ? ml_contiguous(gates) : NULL;
-    int64_t blk = c * inner, row = (int64_t)E * blk;
+    int64_t blk = c * inner, row = C * inner;
     place_ctx *ctx = calloc(1, sizeof *ctx);
     ml_tensor **pc = calloc((size_t)E, sizeof *pc);
     ml_tensor *empty = NULL;
@@ -249,6 +259,9 @@ ml_tensor *ml_moe_place_channels(int E, ml_tensor *const *parts, ml_tensor *cons
     ctx->N = N;
     ctx->c = c;
     ctx->inner = inner;
+    ctx->C = C;
+    ctx->start = malloc(sizeof *ctx->start * (size_t)E);
+    for (int e = 0; e < E; e++) ctx->start[e] = start ? start[e] : e * c;
     ctx->ids = calloc((size_t)E, sizeof *ctx->ids);
     char *seen = calloc((size_t)N, 1);
     int rc = 0;
@@ -264,7 +277,7 @@ ml_tensor *ml_moe_place_channels(int E, ml_tensor *const *parts, ml_tensor *cons
                 break;
             }
             float s = gc ? ml_f32(gc)[id[i]] : 1.0f;
-            float *dst = ml_f32(out) + id[i] * row + (int64_t)e * blk;
+            float *dst = ml_f32(out) + id[i] * row + ctx->start[e] * inner;
             const float *src = ml_f32(pc[e]) + i * blk;
             for (int64_t j = 0; j < blk; j++) dst[j] = s * src[j];
         }

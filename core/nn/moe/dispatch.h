@@ -19,10 +19,13 @@ ml_tensor *ml_moe_gather(ml_tensor *x, const ml_tensor *ids);
 ml_tensor *ml_moe_combine(ml_tensor *y, ml_tensor *w, const ml_tensor *ids, int64_t T);
 
 /* parts[e] [n_e, c, ...] (NULL or n_e = 0 for an idle expert), ids[e] int64
- * [n_e] (the samples routed to e), gates [N] -> out [N, E*c, ...] with
- * out[ids[e][i], e*c:(e+1)*c] = gates[ids[e][i]] * parts[e][i] and zeros in
- * every other channel. gates may be NULL (weight 1). Every sample must appear
- * in at most one expert. Gradients to every part and to gates. */
-ml_tensor *ml_moe_place_channels(int E, ml_tensor *const *parts, ml_tensor *const *ids, ml_tensor *gates, int64_t N);
+ * [n_e] (the samples routed to e), gates [N] -> out [N, C, ...] with
+ * out[ids[e][i], start[e] : start[e] + c] = gates[ids[e][i]] * parts[e][i] and
+ * zeros in every other channel. start may be NULL (expert e owns [e*c, (e+1)*c)
+ * and C = E*c); blocks of different experts may overlap, but every sample must
+ * appear in at most one expert. gates may be NULL (weight 1). Gradients to every
+ * part and to gates. */
+ml_tensor *ml_moe_place_channels(int E, ml_tensor *const *parts, ml_tensor *const *ids, ml_tensor *gates, int64_t N,
+                                 int64_t C, const int64_t *start);
 
 #endif
