@@ -23,6 +23,32 @@ local cases = {
   norm2 = function(x) return x:norm(2) end,
   var_dim = function(x) return x:var(2) end,          -- dim 1 (0-based) in the file
   logsumexp = function(x) return x:logsumexp(-1) end,
+  softmax = function(x) return x:softmax(-1) end,
+  log_softmax = function(x) return x:log_softmax(-1) end,
+  layer_norm = function(x, w, b) return ml.layer_norm(x, 1, w, b, {eps = 1e-6}) end,
+  batch_norm_eval = function(x, w, b)
+    return ml.batch_norm(x, V["batch_norm_eval.running_mean"], V["batch_norm_eval.running_var"], w, b,
+      {training = false, eps = 1e-5})
+  end,
+  batch_norm_train = function(x, w, b)
+    local rm, rv = V["batch_norm_train.running_mean_before"]:clone(), V["batch_norm_train.running_var_before"]:clone()
+    local y = ml.batch_norm(x, rm, rv, w, b, {training = true, momentum = 0.1, eps = 1e-5})
+    T.close(rm, V["batch_norm_train.running_mean_after"], 1e-5, 1e-6, "running mean after one step")
+    T.close(rv, V["batch_norm_train.running_var_after"], 1e-5, 1e-6, "running var after one step (unbiased)")
+    return y
+  end,
+  cross_entropy = function(x) return ml.cross_entropy(x, V["cross_entropy.labels"] + 1) end,
+  trades_kl = function(clean, adv) return ml.kl_div(clean, adv) end,
+  mse = function(a, b) return ml.mse(a, b) end,
+  topk3 = function(x)
+    local v, i = x:topk(3, -1)
+    T.check(i:equal(V["topk3.indices"] + 1), "topk indices")
+    return v
+  end,
+  index_select_dup = function(x) return x:index_select(2, ml.tensor({4, 1, 4}, "int64")) end,
+  attention = function(q, k, v)
+    return ml.matmul(ml.softmax(ml.matmul(q, k:transpose(3, 4)) / 4, -1), v)
+  end,
 }
 
 for name, fn in pairs(cases) do

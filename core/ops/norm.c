@@ -1,0 +1,279 @@
+/* norm.c -- batch norm, layer norm and dropout with backward. */
+#include "norm.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <string.h>
+
+#include "../autograd.h"
+
+/* ------------------------------------------------------------ batch norm */
+static int bn_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
+    ml_tensor *x = ml_saved(n, 0), *mean = ml_saved(n, 1), *invstd = ml_saved(n, 2);
+    if (!x || !mean || !invstd) return -1;
+    ml_tensor *w = n->n_saved > 3 ? ml_saved(n, 3) : NULL;
+    if (n->n_saved > 3 && !w) return -1;
+    bool training = n->i[0];
+    int64_t N = x->shape[0], C = x->shape[1], inner = n->i[1], M = N * inner;
+    const float *xx = ml_f32(x), *gg = ml_f32(g), *mu = ml_f32(mean), *is = ml_f32(invstd);
+    ml_tensor *gx = n->needs[0] ? ml_empty(ML_F32, x->ndim, x->shape) : NULL;
+    ml_tensor *gw = n->n_in > 1 && n->needs[1] ? ml_empty(ML_F32, 1, &C) : NULL;
+    ml_tensor *gb = n->n_in > 2 && n->needs[2] ? ml_empty(ML_F32, 1, &C) : NULL;
+    if ((n->needs[0] && !gx) || (n->n_in > 1 && n->needs[1] && !gw) || (n->n_in > 2 && n->needs[2] && !gb)) {
+        ml_release(gx);
+        ml_release(gw);
+        ml_release(gb);
+        return -1;
+    }
+    #pragma omp parallel for schedule(static) if (M * C >= 65536)
+    for (int64_t c = 0; c < C; c++) {
+        double sg = 0, sgx = 0;
+        float m = mu[c], s = is[c];
+        for (int64_t b = 0; b < N; b++) {
+            const float *xr = xx + (b * C + c) * inner, *gr = gg + (b * C + c) * inner;
+            for (int64_t i = 0; i < inner; i++) {
+                sg += gr[i];
+                sgx += (double)gr[i] * (xr[i] - m) * s;
+            }
+        }
+        if (gw) ml_f32(gw)[c] = (float)sgx;
+        if (gb) ml_f32(gb)[c] = (float)sg;
+        if (gx) {
+            float gamma = w ? ml_f32(w)[c] : 1.0f;
+            float mg = (float)(sg / (double)M), mgx = (float)(sgx / (double)M);
+            for (int64_t b = 0; b < N; b++) {
+                const float *xr = xx + (b * C + c) * inner, *gr = gg + (b * C + c) * inner;
+                float *o = ml_f32(gx) + (b * C + c) * inner;
+                if (training)
+                    for (int64_t i = 0; i < inner; i++) o[i] = gamma * s * (gr[i] - mg - (xr[i] - m) * s * mgx);
+                else
+                    for (int64_t i = 0; i < inner; i++) o[i] = gamma * s * gr[i];
+            }
+        }
+    }
+    gin[0] = gx;
+    if (n->n_in > 1) gin[1] = gw;
+    if (n->n_in > 2) gin[2] = gb;
+    return 0;
+}
+
+static int check_vec(const char *what, const ml_tensor *t, int64_t C) {
+    if (!t) return 0;
+    if (t->dtype != ML_F32 || t->ndim != 1 || t->shape[0] != C)
+        return ml_failc("batch_norm: %s has shape %s, expected [%" PRId64 "] (one per channel)", what, ML_SHAPE_STR(t), C);
+    if (!ml_is_contiguous(t)) return ml_failc("batch_norm: %s must be contiguous", what);
+    return 0;
+}
+
+ml_tensor *ml_batch_norm(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, ml_tensor *rm, ml_tensor *rv, bool training,
+                         double momentum, double eps) {
+    if (x->dtype != ML_F32 || x->ndim < 2)
+        return ml_fail("batch_norm: expects a float32 input [N, C, ...], got %s", ML_SHAPE_STR(x));
+    int64_t N = x->shape[0], C = x->shape[1], inner = 1;
+    for (int d = 2; d < x->ndim; d++) inner *= x->shape[d];
+    if (check_vec("weight", weight, C) || check_vec("bias", bias, C) || check_vec("running_mean", rm, C) ||
+        check_vec("running_var", rv, C))
+        return NULL;
+    if (!training && (!rm || !rv)) return ml_fail("batch_norm: evaluation mode needs running_mean and running_var");
+    if (training && N * inner < 2)
+        return ml_fail("batch_norm: training needs more than one value per channel (input %s)", ML_SHAPE_STR(x));
+    if (!(eps > 0)) return ml_fail("batch_norm: eps must be positive");
+    if ((rm && rm->requires_grad) || (rv && rv->requires_grad))
+        return ml_fail("batch_norm: running statistics must not require grad");
+    ml_tensor *xc = ml_contiguous(x);
+    ml_tensor *y = xc ? ml_empty(ML_F32, x->ndim, x->shape) : NULL;
+    ml_tensor *mean = ml_empty(ML_F32, 1, &C), *invstd = ml_empty(ML_F32, 1, &C);
+    if (!y || !mean || !invstd) {
+        ml_release(xc);
+        ml_release(y);
+        ml_release(mean);
+        ml_release(invstd);
+        return NULL;
+    }
+    int64_t M = N * inner;
+    const float *xx = ml_f32(xc);
+    float *o = ml_f32(y);
+    #pragma omp parallel for schedule(static) if (M * C >= 65536)
+    for (int64_t c = 0; c < C; c++) {
+        double m, var;
+        if (training) {
+            double s = 0, ss = 0;
+            for (int64_t b = 0; b < N; b++) {
+                const float *xr = xx + (b * C + c) * inner;
+                for (int64_t i = 0; i < inner; i++) s += xr[i];
+            }
+            m = s / (double)M;
+            for (int64_t b = 0; b < N; b++) {
+                const float *xr = xx + (b * C + c) * inner;
+                for (int64_t i = 0; i < inner; i++) ss += (xr[i] - m) * (xr[i] - m);
+            }
+            var = ss / (double)M;
+            if (rm) ml_f32(rm)[c] = (float)((1.0 - momentum) * ml_f32(rm)[c] + momentum * m);
+            if (rv) ml_f32(rv)[c] = (float)((1.0 - momentum) * ml_f32(rv)[c] + momentum * var * (double)M / (double)(M - 1));
+        } else {
+            m = ml_f32(rm)[c];
+            var = ml_f32(rv)[c];
+        }
+        float s = (float)(1.0 / sqrt(var + eps)), mf = (float)m;
+        float gamma = weight ? ml_f32(weight)[c] : 1.0f, beta = bias ? ml_f32(bias)[c] : 0.0f;
+        float a = gamma * s, bb = beta - mf * a; /* y = a x + bb */
+        ml_f32(mean)[c] = mf;
+        ml_f32(invstd)[c] = s;
+        for (int64_t b = 0; b < N; b++) {
+            const float *xr = xx + (b * C + c) * inner;
+            float *yr = o + (b * C + c) * inner;
+            for (int64_t i = 0; i < inner; i++) yr[i] = a * xr[i] + bb;
+        }
+    }
+    if (training) {
+        if (rm) ml_bump_version(rm);
+        if (rv) ml_bump_version(rv);
+    }
+    ml_tensor *ins[3] = {x, weight, bias};
+    int nin = bias ? 3 : weight ? 2 : 1;
+    if (bias && !weight) {
+        /* keep input positions fixed: weight slot holds a constant ones vector */
+        ins[1] = NULL;
+    }
+    ml_node *n = ml_record("batch_norm", y, nin, ins, bn_backward);
+    if (n) {
+        n->i[0] = training;
+        n->i[1] = inner;
+        ml_save(n, xc);
+        ml_save(n, mean);
+        ml_save(n, invstd);
+        if (weight) ml_save(n, weight);
+    }
+    ml_release(xc);
+    ml_release(mean);
+    ml_release(invstd);
+    return y;
+}
+
+/* ------------------------------------------------------------ layer norm */
+static int ln_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
+    ml_tensor *x = ml_saved(n, 0), *mean = ml_saved(n, 1), *invstd = ml_saved(n, 2);
+    if (!x || !mean || !invstd) return -1;
+    ml_tensor *w = n->n_saved > 3 ? ml_saved(n, 3) : NULL;
+    if (n->n_saved > 3 && !w) return -1;
+    int64_t D = n->i[0], rows = D ? ml_numel(x) / D : 0;
+    const float *xx = ml_f32(x), *gg = ml_f32(g), *mu = ml_f32(mean), *is = ml_f32(invstd);
+    const float *gamma = w ? ml_f32(w) : NULL;
+    ml_tensor *gx = n->needs[0] ? ml_empty(ML_F32, x->ndim, x->shape) : NULL;
+    bool want_w = n->n_in > 1 && n->in[1] && n->needs[1], want_b = n->n_in > 2 && n->in[2] && n->needs[2];
+    ml_tensor *gw = want_w ? ml_zeros(ML_F32, n->in[1]->ndim, n->in[1]->shape) : NULL;
+    ml_tensor *gb = want_b ? ml_zeros(ML_F32, n->in[2]->ndim, n->in[2]->shape) : NULL;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = xx + r * D, *gr = gg + r * D;
+        float m = mu[r], s = is[r];
+        double a = 0, b = 0; /* sums of g*gamma and g*gamma*xhat */
+        for (int64_t j = 0; j < D; j++) {
+            float xh = (xr[j] - m) * s, gj = gr[j] * (gamma ? gamma[j] : 1.0f);
+            a += gj;
+            b += gj * xh;
+            if (gw) ml_f32(gw)[j] += gr[j] * xh;
+            if (gb) ml_f32(gb)[j] += gr[j];
+        }
+        if (gx) {
+            float ma = (float)(a / (double)D), mb = (float)(b / (double)D);
+            float *o = ml_f32(gx) + r * D;
+            for (int64_t j = 0; j < D; j++) {
+                float xh = (xr[j] - m) * s, gj = gr[j] * (gamma ? gamma[j] : 1.0f);
+                o[j] = s * (gj - ma - xh * mb);
+            }
+        }
+    }
+    gin[0] = gx;
+    if (n->n_in > 1) gin[1] = gw;
+    if (n->n_in > 2) gin[2] = gb;
+    return 0;
+}
+
+ml_tensor *ml_layer_norm(ml_tensor *x, int dims, ml_tensor *weight, ml_tensor *bias, double eps) {
+    if (x->dtype != ML_F32) return ml_fail("layer_norm: expects a float32 tensor");
+    if (dims < 1 || dims > x->ndim)
+        return ml_fail("layer_norm: cannot normalise over the last %d dimensions of a %d-d tensor", dims, x->ndim);
+    int64_t D = 1;
+    for (int d = x->ndim - dims; d < x->ndim; d++) D *= x->shape[d];
+    if ((weight && (ml_numel(weight) != D || weight->dtype != ML_F32)) || (bias && (ml_numel(bias) != D || bias->dtype != ML_F32)))
+        return ml_fail("layer_norm: weight and bias must have %" PRId64 " elements (the normalised shape)", D);
+    if (!(eps > 0)) return ml_fail("layer_norm: eps must be positive");
+    int64_t rows = D ? ml_numel(x) / D : 0;
+    ml_tensor *xc = ml_contiguous(x), *wc = weight ? ml_contiguous(weight) : NULL, *bc = bias ? ml_contiguous(bias) : NULL;
+    ml_tensor *y = ml_empty(ML_F32, x->ndim, x->shape);
+    ml_tensor *mean = ml_empty(ML_F32, 1, &rows), *invstd = ml_empty(ML_F32, 1, &rows);
+    if (xc && y && mean && invstd && (!weight || wc) && (!bias || bc)) {
+        const float *xx = ml_f32(xc);
+        #pragma omp parallel for schedule(static) if (rows * D >= 65536)
+        for (int64_t r = 0; r < rows; r++) {
+            const float *xr = xx + r * D;
+            float *yr = ml_f32(y) + r * D;
+            double s = 0, ss = 0;
+            for (int64_t j = 0; j < D; j++) s += xr[j];
+            double m = s / (double)D;
+            for (int64_t j = 0; j < D; j++) ss += (xr[j] - m) * (xr[j] - m);
+            float is = (float)(1.0 / sqrt(ss / (double)D + eps)), mf = (float)m;
+            ml_f32(mean)[r] = mf;
+            ml_f32(invstd)[r] = is;
+            for (int64_t j = 0; j < D; j++) {
+                float v = (xr[j] - mf) * is;
+                if (wc) v *= ml_f32(wc)[j];
+                if (bc) v += ml_f32(bc)[j];
+                yr[j] = v;
+            }
+        }
+        ml_tensor *ins[3] = {x, weight, bias};
+        ml_node *n = ml_record("layer_norm", y, bias ? 3 : weight ? 2 : 1, ins, ln_backward);
+        if (n) {
+            n->i[0] = D;
+            ml_save(n, xc);
+            ml_save(n, mean);
+            ml_save(n, invstd);
+            if (wc) ml_save(n, wc);
+        }
+    } else {
+        ml_release(y);
+        y = NULL;
+    }
+    ml_release(xc);
+    ml_release(wc);
+    ml_release(bc);
+    ml_release(mean);
+    ml_release(invstd);
+    return y;
+}
+
+/* ------------------------------------------------------------ dropout */
+static int dropout_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
+    ml_tensor *mask = ml_saved(n, 0);
+    if (!mask) return -1;
+    ml_tensor *gx = ml_empty(ML_F32, g->ndim, g->shape);
+    if (!gx) return -1;
+    const float *m = ml_f32(mask), *gg = ml_f32(g);
+    float *o = ml_f32(gx);
+    for (int64_t i = 0, N = ml_numel(g); i < N; i++) o[i] = gg[i] * m[i];
+    gin[0] = gx;
+    return 0;
+}
+
+ml_tensor *ml_dropout(ml_tensor *x, double p, bool training) {
+    if (!(p >= 0 && p < 1)) return ml_fail("dropout: p must be in [0, 1), got %g", p);
+    if (x->dtype != ML_F32) return ml_fail("dropout: expects a float32 tensor");
+    if (!training || p == 0) return ml_retain(x);
+    ml_tensor *xc = ml_contiguous(x);
+    ml_tensor *mask = xc ? ml_empty(ML_F32, x->ndim, x->shape) : NULL, *y = mask ? ml_empty(ML_F32, x->ndim, x->shape) : NULL;
+    if (y) {
+        float scale = (float)(1.0 / (1.0 - p));
+        float *m = ml_f32(mask), *o = ml_f32(y);
+        const float *xx = ml_f32(xc);
+        for (int64_t i = 0, N = ml_numel(x); i < N; i++) {
+            m[i] = ml_rng_uniform() < p ? 0.0f : scale;
+            o[i] = xx[i] * m[i];
+        }
+        ml_node *n = ml_record("dropout", y, 1, &x, dropout_backward);
+        if (n) ml_save(n, mask);
+    }
+    ml_release(xc);
+    ml_release(mask);
+    return y;
+}
