@@ -19,6 +19,8 @@
 #include "ops/loss.h"
 #include "ops/norm.h"
 #include "ops/index.h"
+#include "ops/conv.h"
+#include "ops/pool.h"
 #include "io/safetensors.h"
 #include "nn/layers.h"
 #include "nn/module.h"

@@ -46,6 +46,15 @@ local cases = {
     return v
   end,
   index_select_dup = function(x) return x:index_select(2, ml.tensor({4, 1, 4}, "int64")) end,
+  conv2d_bias_s1p1 = function(x, w, b) return ml.conv2d(x, w, b, {stride = 1, padding = 1}) end,
+  conv2d_s2p1 = function(x, w) return ml.conv2d(x, w, nil, {stride = 2, padding = 1}) end,
+  conv2d_groups2 = function(x, w) return ml.conv2d(x, w, nil, {groups = 2}) end,
+  conv2d_1x1_s2 = function(x, w) return ml.conv2d(x, w, nil, {stride = 2}) end,
+  conv2d_patch4 = function(x, w, b) return ml.conv2d(x, w, b, {stride = 4}) end,
+  max_pool2d_k2s2 = function(x) return x:max_pool2d(2) end,
+  max_pool2d_k3s2p1 = function(x) return x:max_pool2d(3, {stride = 2, padding = 1}) end,
+  avg_pool2d_k2s2 = function(x) return x:avg_pool2d(2) end,
+  global_avg_pool = function(x) return x:global_avg_pool() end,
   attention = function(q, k, v)
     return ml.matmul(ml.softmax(ml.matmul(q, k:transpose(3, 4)) / 4, -1), v)
   end,

@@ -1,0 +1,290 @@
+/* conv.c -- conv2d forward and backward: im2col + sgemm per sample.
+ *
+ * For sample n and group g, with K = (C/groups) kh kw and P = Ho Wo:
+ *   forward       out[n, g] [O/g, P]  = W_g [O/g, K] x col(x[n, g]) [K, P]
+ *   input grad    col(gx[n, g]) [K, P] = W_g^T x gout[n, g]; col2im adds it back
+ *   weight grad   gW_g [O/g, K]       += gout[n, g] [O/g, P] x col^T
+ * Samples run in parallel (OpenMP), each GEMM on one BLAS thread; each thread
+ * owns its column buffer and, for the weight gradient, its partial sum. A 1x1
+ * stride-1 unpadded convolution needs no im2col: col(x[n]) is x[n] itself. */
+#include "conv.h"
+
+#include <inttypes.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../autograd.h"
+#include "../parallel.h"
+#include "linalg.h"
+
+typedef struct {
+    int64_t N, C, H, W, O, kh, kw, Ho, Wo;
+    int sh, sw, ph, pw, dh, dw, groups;
+    int64_t Cg, Og, K, P; /* per-group channels in/out, rows of col, output pixels */
+    bool direct;          /* 1x1, stride 1, no padding: col = x */
+} geom;
+
+static int make_geom(const ml_tensor *x, const ml_tensor *w, const ml_conv_opts *o, geom *g) {
+    if (x->dtype != ML_F32 || w->dtype != ML_F32) return ml_failc("conv2d: expects float32 tensors");
+    if (x->ndim != 4) return ml_failc("conv2d: expected a 4-d input [N, C, H, W], got %s", ML_SHAPE_STR(x));
+    if (w->ndim != 4) return ml_failc("conv2d: expected a 4-d weight [O, C/groups, kh, kw], got %s", ML_SHAPE_STR(w));
+    g->sh = o && o->stride_h ? o->stride_h : 1;
+    g->sw = o && o->stride_w ? o->stride_w : 1;
+    g->ph = o ? o->pad_h : 0;
+    g->pw = o ? o->pad_w : 0;
+    g->dh = o && o->dil_h ? o->dil_h : 1;
+    g->dw = o && o->dil_w ? o->dil_w : 1;
+    g->groups = o && o->groups ? o->groups : 1;
+    if (g->sh < 1 || g->sw < 1 || g->ph < 0 || g->pw < 0 || g->dh < 1 || g->dw < 1 || g->groups < 1)
+        return ml_failc("conv2d: invalid stride %dx%d, padding %dx%d, dilation %dx%d or groups %d", g->sh, g->sw, g->ph,
+                        g->pw, g->dh, g->dw, g->groups);
+    g->N = x->shape[0];
+    g->C = x->shape[1];
+    g->H = x->shape[2];
+    g->W = x->shape[3];
+    g->O = w->shape[0];
+    g->kh = w->shape[2];
+    g->kw = w->shape[3];
+    if (g->C % g->groups || g->O % g->groups)
+        return ml_failc("conv2d: groups = %d must divide the input channels (%" PRId64 ") and the output channels (%" PRId64 ")",
+                        g->groups, g->C, g->O);
+    g->Cg = g->C / g->groups;
+    g->Og = g->O / g->groups;
+    if (w->shape[1] != g->Cg) {
+        if (g->groups == 1)
+            return ml_failc("conv2d: input has %" PRId64 " channels, weight expects %" PRId64, g->C, w->shape[1]);
+        return ml_failc("conv2d: input has %" PRId64 " channels in %d groups (%" PRId64 " each), weight expects %" PRId64,
+                        g->C, g->groups, g->Cg, w->shape[1]);
+    }
+    int64_t eh = g->dh * (g->kh - 1) + 1, ew = g->dw * (g->kw - 1) + 1;
+    if (g->H + 2 * g->ph < eh || g->W + 2 * g->pw < ew)
+        return ml_failc("conv2d: output would be empty (input %" PRId64 "x%" PRId64 ", kernel %" PRId64 "x%" PRId64
+                        ", padding %dx%d)", g->H, g->W, g->kh, g->kw, g->ph, g->pw);
+    g->Ho = (g->H + 2 * g->ph - eh) / g->sh + 1;
+    g->Wo = (g->W + 2 * g->pw - ew) / g->sw + 1;
+    g->K = g->Cg * g->kh * g->kw;
+    g->P = g->Ho * g->Wo;
+    g->direct = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
+    return 0;
+}
+
+/* col [K, P] from one sample's group of channels x [Cg, H, W]. */
+static void im2col(const geom *g, const float *x, float *col) {
+    for (int64_t c = 0; c < g->Cg; c++)
+        for (int64_t ki = 0; ki < g->kh; ki++)
+            for (int64_t kj = 0; kj < g->kw; kj++) {
+                float *row = col + ((c * g->kh + ki) * g->kw + kj) * g->P;
+                const float *xc = x + c * g->H * g->W;
+                for (int64_t oy = 0; oy < g->Ho; oy++) {
+                    int64_t iy = oy * g->sh - g->ph + ki * g->dh;
+                    float *dst = row + oy * g->Wo;
+                    if (iy < 0 || iy >= g->H) {
+                        memset(dst, 0, sizeof *dst * (size_t)g->Wo);
+                        continue;
+                    }
+                    const float *src = xc + iy * g->W;
+                    int64_t x0 = kj * g->dw - g->pw;
+                    if (g->sw == 1) {
+                        /* contiguous run with zero borders */
+                        int64_t lo = x0 < 0 ? -x0 : 0, hi = g->W - x0;
+                        if (hi > g->Wo) hi = g->Wo;
+                        if (lo > g->Wo) lo = g->Wo;
+                        for (int64_t ox = 0; ox < lo; ox++) dst[ox] = 0;
+                        if (hi > lo) memcpy(dst + lo, src + x0 + lo, sizeof *dst * (size_t)(hi - lo));
+                        for (int64_t ox = hi > lo ? hi : lo; ox < g->Wo; ox++) dst[ox] = 0;
+                    } else {
+                        for (int64_t ox = 0; ox < g->Wo; ox++) {
+                            int64_t ix = ox * g->sw + x0;
+                            dst[ox] = (ix >= 0 && ix < g->W) ? src[ix] : 0.0f;
+                        }
+                    }
+                }
+            }
+}
+
+/* x [Cg, H, W] += col2im(col [K, P]) */
+static void col2im(const geom *g, const float *col, float *x) {
+    for (int64_t c = 0; c < g->Cg; c++)
+        for (int64_t ki = 0; ki < g->kh; ki++)
+            for (int64_t kj = 0; kj < g->kw; kj++) {
+                const float *row = col + ((c * g->kh + ki) * g->kw + kj) * g->P;
+                float *xc = x + c * g->H * g->W;
+                for (int64_t oy = 0; oy < g->Ho; oy++) {
+                    int64_t iy = oy * g->sh - g->ph + ki * g->dh;
+                    if (iy < 0 || iy >= g->H) continue;
+                    const float *src = row + oy * g->Wo;
+                    float *dst = xc + iy * g->W;
+                    int64_t x0 = kj * g->dw - g->pw;
+                    if (g->sw == 1) {
+                        int64_t lo = x0 < 0 ? -x0 : 0, hi = g->W - x0;
+                        if (hi > g->Wo) hi = g->Wo;
+                        for (int64_t ox = lo; ox < hi; ox++) dst[ox + x0] += src[ox];
+                    } else {
+                        for (int64_t ox = 0; ox < g->Wo; ox++) {
+                            int64_t ix = ox * g->sw + x0;
+                            if (ix >= 0 && ix < g->W) dst[ix] += src[ox];
+                        }
+                    }
+                }
+            }
+}
+
+/* ------------------------------------------------------------ forward */
+static int conv_forward(const geom *g, const float *x, const float *w, const float *b, float *y) {
+    int threads = omp_get_max_threads();
+    if (threads > g->N) threads = (int)(g->N > 0 ? g->N : 1);
+    size_t colsz = g->direct ? 1 : sizeof(float) * (size_t)(g->K * g->P);
+    float *cols = ml_alloc(colsz * (size_t)threads);
+    if (!cols) return -1;
+    int saved = ml_blas_single_begin();
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t n = 0; n < g->N; n++) {
+        if (ml_interrupt_pending()) continue;
+        float *col = (float *)((char *)cols + colsz * (size_t)omp_get_thread_num());
+        for (int grp = 0; grp < g->groups; grp++) {
+            const float *xs = x + (n * g->C + grp * g->Cg) * g->H * g->W;
+            float *ys = y + (n * g->O + grp * g->Og) * g->P;
+            const float *src = xs;
+            if (!g->direct) {
+                im2col(g, xs, col);
+                src = col;
+            }
+            float beta = 0.0f;
+            if (b) {
+                for (int64_t o = 0; o < g->Og; o++) {
+                    float bv = b[grp * g->Og + o];
+                    for (int64_t p = 0; p < g->P; p++) ys[o * g->P + p] = bv;
+                }
+                beta = 1.0f;
+            }
+            ml_sgemm(false, false, g->Og, g->P, g->K, 1.0f, w + grp * g->Og * g->K, g->K, src, g->P, beta, ys, g->P);
+        }
+    }
+    ml_blas_single_end(saved);
+    ml_free(cols, colsz * (size_t)threads);
+    return ml_interrupted() ? -1 : 0;
+}
+
+/* ------------------------------------------------------------ backward */
+static int conv_backward(ml_node *nd, ml_tensor *gout, ml_tensor **gin) {
+    ml_tensor *x = ml_saved(nd, 0), *w = ml_saved(nd, 1);
+    if (!x || !w) return -1;
+    geom g = *(const geom *)nd->ctx;
+    bool need_x = nd->needs[0], need_w = nd->needs[1], need_b = nd->n_in > 2 && nd->needs[2];
+    const float *gy = ml_f32(gout), *xx = ml_f32(x), *ww = ml_f32(w);
+    ml_tensor *gx = need_x ? ml_zeros(ML_F32, 4, x->shape) : NULL;
+    ml_tensor *gw = need_w ? ml_zeros(ML_F32, 4, w->shape) : NULL;
+    if ((need_x && !gx) || (need_w && !gw)) {
+        ml_release(gx);
+        ml_release(gw);
+        return -1;
+    }
+    if (need_x || need_w) {
+        int threads = omp_get_max_threads();
+        if (threads > g.N) threads = (int)(g.N > 0 ? g.N : 1);
+        size_t colsz = sizeof(float) * (size_t)(g.K * g.P), wsz = sizeof(float) * (size_t)ml_numel(w);
+        float *cols = ml_alloc(colsz * (size_t)threads);
+        float *wpart = need_w ? ml_alloc(wsz * (size_t)threads) : NULL;
+        if (!cols || (need_w && !wpart)) {
+            ml_free(cols, colsz * (size_t)threads);
+            ml_release(gx);
+            ml_release(gw);
+            return -1;
+        }
+        if (need_w) memset(wpart, 0, wsz * (size_t)threads);
+        int saved = ml_blas_single_begin();
+        #pragma omp parallel num_threads(threads)
+        {
+            int t = omp_get_thread_num();
+            float *col = (float *)((char *)cols + colsz * (size_t)t);
+            float *gwt = need_w ? (float *)((char *)wpart + wsz * (size_t)t) : NULL;
+            #pragma omp for schedule(dynamic, 1)
+            for (int64_t n = 0; n < g.N; n++) {
+                if (ml_interrupt_pending()) continue;
+                for (int grp = 0; grp < g.groups; grp++) {
+                    const float *gys = gy + (n * g.O + grp * g.Og) * g.P;
+                    const float *wg = ww + grp * g.Og * g.K;
+                    if (need_w) {
+                        const float *src = xx + (n * g.C + grp * g.Cg) * g.H * g.W;
+                        if (!g.direct) {
+                            im2col(&g, src, col);
+                            src = col;
+                        }
+                        ml_sgemm(false, true, g.Og, g.K, g.P, 1.0f, gys, g.P, src, g.P, 1.0f, gwt + grp * g.Og * g.K, g.K);
+                    }
+                    if (need_x) {
+                        float *gxs = ml_f32(gx) + (n * g.C + grp * g.Cg) * g.H * g.W;
+                        if (g.direct) {
+                            ml_sgemm(true, false, g.K, g.P, g.Og, 1.0f, wg, g.K, gys, g.P, 0.0f, gxs, g.P);
+                        } else {
+                            ml_sgemm(true, false, g.K, g.P, g.Og, 1.0f, wg, g.K, gys, g.P, 0.0f, col, g.P);
+                            col2im(&g, col, gxs);
+                        }
+                    }
+                }
+            }
+        }
+        ml_blas_single_end(saved);
+        if (need_w) {
+            float *dst = ml_f32(gw);
+            int64_t nw = ml_numel(w);
+            for (int t = 0; t < threads; t++) {
+                const float *src = (const float *)((char *)wpart + wsz * (size_t)t);
+                for (int64_t i = 0; i < nw; i++) dst[i] += src[i];
+            }
+            ml_free(wpart, wsz * (size_t)threads);
+        }
+        ml_free(cols, colsz * (size_t)threads);
+        if (ml_interrupted()) {
+            ml_release(gx);
+            ml_release(gw);
+            return -1;
+        }
+    }
+    gin[0] = gx;
+    gin[1] = gw;
+    if (need_b) {
+        ml_tensor *gb = ml_zeros(ML_F32, 1, &g.O);
+        if (!gb) return -1;
+        for (int64_t n = 0; n < g.N; n++)
+            for (int64_t o = 0; o < g.O; o++) {
+                const float *r = gy + (n * g.O + o) * g.P;
+                double s = 0;
+                for (int64_t p = 0; p < g.P; p++) s += r[p];
+                ml_f32(gb)[o] += (float)s;
+            }
+        gin[2] = gb;
+    }
+    return 0;
+}
+
+ml_tensor *ml_conv2d(ml_tensor *x, ml_tensor *w, ml_tensor *b, const ml_conv_opts *o) {
+    geom g;
+    if (make_geom(x, w, o, &g)) return NULL;
+    if (b && (b->dtype != ML_F32 || b->ndim != 1 || b->shape[0] != g.O))
+        return ml_fail("conv2d: bias has shape %s, expected [%" PRId64 "]", ML_SHAPE_STR(b), g.O);
+    ml_tensor *xc = ml_contiguous(x), *wc = xc ? ml_contiguous(w) : NULL, *bc = b && wc ? ml_contiguous(b) : NULL;
+    int64_t shape[4] = {g.N, g.O, g.Ho, g.Wo};
+    ml_tensor *y = wc && (!b || bc) ? ml_empty(ML_F32, 4, shape) : NULL;
+    if (y && conv_forward(&g, ml_f32(xc), ml_f32(wc), bc ? ml_f32(bc) : NULL, ml_f32(y))) {
+        ml_release(y);
+        y = NULL;
+    }
+    if (y) {
+        ml_tensor *ins[3] = {x, w, b};
+        ml_node *n = ml_record("conv2d", y, b ? 3 : 2, ins, conv_backward);
+        if (n) {
+            geom *gc = malloc(sizeof *gc);
+            *gc = g;
+            n->ctx = gc;
+            n->ctx_free = free;
+            ml_save(n, xc);
+            ml_save(n, wc);
+        }
+    }
+    ml_release(xc);
+    ml_release(wc);
+    ml_release(bc);
+    return y;
+}

@@ -1,0 +1,192 @@
+/* conv2d and pooling against naive loops written from the definition. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "testlib.h"
+
+typedef struct {
+    int N, C, H, W, O, kh, kw, s, p, d, g;
+    bool bias;
+} cfg;
+
+/* y[n,o,i,j] = b[o] + sum_{c,ki,kj} x[n, gi*Cg + c, i s - p + ki d, j s - p + kj d] w[o, c, ki, kj] */
+static void naive(const cfg *c, const float *x, const float *w, const float *b, float *y, int Ho, int Wo) {
+    int Cg = c->C / c->g, Og = c->O / c->g;
+    for (int n = 0; n < c->N; n++)
+        for (int o = 0; o < c->O; o++)
+            for (int i = 0; i < Ho; i++)
+                for (int j = 0; j < Wo; j++) {
+                    double s = b ? b[o] : 0;
+                    int gi = o / Og;
+                    for (int ch = 0; ch < Cg; ch++)
+                        for (int ki = 0; ki < c->kh; ki++)
+                            for (int kj = 0; kj < c->kw; kj++) {
+                                int iy = i * c->s - c->p + ki * c->d, ix = j * c->s - c->p + kj * c->d;
+                                if (iy < 0 || iy >= c->H || ix < 0 || ix >= c->W) continue;
+                                s += (double)x[((n * c->C + gi * Cg + ch) * c->H + iy) * c->W + ix] *
+                                     w[((o * Cg + ch) * c->kh + ki) * c->kw + kj];
+                            }
+                    y[((n * c->O + o) * Ho + i) * Wo + j] = (float)s;
+                }
+}
+
+/* Gradients of L = sum(y * r) by the naive route: perturbation-free, since the
+ * op is linear: gx = conv^T(r), gw = correlation, computed directly. */
+static void naive_grads(const cfg *c, const float *x, const float *w, const float *r, float *gx, float *gw, float *gb,
+                        int Ho, int Wo) {
+    int Cg = c->C / c->g, Og = c->O / c->g;
+    memset(gx, 0, sizeof(float) * (size_t)(c->N * c->C * c->H * c->W));
+    memset(gw, 0, sizeof(float) * (size_t)(c->O * Cg * c->kh * c->kw));
+    memset(gb, 0, sizeof(float) * (size_t)c->O);
+    for (int n = 0; n < c->N; n++)
+        for (int o = 0; o < c->O; o++)
+            for (int i = 0; i < Ho; i++)
+                for (int j = 0; j < Wo; j++) {
+                    float rv = r[((n * c->O + o) * Ho + i) * Wo + j];
+                    gb[o] += rv;
+                    int gi = o / Og;
+                    for (int ch = 0; ch < Cg; ch++)
+                        for (int ki = 0; ki < c->kh; ki++)
+                            for (int kj = 0; kj < c->kw; kj++) {
+                                int iy = i * c->s - c->p + ki * c->d, ix = j * c->s - c->p + kj * c->d;
+                                if (iy < 0 || iy >= c->H || ix < 0 || ix >= c->W) continue;
+                                int xi = ((n * c->C + gi * Cg + ch) * c->H + iy) * c->W + ix;
+                                int wi = ((o * Cg + ch) * c->kh + ki) * c->kw + kj;
+                                gx[xi] += rv * w[wi];
+                                gw[wi] += rv * x[xi];
+                            }
+                }
+}
+
+static void run_case(const cfg *c) {
+    int Cg = c->C / c->g;
+    int64_t xs[4] = {c->N, c->C, c->H, c->W}, ws[4] = {c->O, Cg, c->kh, c->kw}, bs[1] = {c->O};
+    ml_tensor *x = ml_randn(4, xs), *w = ml_randn(4, ws), *b = c->bias ? ml_randn(1, bs) : NULL;
+    ml_requires_grad_(x, true);
+    ml_requires_grad_(w, true);
+    if (b) ml_requires_grad_(b, true);
+    ml_conv_opts o = {c->s, c->s, c->p, c->p, c->d, c->d, c->g};
+    ml_tensor *y = ml_conv2d(x, w, b, &o);
+    CHECK(y != NULL);
+    if (!y) {
+        fprintf(stderr, "  %s\n", ml_last_error());
+        return;
+    }
+    int Ho = (int)y->shape[2], Wo = (int)y->shape[3];
+    float *ref = malloc(sizeof(float) * (size_t)ml_numel(y));
+    naive(c, ml_f32(x), ml_f32(w), b ? ml_f32(b) : NULL, ref, Ho, Wo);
+    ml_tensor *rt = ml_from_data(ML_F32, 4, y->shape, ref);
+    double fwd = test_close_ratio(y, rt, 1e-4, 1e-4);
+    CHECK(fwd <= 1);
+    /* backward */
+    ml_tensor *r = ml_randn(4, y->shape);
+    ml_tensor *yr = ml_mul(y, r), *L = ml_sum(yr, ML_ALL_DIMS, false);
+    CHECK(ml_backward(L, NULL, false) == 0);
+    float *gx = malloc(sizeof(float) * (size_t)ml_numel(x)), *gw = malloc(sizeof(float) * (size_t)ml_numel(w)),
+          *gb = malloc(sizeof(float) * (size_t)c->O);
+    naive_grads(c, ml_f32(x), ml_f32(w), ml_f32(r), gx, gw, gb, Ho, Wo);
+    ml_tensor *tgx = ml_from_data(ML_F32, 4, xs, gx), *tgw = ml_from_data(ML_F32, 4, ws, gw), *tgb = ml_from_data(ML_F32, 1, bs, gb);
+    CHECK(test_close_ratio(x->grad, tgx, 1e-4, 1e-4) <= 1);
+    CHECK(test_close_ratio(w->grad, tgw, 1e-4, 1e-3) <= 1);
+    if (b) CHECK(test_close_ratio(b->grad, tgb, 1e-4, 1e-3) <= 1);
+    if (test_failures)
+        fprintf(stderr, "  case N%d C%d %dx%d O%d k%dx%d s%d p%d d%d g%d\n", c->N, c->C, c->H, c->W, c->O, c->kh, c->kw,
+                c->s, c->p, c->d, c->g);
+    free(ref); free(gx); free(gw); free(gb);
+    ml_release(tgx); ml_release(tgw); ml_release(tgb); ml_release(rt);
+    ml_release(r); ml_release(yr); ml_release(L); ml_release(y);
+    ml_release(x); ml_release(w); ml_release(b);
+}
+
+TEST(conv_matches_naive) {
+    const cfg cases[] = {
+        {2, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1, true},   {5, 4, 8, 8, 6, 3, 3, 2, 1, 1, 1, false},
+        {2, 4, 6, 6, 6, 3, 3, 1, 0, 1, 2, false},  {1, 8, 5, 7, 8, 3, 3, 1, 2, 1, 4, true},
+        {2, 4, 8, 8, 8, 1, 1, 2, 0, 1, 1, false},  {3, 6, 5, 5, 4, 1, 1, 1, 0, 1, 1, true},
+        {2, 1, 8, 8, 5, 4, 4, 4, 0, 1, 1, true},   {2, 3, 9, 9, 2, 3, 3, 1, 2, 2, 1, false},
+        {1, 2, 6, 10, 3, 2, 3, 1, 1, 1, 1, true},  {4, 16, 8, 8, 16, 3, 3, 1, 1, 1, 16, false},
+    };
+    ml_seed(5);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
+}
+
+TEST(weight_view_and_input_grad_only) {
+    /* a block of output channels of a bigger weight (channel MoE) */
+    int64_t xs[4] = {2, 3, 6, 6}, ws[4] = {8, 3, 3, 3};
+    ml_tensor *x = ml_randn(4, xs), *W = ml_randn(4, ws);
+    ml_tensor *blk = ml_narrow(W, 0, 4, 4), *blkc = ml_contiguous(blk);
+    ml_conv_opts o = {1, 1, 1, 1, 1, 1, 1};
+    ml_tensor *a = ml_conv2d(x, blk, NULL, &o), *b = ml_conv2d(x, blkc, NULL, &o);
+    CHECK(test_close_ratio(a, b, 0, 1e-30) == 0);
+    /* only the input gradient requested: ml_grad prunes the weight's branch */
+    ml_requires_grad_(x, true);
+    ml_requires_grad_(W, true);
+    ml_tensor *w2 = ml_narrow(W, 0, 0, 4), *y = ml_conv2d(x, w2, NULL, &o), *L = ml_sum(y, ML_ALL_DIMS, false);
+    ml_tensor *gx = NULL;
+    CHECK(ml_grad(L, NULL, 1, &x, &gx, false) == 0);
+    CHECK(gx && ml_same_shape(gx, x));
+    CHECK(W->grad == NULL);
+    ml_release(gx); ml_release(L); ml_release(y); ml_release(w2);
+    ml_release(a); ml_release(b); ml_release(blk); ml_release(blkc); ml_release(x); ml_release(W);
+}
+
+TEST(pooling_matches_naive) {
+    int64_t xs[4] = {2, 3, 7, 6};
+    ml_tensor *x = ml_randn(4, xs);
+    ml_tensor *mp = ml_max_pool2d(x, 3, 3, 2, 2, 1, 1);
+    CHECK(mp && mp->shape[2] == 4 && mp->shape[3] == 3);
+    /* check every max by brute force */
+    for (int n = 0; n < 2; n++)
+        for (int c = 0; c < 3; c++)
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 3; j++) {
+                    float best = -1e30f;
+                    for (int a = -1; a < 2; a++)
+                        for (int b = -1; b < 2; b++) {
+                            int iy = 2 * i + a, ix = 2 * j + b;
+                            if (iy < 0 || iy >= 7 || ix < 0 || ix >= 6) continue;
+                            float v = ml_f32(x)[((n * 3 + c) * 7 + iy) * 6 + ix];
+                            if (v > best) best = v;
+                        }
+                    CHECK(ml_f32(mp)[((n * 3 + c) * 4 + i) * 3 + j] == best);
+                }
+    ml_tensor *ap = ml_avg_pool2d(x, 2, 2, 2, 2, 0, 0);
+    CHECK_NEAR(ml_f32(ap)[0], (ml_f32(x)[0] + ml_f32(x)[1] + ml_f32(x)[6] + ml_f32(x)[7]) / 4.0, 1e-6);
+    ml_tensor *gp = ml_global_avg_pool2d(x);
+    double s = 0;
+    for (int k = 0; k < 42; k++) s += ml_f32(x)[k];
+    CHECK_NEAR(ml_f32(gp)[0], s / 42, 1e-5);
+    ml_release(mp); ml_release(ap); ml_release(gp); ml_release(x);
+}
+
+TEST(bad_input) {
+    int64_t xs[4] = {2, 3, 8, 8}, ws[4] = {4, 1, 3, 3}, w5[4] = {4, 2, 3, 3}, s3[3] = {3, 8, 8}, b5[1] = {5};
+    ml_tensor *x = ml_zeros(ML_F32, 4, xs), *w = ml_zeros(ML_F32, 4, ws), *wb = ml_zeros(ML_F32, 4, w5);
+    ml_tensor *x3 = ml_zeros(ML_F32, 3, s3), *b = ml_zeros(ML_F32, 1, b5);
+    ml_conv_opts o = {0};
+    CHECK_FAILS(ml_conv2d(x, w, NULL, &o) != NULL, "conv2d: input has 3 channels, weight expects 1");
+    CHECK_FAILS(ml_conv2d(x3, w, NULL, &o) != NULL, "conv2d: expected a 4-d input [N, C, H, W], got [3, 8, 8]");
+    CHECK_FAILS(ml_conv2d(x, x3, NULL, &o) != NULL, "expected a 4-d weight");
+    ml_conv_opts g2 = {.groups = 2};
+    CHECK_FAILS(ml_conv2d(x, wb, NULL, &g2) != NULL, "groups = 2 must divide the input channels (3)");
+    ml_conv_opts big = {.pad_h = 0};
+    int64_t tiny[4] = {1, 3, 2, 2};
+    ml_tensor *xt = ml_zeros(ML_F32, 4, tiny), *w3 = ml_zeros(ML_F32, 4, (int64_t[]){4, 3, 3, 3});
+    CHECK_FAILS(ml_conv2d(xt, w3, NULL, &big) != NULL, "output would be empty (input 2x2, kernel 3x3, padding 0x0)");
+    CHECK_FAILS(ml_conv2d(x, w3, b, &o) != NULL, "conv2d: bias has shape [5], expected [4]");
+    ml_conv_opts neg = {.stride_h = -1, .stride_w = 1};
+    CHECK_FAILS(ml_conv2d(x, w3, NULL, &neg) != NULL, "invalid stride");
+    CHECK_FAILS(ml_max_pool2d(x3, 2, 2, 2, 2, 0, 0) != NULL, "max_pool2d: expected a float32 input [N, C, H, W]");
+    CHECK_FAILS(ml_max_pool2d(xt, 3, 3, 1, 1, 0, 0) != NULL, "kernel 3x3 is larger than the padded input 2x2");
+    CHECK_FAILS(ml_avg_pool2d(x, 2, 2, 2, 2, 2, 2) != NULL, "padding 2x2 must be at most half the kernel");
+    CHECK_FAILS(ml_global_avg_pool2d(x3) != NULL, "global_avg_pool: expected a float32 input");
+    ml_release(x); ml_release(w); ml_release(wb); ml_release(x3); ml_release(b); ml_release(xt); ml_release(w3);
+}
+
+int main(void) {
+    RUN(conv_matches_naive);
+    RUN(weight_view_and_input_grad_only);
+    RUN(pooling_matches_naive);
+    RUN(bad_input);
+    return test_summary();
+}
