@@ -25,5 +25,7 @@
 #include "nn/layers.h"
 #include "nn/module.h"
 #include "train/optim.h"
+#include "data/dataset.h"
+#include "io/png.h"
 
 #endif

@@ -14,18 +14,22 @@ static uint64_t splitmix64(uint64_t *x) {
     return z ^ (z >> 31);
 }
 
-void ml_seed(uint64_t seed) {
+void ml_rng_local_seed(ml_rng_state *st, uint64_t seed) {
     uint64_t x = seed;
-    for (int i = 0; i < 4; i++) rng.s[i] = splitmix64(&x);
-    rng.has_spare = 0;
+    for (int i = 0; i < 4; i++) st->s[i] = splitmix64(&x);
+    st->has_spare = 0;
+    st->spare = 0;
+}
+
+void ml_seed(uint64_t seed) {
+    ml_rng_local_seed(&rng, seed);
     rng_ready = 1;
 }
 
 static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
-uint64_t ml_rng_u64(void) {
-    if (!rng_ready) ml_seed(0x6d6f656c6162ULL); /* "moelab": reproducible by default */
-    uint64_t *s = rng.s;
+uint64_t ml_rng_local_u64(ml_rng_state *st) {
+    uint64_t *s = st->s;
     uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
     s[2] ^= s[0];
     s[3] ^= s[1];
@@ -34,6 +38,13 @@ uint64_t ml_rng_u64(void) {
     s[2] ^= t;
     s[3] = rotl(s[3], 45);
     return result;
+}
+
+double ml_rng_local_uniform(ml_rng_state *st) { return (double)(ml_rng_local_u64(st) >> 11) * 0x1.0p-53; }
+
+uint64_t ml_rng_u64(void) {
+    if (!rng_ready) ml_seed(0x6d6f656c6162ULL); /* "moelab": reproducible by default */
+    return ml_rng_local_u64(&rng);
 }
 
 double ml_rng_uniform(void) { return (double)(ml_rng_u64() >> 11) * 0x1.0p-53; }

@@ -129,6 +129,11 @@ double ml_rng_normal(void);  /* N(0,1) */
 typedef struct { uint64_t s[4]; double spare; int has_spare; } ml_rng_state;
 void ml_rng_get_state(ml_rng_state *st);
 void ml_rng_set_state(const ml_rng_state *st);
+/* A private generator (e.g. a data loader's shuffling seeded by the user),
+ * independent of the engine's. */
+void ml_rng_local_seed(ml_rng_state *st, uint64_t seed);
+uint64_t ml_rng_local_u64(ml_rng_state *st);
+double ml_rng_local_uniform(ml_rng_state *st);
 
 /* ------------------------------------------------------------ memory
  * Storage comes from a size-bucketed cache, so a training or attack loop reuses

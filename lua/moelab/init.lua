@@ -5,5 +5,6 @@ local ml = require "moelab"
 require "moelab.gradcheck"
 require "moelab.nn"
 require "moelab.train"
+require "moelab.data"
 
 return ml
