@@ -155,7 +155,13 @@ ml_tensor *ml_rand(int ndim, const int64_t *shape) {
     ml_tensor *t = ml_empty(ML_F32, ndim, shape);
     if (!t) return NULL;
     float *p = ml_f32(t);
-    for (int64_t i = 0, n = ml_numel(t); i < n; i++) p[i] = (float)ml_rng_uniform();
+    for (int64_t i = 0, n = ml_numel(t); i < n; i++) {
+        if ((i & 0xfffff) == 0 && ml_interrupted()) { /* large draws stay interruptible */
+            ml_release(t);
+            return NULL;
+        }
+        p[i] = (float)ml_rng_uniform();
+    }
     return t;
 }
 
@@ -163,7 +169,13 @@ ml_tensor *ml_randn(int ndim, const int64_t *shape) {
     ml_tensor *t = ml_empty(ML_F32, ndim, shape);
     if (!t) return NULL;
     float *p = ml_f32(t);
-    for (int64_t i = 0, n = ml_numel(t); i < n; i++) p[i] = (float)ml_rng_normal();
+    for (int64_t i = 0, n = ml_numel(t); i < n; i++) {
+        if ((i & 0xfffff) == 0 && ml_interrupted()) {
+            ml_release(t);
+            return NULL;
+        }
+        p[i] = (float)ml_rng_normal();
+    }
     return t;
 }
 

@@ -83,4 +83,12 @@ function ml.gradcheck(fn, inputs, opts)
   return worst <= tol, worst, report
 end
 
-return ml
+
+ml.doc(ml.gradcheck, [[
+ml.gradcheck(fn, inputs, [{eps = 1e-2, tol = 1e-2, floor = 0.1, max_elements = 2000}]) -> ok, max_rel_err, report
+  Compares autograd's gradients of fn at inputs (a tensor or a list) with central finite
+  differences; use it to check your own modules. Error per element:
+  |analytic - numeric| / max(|analytic|, |numeric|, floor).
+  e.g. ok, err = ml.gradcheck(function(x) return x:tanh() * x end, ml.randn(3, 4))]])
+
+return true

@@ -1,10 +1,12 @@
 -- moelab's Lua standard library: loaded by `require "moelab"` after the C
--- functions are in place. Each file adds to the same `ml` table.
+-- functions are in place. Each file adds to the same `ml` table; help comes
+-- first so the others can register their help texts with ml.doc.
 local ml = require "moelab"
 
+require "moelab.help"
 require "moelab.gradcheck"
 require "moelab.nn"
 require "moelab.train"
 require "moelab.data"
 
-return ml
+return true

@@ -105,4 +105,10 @@ do
   methods.summary = nn.summary
 end
 
-return nn
+ml.doc(nn.summary, [[
+model:summary([input shape], [{depth = 2, quiet = false}]) -> {rows, params, active, flops, text}
+  Prints a table of layers with parameters (total and active per input) and FLOPs per image,
+  measured by one forward of a single zero image. e.g. model:summary({3, 32, 32})]])
+ml.doc(nn.trace_layers, "ml.nn.trace_layers(trace) -> the MoE layer names of a routing trace, in forward order")
+
+return true

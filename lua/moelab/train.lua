@@ -238,4 +238,27 @@ function ml.load(path)
                  optimizer_steps = tonumber(meta["moelab.optim_steps"])}
 end
 
-return train
+ml.doc(train.schedule, [[
+ml.train.schedule{kind = "constant" | "linear" | "cosine" | "step" | "multistep", warmup = 0, total = steps,
+                  min = 0, step_size = n, gamma = 0.1, milestones = {...}} -> f(step) -> lr multiplier]])
+ml.doc(train.evaluate, "ml.train.evaluate(model, ds, [{batch = 256, batches}]) -> accuracy, mean loss (eval mode, no autograd)")
+ml.doc(train.fit, [[
+ml.train.fit(model, ds, opts) -> history (one record per epoch: loss, acc, test_acc, lr, seconds, examples_per_s)
+  opts: epochs = 1, batch = 128, optimizer = "sgd" | "adam" | "adamw" | an optimizer object, lr, momentum = 0.9,
+  nesterov, weight_decay, schedule = "constant" | "cosine" | "linear" | "step", warmup (steps), min_lr,
+  aux_weight = 1 (routers' auxiliary losses), eval = test dataset, eval_batches, checkpoint = path (saved each
+  epoch), batches = max per epoch, quiet, seed, augment = {crop = 4, flip = true}, clip = max grad norm,
+  params = tensors to train (e.g. model:parameters("router")), loss = fn(logits, y),
+  callbacks = {on_step = fn(info), on_epoch = fn(record)}.
+  A progress bar redraws in place on a terminal. Ctrl-C stops cleanly; the model stays usable.
+  e.g. ml.train.fit(model, data.train, {epochs = 3, lr = 0.05, eval = data.test})]])
+ml.doc(ml.save, [[
+ml.save(path, model, [{optimizer = opt, epoch = n, meta = {key = "value"}}])
+  Saves parameters, buffers and the model's constructor config as safetensors (atomically);
+  ml.load rebuilds the model from the file alone.]])
+ml.doc(ml.load, [[
+ml.load(path) -> model, info
+  Rebuilds the model from the config in the file's metadata (no code runs) and loads its
+  parameters; info = {meta, epoch, optimizer_state, optimizer_steps} to resume training.]])
+
+return true

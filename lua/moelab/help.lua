@@ -1,0 +1,317 @@
+-- Help texts: ml.doc(value, text) registers one, ml.help(value) (`help` at the
+-- prompt, or `?name`) prints it. Every public function has a text; a test
+-- checks ml.undocumented() is empty. Other library files register theirs with
+-- ml.doc next to their code.
+local ml = require "moelab"
+
+local docs = setmetatable({}, {__mode = "k"})
+
+function ml.doc(value, text)
+  if value == nil then error("doc: no value to document", 2) end
+  if type(text) ~= "string" then error("doc: text must be a string", 2) end
+  docs[value] = text
+  return value
+end
+
+-- Texts for the C functions, by name. Dotted names are resolved below.
+local texts = {
+  -- creation
+  ["tensor"] = "ml.tensor(table | number | tensor, [dtype]) -> tensor\n  A tensor from a (nested) Lua table, a number (0-d) or a copy of a tensor.\n  dtype: \"float32\" (default) or \"int64\".\n  e.g. ml.tensor({{1, 2}, {3, 4}}), ml.tensor({1, 2, 3}, \"int64\")",
+  ["zeros"] = "ml.zeros(d1, d2, ... | {shape}, [dtype]) -> tensor of zeros\n  e.g. ml.zeros(2, 3), ml.zeros({4}, \"int64\")",
+  ["ones"] = "ml.ones(d1, d2, ... | {shape}, [dtype]) -> tensor of ones",
+  ["full"] = "ml.full({shape}, value, [dtype]) -> tensor filled with value\n  e.g. ml.full({2, 2}, 0.5)",
+  ["arange"] = "ml.arange(n) | ml.arange(start, stop, [step]) -> 1-d tensor [start, stop) by step\n  e.g. ml.arange(5) = 0 1 2 3 4; ml.arange(1, 2, 0.25)",
+  ["eye"] = "ml.eye(n, [m]) -> n x m identity matrix",
+  ["rand"] = "ml.rand(d1, d2, ... | {shape}) -> uniform [0, 1) samples (engine RNG, see ml.seed)",
+  ["randn"] = "ml.randn(d1, d2, ... | {shape}) -> standard normal samples (engine RNG)",
+  ["randint"] = "ml.randint([low], high, {shape}) -> int64 tensor of integers in [low, high] (inclusive, as math.random; low defaults to 1)\n  e.g. ml.randint(10, {5}), ml.randint(0, 255, {2, 2})",
+  ["randperm"] = "ml.randperm(n, [{seed = s}]) -> int64 permutation of 1..n (a private generator when seeded)",
+  ["seed"] = "ml.seed(n)\n  Seeds the engine's random number generator: the same seed gives the same numbers (rand, randn,\n  dropout masks, router noise, random tie-breaking, shuffling without its own seed).",
+  ["zeros_like"] = "ml.zeros_like(t) -> zeros of t's shape and dtype",
+  ["ones_like"] = "ml.ones_like(t) -> ones of t's shape and dtype",
+  ["rand_like"] = "ml.rand_like(t) -> uniform [0, 1) samples of t's shape",
+  ["randn_like"] = "ml.randn_like(t) -> standard normal samples of t's shape",
+  ["cat"] = "ml.cat({t1, t2, ...}, [dim = 1]) -> concatenation along dim (differentiable)",
+  ["stack"] = "ml.stack({t1, t2, ...}, [dim = 1]) -> the tensors stacked along a new dimension",
+  -- queries
+  ["shape"] = "t:shape() -> {d1, d2, ...} (a Lua table)",
+  ["size"] = "t:size([dim]) -> the size of dimension dim (1-based), or the shape table",
+  ["numel"] = "t:numel() -> number of elements",
+  ["dim"] = "t:dim() -> number of dimensions",
+  ["dtype"] = "t:dtype() -> \"float32\" or \"int64\"",
+  ["is_contiguous"] = "t:is_contiguous() -> true when the elements are laid out densely in row-major order",
+  ["item"] = "t:item() -> the value of a one-element tensor as a Lua number",
+  ["totable"] = "t:totable() -> nested Lua table of the values",
+  ["clone"] = "t:clone() -> a copy with its own storage (differentiable)",
+  ["contiguous"] = "t:contiguous() -> t itself when dense, else a dense copy",
+  ["float"] = "t:float() -> float32 version (t itself when already float32)",
+  ["long"] = "t:long() -> int64 version (truncates toward zero)",
+  ["copy"] = "t:copy(src) -> t, after copying src into it (src broadcasts; writes through views)\n  e.g. X:narrow(2, 5, 4):copy(b) fills columns 5..8 of X",
+  ["fill"] = "t:fill(value) -> t, every element set to value (in place)",
+  ["zero"] = "t:zero() -> t, filled with zeros (in place)",
+  -- views
+  ["reshape"] = "t:reshape(d1, d2, ... | {shape}) -> same elements in a new shape (a view when possible; one size may be -1)",
+  ["view"] = "t:view(d1, d2, ...) -> same as reshape",
+  ["flatten"] = "t:flatten([start = 1], [stop = -1]) -> dimensions start..stop merged into one",
+  ["permute"] = "t:permute(d1, d2, ...) -> a view with the dimensions reordered",
+  ["transpose"] = "t:transpose([d1 = 1], [d2 = 2]) -> a view with two dimensions swapped",
+  ["t"] = "t:t() -> the transpose of a 2-d tensor (a view)",
+  ["narrow"] = "t:narrow(dim, start, length) -> a view of positions start .. start+length-1 along dim (writes through)",
+  ["select"] = "t:select(dim, i) -> the i-th slice along dim, with that dimension removed (a view); t[i] = t:select(1, i)",
+  ["squeeze"] = "t:squeeze([dim]) -> size-1 dimensions removed (only dim when given)",
+  ["unsqueeze"] = "t:unsqueeze(dim) -> a new size-1 dimension at dim",
+  ["expand"] = "t:expand(d1, d2, ...) -> a broadcast view (size-1 dimensions repeated without copying; -1 keeps a size)",
+  ["expand_as"] = "t:expand_as(other) -> t broadcast to other's shape",
+  ["view_as"] = "t:view_as(other) -> t reshaped to other's shape",
+  -- math
+  ["add"] = "ml.add(a, b) = a + b (broadcasting; numbers allowed)",
+  ["sub"] = "ml.sub(a, b) = a - b (broadcasting)",
+  ["mul"] = "ml.mul(a, b) = a * b, elementwise (broadcasting)",
+  ["div"] = "ml.div(a, b) = a / b, elementwise (broadcasting)",
+  ["pow"] = "ml.pow(a, b) = a ^ b, elementwise; b may be a number or a tensor",
+  ["neg"] = "t:neg() = -t",
+  ["exp"] = "t:exp() -> e^t",
+  ["log"] = "t:log() -> natural logarithm",
+  ["sqrt"] = "t:sqrt() -> square root",
+  ["abs"] = "t:abs() -> absolute value",
+  ["sign"] = "t:sign() -> -1, 0 or 1 (the gradient is zero)",
+  ["relu"] = "t:relu() -> max(t, 0)",
+  ["gelu"] = "t:gelu() -> x Phi(x), the exact (erf) GELU",
+  ["sigmoid"] = "t:sigmoid() -> 1 / (1 + e^-t), computed stably",
+  ["tanh"] = "t:tanh() -> hyperbolic tangent",
+  ["softplus"] = "t:softplus() -> log(1 + e^t) (linear above 20)",
+  ["sin"] = "t:sin() -> sine",
+  ["cos"] = "t:cos() -> cosine",
+  ["floor"] = "t:floor() -> round down (zero gradient)",
+  ["ceil"] = "t:ceil() -> round up (zero gradient)",
+  ["round"] = "t:round() -> round to nearest, ties to even (zero gradient)",
+  ["square"] = "t:square() -> t * t",
+  ["reciprocal"] = "t:reciprocal() -> 1 / t",
+  ["erf"] = "t:erf() -> the error function",
+  ["log1p"] = "t:log1p() -> log(1 + t), accurate near 0",
+  ["expm1"] = "t:expm1() -> e^t - 1, accurate near 0",
+  ["minimum"] = "ml.minimum(a, b) -> elementwise minimum (ties share the gradient)",
+  ["maximum"] = "ml.maximum(a, b) -> elementwise maximum (ties share the gradient)",
+  ["clamp"] = "t:clamp([lo], [hi]) -> t limited to [lo, hi]; lo and hi may be numbers, nil or tensors\n  e.g. the l_inf projection of an attack: x_adv:clamp(x - eps, x + eps):clamp(0, 1)",
+  ["where"] = "ml.where(cond, a, b) -> a where cond is non-zero, else b (broadcasting)",
+  ["eq"] = "t:eq(other) -> 1.0 where equal, else 0.0 (float32 mask; no gradient)\n  e.g. accuracy = logits:argmax(2):eq(y):float():mean()",
+  ["ne"] = "t:ne(other) -> 1.0 where not equal",
+  ["lt"] = "t:lt(other) -> 1.0 where t < other",
+  ["le"] = "t:le(other) -> 1.0 where t <= other",
+  ["gt"] = "t:gt(other) -> 1.0 where t > other",
+  ["ge"] = "t:ge(other) -> 1.0 where t >= other",
+  ["equal"] = "ml.equal(a, b) -> true when the shapes and all values are equal",
+  ["allclose"] = "ml.allclose(a, b, [rtol = 1e-5], [atol = 1e-8]) -> true when |a - b| <= atol + rtol |b| everywhere",
+  -- reductions
+  ["sum"] = "t:sum([dim], [keepdim]) -> sum over dim, or over everything (a 0-d tensor)",
+  ["mean"] = "t:mean([dim], [keepdim]) -> mean over dim, or over everything",
+  ["var"] = "t:var([dim], [{unbiased = true, keepdim = false}]) -> variance (unbiased: divides by n - 1)",
+  ["std"] = "t:std([dim], [{unbiased = true, keepdim = false}]) -> standard deviation",
+  ["max"] = "t:max() -> the largest value (0-d); t:max(dim, [keepdim]) -> values, indices (1-based); t:max(other) = ml.maximum",
+  ["min"] = "t:min() -> the smallest value; t:min(dim, [keepdim]) -> values, indices; t:min(other) = ml.minimum",
+  ["argmax"] = "t:argmax([dim], [keepdim]) -> 1-based indices of the maxima (first on ties)",
+  ["argmin"] = "t:argmin([dim], [keepdim]) -> 1-based indices of the minima",
+  ["norm"] = "t:norm([p = 2], [dim], [keepdim]) -> p-norm; p = 1, 2, math.huge or \"inf\", or any p > 0",
+  ["logsumexp"] = "t:logsumexp([dim], [keepdim]) -> log(sum(exp(t))), computed stably",
+  -- linear algebra
+  ["matmul"] = "ml.matmul(a, b) -> matrix product with PyTorch's rules (vectors promoted, batch dimensions broadcast)",
+  ["bmm"] = "ml.bmm(a, b) -> batched product [B, n, k] x [B, k, m] -> [B, n, m]",
+  ["linear"] = "ml.linear(x, W, [b]) -> x W^T + b, with W [out, in] (one GEMM)",
+  ["dot"] = "ml.dot(a, b) -> dot product of two 1-d tensors (0-d)",
+  ["flops"] = "ml.flops([reset]) -> floating-point operations counted so far by GEMMs and convolutions (2 x MACs)",
+  -- nn ops
+  ["softmax"] = "t:softmax([dim = -1]) -> exp(t) / sum(exp(t)) along dim",
+  ["log_softmax"] = "t:log_softmax([dim = -1]) -> log of the softmax, computed stably",
+  ["batch_norm"] = "ml.batch_norm(x, running_mean, running_var, [weight], [bias], [{training = false, momentum = 0.1, eps = 1e-5}])\n  Batch normalisation over dim 2 (channels) of x [N, C, ...]; training mode uses the batch statistics\n  and updates the running ones in place (unbiased variance, as PyTorch).",
+  ["layer_norm"] = "ml.layer_norm(x, n | {shape}, [weight], [bias], [{eps = 1e-5}]) -> x normalised over its last n dimensions",
+  ["dropout"] = "ml.dropout(x, p, [training = true]) -> x with elements zeroed with probability p and the rest scaled by 1/(1-p)",
+  ["cross_entropy"] = "ml.cross_entropy(logits, labels, [{reduction = \"mean\", label_smoothing = 0}]) -> softmax cross-entropy\n  logits [N, K], labels 1..K (int64 tensor or table); reduction \"mean\", \"sum\" or \"none\".\n  e.g. loss = ml.cross_entropy(model(x), y)",
+  ["nll_loss"] = "ml.nll_loss(log_probs, labels, [{reduction = \"mean\"}]) -> negative log-likelihood",
+  ["kl_div"] = "ml.kl_div(clean_logits, adv_logits, [{reduction = \"mean\"}]) -> KL(softmax(clean) || softmax(adv)) per example\n  (the TRADES term), averaged over the batch by default",
+  ["mse"] = "ml.mse(a, b, [{reduction = \"mean\"}]) -> mean squared error",
+  ["bce_with_logits"] = "ml.bce_with_logits(logits, targets, [{reduction = \"mean\"}]) -> sigmoid cross-entropy (multi-label), stable form",
+  ["index_select"] = "t:index_select(dim, indices) -> slices of t along dim at the (1-based) indices; repeats allowed",
+  ["gather"] = "t:gather(dim, index) -> out[i][j] = t[index[i][j]][j] (dim 1), PyTorch semantics, 1-based index",
+  ["scatter_add"] = "t:scatter_add(dim, index, src) -> a copy of t with src added at the (1-based) index positions",
+  ["one_hot"] = "ml.one_hot(labels, K) -> float [N, K] one-hot rows for labels 1..K",
+  ["topk"] = "t:topk(k, [dim = -1], [{largest = true, sorted = true, random_ties = false}]) -> values, indices (1-based)\n  random_ties breaks exact ties uniformly at random (as the MoE routers do).",
+  ["conv2d"] = "ml.conv2d(x, w, [b], [{stride = 1, padding = 0, dilation = 1, groups = 1}]) -> [N, O, Ho, Wo]\n  2-d convolution of x [N, C, H, W] with w [O, C/groups, kh, kw]; stride/padding/dilation may be {h, w}.\n  e.g. y = ml.conv2d(ml.rand(8, 3, 32, 32), ml.randn(16, 3, 3, 3), nil, {padding = 1})",
+  ["max_pool2d"] = "x:max_pool2d(k | {kh, kw}, [{stride = k, padding = 0}]) -> max pooling of [N, C, H, W]",
+  ["avg_pool2d"] = "x:avg_pool2d(k | {kh, kw}, [{stride = k, padding = 0}]) -> average pooling (padding counted in the divisor)",
+  ["global_avg_pool"] = "x:global_avg_pool() -> [N, C]: the mean over H and W of [N, C, H, W]",
+  -- autograd
+  ["requires_grad"] = "t:requires_grad([on = true]) -> t, marked as a leaf whose gradient accumulates in t.grad\n  e.g. x = ml.randn(3):requires_grad(); (x * x):sum():backward(); print(x.grad)",
+  ["needs_grad"] = "t:needs_grad() -> true when gradients flow to t (a leaf that requires grad, or computed from one)",
+  ["is_leaf"] = "t:is_leaf() -> true when t was not computed by a recorded op",
+  ["grad_fn"] = "t:grad_fn() -> the name of the op that computed t (nil for leaves)",
+  ["backward"] = "loss:backward([grad], [{retain_graph = false}]) -> fills .grad of the leaves that require grad\n  loss must hold one value unless grad (of loss's shape) is given; the graph is freed unless retain_graph.",
+  ["zero_grad"] = "t:zero_grad() -> t, its .grad dropped",
+  ["detach"] = "t:detach() -> t's values without autograd history (shares storage)",
+  ["grad"] = "ml.grad(output, input | {inputs}, [{grad = g, retain_graph = false}]) -> gradient(s) of output w.r.t. the inputs\n  Computes only what leads to the inputs and leaves .grad alone: what an attack needs.\n  e.g. g = ml.grad(ml.cross_entropy(model(x), y), x)",
+  ["no_grad"] = "ml.no_grad(fn, ...) -> fn(...) run without recording autograd (evaluation, parameter updates)",
+  ["enable_grad"] = "ml.enable_grad(fn, ...) -> fn(...) run with autograd recording on",
+  ["set_grad_enabled"] = "ml.set_grad_enabled(on) -> previous state; switches autograd recording globally",
+  ["is_grad_enabled"] = "ml.is_grad_enabled() -> whether ops are recorded for autograd",
+  ["clip_grad_norm"] = "ml.clip_grad_norm(model | params, max_norm) -> the global gradient norm before clipping",
+  -- system
+  ["memory"] = "ml.memory() -> {tensors, storages, bytes, cached_bytes, peak_bytes} (after a garbage collection)",
+  ["memory_trim"] = "ml.memory_trim() -> returns cached buffers to the system",
+  ["threads"] = "ml.threads([n]) -> number of threads (sets OpenMP and OpenBLAS when n is given)",
+  ["clock"] = "ml.clock() -> monotonic time in seconds, for timing",
+  ["isatty"] = "ml.isatty([fd = 1]) -> true when the file descriptor is a terminal",
+  ["interrupted"] = "ml.interrupted() -> true when Ctrl-C was pressed during the current command",
+  -- io
+  ["io.load_safetensors"] = "ml.io.load_safetensors(path) -> {name = tensor}, {metadata}\n  Reads a safetensors file (validated; a corrupt file is refused with its name and the reason).",
+  ["io.save_safetensors"] = "ml.io.save_safetensors(path, {name = tensor}, [{key = \"value\"}])\n  Writes a safetensors file atomically (temporary file, fsync, rename).",
+  -- data
+  ["data.mnist"] = "ml.data.mnist([dir = \"data/mnist-10k\"]) -> {train = ds, test = ds}\n  MNIST IDX files (plain or .gz). Images are [1, 28, 28] in [0, 1]; labels 1..10 (digit + 1).",
+  ["data.cifar10"] = "ml.data.cifar10([dir = \"data/cifar10\"]) -> {train = ds, test = ds}\n  CIFAR-10 binary batches: every data_batch_*.bin in dir, and test_batch.bin. Labels 1..10.",
+  ["data.png_folder"] = "ml.data.png_folder(dir) -> ds from dir/<class>/*.png (classes sorted by name; 8-bit gray/RGB/RGBA/palette)",
+  ["data.gaussian_clusters"] = "ml.data.gaussian_clusters{n = 1000, classes = 2, dim = 2, spread = 0.5, seed = 0} -> feature dataset",
+  ["data.from_tensors"] = "ml.data.from_tensors(x, y, [classes]) -> dataset of x [N, D] or [N, C, H, W] with labels y (1-based)",
+  -- nn
+  ["nn.Linear"] = "ml.nn.Linear(in, out, [{bias = true}]) -> module computing x W^T + b (PyTorch's initialisation)",
+  ["nn.ReLU"] = "ml.nn.ReLU() -> activation module",
+  ["nn.GELU"] = "ml.nn.GELU() -> activation module (exact GELU)",
+  ["nn.Tanh"] = "ml.nn.Tanh() -> activation module",
+  ["nn.Sigmoid"] = "ml.nn.Sigmoid() -> activation module",
+  ["nn.Softplus"] = "ml.nn.Softplus() -> activation module",
+  ["nn.Identity"] = "ml.nn.Identity() -> module returning its input",
+  ["nn.Flatten"] = "ml.nn.Flatten([start = 2], [stop = -1]) -> module flattening dimensions start..stop",
+  ["nn.Normalize"] = "ml.nn.Normalize({mean per channel}, {std per channel}) -> (x - mean) / std over dim 2\n  Models normalise inside, so attacks work on pixels in [0, 1].",
+  ["nn.Sequential"] = "ml.nn.Sequential(m1, m2, ...) -> container running its children in order (names 0, 1, ...)",
+  ["nn.Lambda"] = "ml.nn.Lambda(fn, [name]) -> a module whose forward is the Lua function fn(x, training) -> tensor",
+  ["nn.from_config"] = "ml.nn.from_config(json) -> a module rebuilt from model:config() (no code is run)",
+  -- optim
+  ["optim.sgd"] = "ml.optim.sgd(model | params, {lr = 0.01, momentum = 0, dampening = 0, nesterov = false, weight_decay = 0})\n  -> optimizer with :step(), :zero_grad(), :lr([v]), :state_dict(), :load_state_dict(st, steps)",
+  ["optim.adam"] = "ml.optim.adam(model | params, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0}) -> optimizer",
+  ["optim.adamw"] = "ml.optim.adamw(model | params, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0.01}) -> optimizer (decoupled decay)",
+  -- moe building blocks
+  ["moe.route"] = "ml.moe.route(probs [T, E], {k = 1, capacity_factor = 0, round_capacity, batch_priority, random_ties})\n  -> {experts [T, k], kept, load, token, offsets, capacity}: top-k routing with capacity; all top-1\n  choices take slots before any top-2 choice; assignments past capacity are dropped.",
+  ["moe.gather"] = "ml.moe.gather(x, ids) -> rows of x at the 1-based ids (the dispatch of tokens to experts)",
+  ["moe.combine"] = "ml.moe.combine(y [A, D], w [A], ids [A], T) -> [T, D] with out[ids[a]] += w[a] y[a]",
+  ["moe.place_channels"] = "ml.moe.place_channels({parts}, {ids}, gates, N, [C, {starts}]) -> [N, C, ...]: each sample's expert\n  output placed in its expert's block of channels (channel MoE), zeros elsewhere",
+  ["moe.importance_loss"] = "ml.moe.importance_loss(probs) -> CV^2 of the per-expert summed probabilities",
+  ["moe.load_loss"] = "ml.moe.load_loss(logits, noisy_logits, k, sigma) -> CV^2 of the expected per-expert load (V-MoE)",
+  ["moe.switch_loss"] = "ml.moe.switch_loss(probs, experts) -> E * sum_e f_e P_e (Switch/GShard balance loss)",
+  ["moe.z_loss"] = "ml.moe.z_loss(logits) -> mean of logsumexp(logits)^2 (router z-loss)",
+  ["moe.cv2"] = "ml.moe.cv2(v) -> (std(v) / mean(v))^2 with the population std",
+  ["moe.capacity"] = "ml.moe.capacity(T, E, k, factor, [round4]) -> expert capacity ceil(k T factor / E)",
+}
+
+local function resolve(name)
+  local v = ml
+  for part in name:gmatch("[^.]+") do
+    if type(v) ~= "table" then return nil end
+    v = rawget(v, part)
+  end
+  return v
+end
+
+for name, text in pairs(texts) do
+  local v = resolve(name)
+  if v ~= nil then docs[v] = text end
+end
+
+-- The methods of objects (models, datasets, optimizers) are described by topic.
+local topics = {
+  Module = [[
+Module (a model or a layer) -- model(x) or model:forward(x, {trace = false, aux = false}) -> y, trace, aux
+  :train() / :eval()          switch training mode (dropout, batch norm, router noise)
+  :parameters([group])        {name = tensor}; group "router" or "backbone" (AdvMoE trains them apart)
+  :named_parameters([group])  ordered list of {name, tensor, group}
+  :buffers() :state_dict()    running statistics; everything that is saved
+  :load_state_dict(t, [{strict = true}])
+  :zero_grad() :num_params()  total and active-per-input parameter counts
+  :summary([input shape])     table of layers: parameters, active parameters, FLOPs per image (measured)
+  :children() :get(i|"a.b")   structure; :config() the JSON that rebuilds it; :profile(x) per-layer FLOPs/time]],
+  Dataset = [[
+Dataset -- ds:size() (or #ds), ds:batch(i, n) -> x, y, ds:batches(n, {shuffle, seed, augment, drop_last})
+  ds:get(i) -> x, label; ds:subset(from, to | indices); ds:classes(); ds:shape(); ds:labels(); ds:stats()
+  augment = {crop = 4, flip = true}: random crop after zero padding, horizontal flip]],
+  Optimizer = [[
+Optimizer -- opt:step(), opt:zero_grad(), opt:lr([value]), opt:steps(), opt:params(),
+  opt:state_dict() -> tensors, steps; opt:load_state_dict(tensors, steps) to resume]],
+}
+
+local overview = [[
+moelab -- a lab bench for the adversarial robustness of Mixture-of-Experts models.
+
+  Tensors      ml.tensor, ml.zeros, ml.randn, ... ; t:shape(), t[i], t:narrow(...), + - * / ^
+  Autograd     x:requires_grad(); loss:backward(); x.grad; ml.grad(loss, x); ml.no_grad(fn)
+  Ops          conv2d, max_pool2d, softmax, cross_entropy, topk, batch_norm, ... (help(ml.conv2d))
+  Modules      ml.nn.Linear, ml.nn.Sequential, ... ; model(x), model:summary()     help("Module")
+  Data         ml.data.mnist(), ml.data.cifar10(), ds:batches(128)                  help("Dataset")
+  Training     ml.train.fit(model, ds, {epochs, lr, ...}), ml.optim.sgd/adam        help("Optimizer")
+  MoE          ml.moe.route, gather/combine, auxiliary losses
+  Files        ml.save(path, model), ml.load(path), ml.io.load_safetensors
+  Theory       ml.theory (Lipschitz constants of MoEs)
+
+Keys: Tab completes names (ml.nn.<Tab>), Ctrl-C interrupts a computation or clears the line,
+Ctrl-D quits. A trailing ; hides the result; ?name shows help; ml.repl.timing(true) times commands.
+Indices are 1-based (dimensions, positions, labels, expert ids). Docs: README.md, docs/.]]
+
+local function list_table(t, prefix)
+  local names = {}
+  for k, v in pairs(t) do
+    if type(k) == "string" and k:sub(1, 1) ~= "_" and (type(v) == "function" or docs[v]) then names[#names + 1] = k end
+  end
+  table.sort(names)
+  local out = {}
+  for _, k in ipairs(names) do
+    local text = docs[t[k]]
+    local first = text and text:match("^[^\n]*") or "(no help text)"
+    out[#out + 1] = ("  %-22s %s"):format(prefix .. k, first)
+  end
+  return table.concat(out, "\n")
+end
+
+-- ml.help([value | "Topic"]) prints help; returns nothing.
+function ml.help(x)
+  if x == nil then print(overview) return end
+  if type(x) == "string" then
+    if topics[x] then print(topics[x]) return end
+    local v = resolve(x:gsub("^ml%.", ""))
+    if v ~= nil then return ml.help(v) end
+    print(("no help for %q (try help(), or help(\"Module\"), help(\"Dataset\"), help(\"Optimizer\"))"):format(x))
+    return
+  end
+  if docs[x] then print(docs[x]) return end
+  local mt = getmetatable(x)
+  local name = mt and rawget(mt, "__name")
+  if name == "Tensor" then
+    print(("a %s tensor of shape [%s]; see help(ml.tensor), help(\"Module\") for models"):format(x:dtype(),
+      table.concat(x:shape(), ", ")))
+  elseif name == "Module" then print(topics.Module)
+  elseif name == "moelab.Dataset" then print(topics.Dataset)
+  elseif name == "moelab.Optimizer" then print(topics.Optimizer)
+  elseif type(x) == "table" then
+    local prefix = ""
+    for k, v in pairs(ml) do if v == x then prefix = "ml." .. k .. "." end end
+    if x == ml then prefix = "ml." end
+    print(list_table(x, prefix))
+  else
+    print(("no help text for this %s"):format(type(x)))
+  end
+end
+ml.doc(ml.help, "ml.help([value | name | topic]) -- prints help; help() alone prints an overview")
+ml.doc(ml.doc, "ml.doc(value, text) -> value; registers a help text (for your own functions too)")
+
+-- Names of public functions without a help text (the tests require none).
+function ml.undocumented()
+  local missing = {}
+  local function scan(t, prefix, depth)
+    for k, v in pairs(t) do
+      if type(k) == "string" and k:sub(1, 1) ~= "_" then
+        if type(v) == "function" and not docs[v] then missing[#missing + 1] = prefix .. k end
+        if type(v) == "table" and depth == 0 and k ~= "repl" then scan(v, prefix .. k .. ".", 1) end
+      end
+    end
+  end
+  scan(ml, "ml.", 0)
+  table.sort(missing)
+  return missing
+end
+ml.doc(ml.undocumented, "ml.undocumented() -> names of public functions that lack a help text")
+
+return true

@@ -1,0 +1,292 @@
+/* The moelab executable, driven for real: through a pseudo-terminal for the
+ * prompt (printing, continuation lines, errors, Ctrl-C during a Lua loop and
+ * during a long C kernel, Ctrl-C at the prompt, Ctrl-D, history), and through
+ * pipes for scripts, -e, -v, -h and piped input. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testlib.h"
+
+static char tmpdir[256];
+
+/* ------------------------------------------------------------ pty session */
+typedef struct {
+    int fd;
+    pid_t pid;
+    char buf[1 << 16];
+    size_t len;
+} session;
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static bool start(session *s) {
+    memset(s, 0, sizeof *s);
+    struct winsize ws = {24, 100, 0, 0};
+    s->pid = forkpty(&s->fd, NULL, NULL, &ws);
+    if (s->pid < 0) return false;
+    if (s->pid == 0) {
+        char hist[600];
+        snprintf(hist, sizeof hist, "MOELAB_HISTORY=%s/history", tmpdir);
+        putenv(hist);
+        putenv("TERM=xterm");
+        putenv("OMP_NUM_THREADS=2");
+        execl(MOELAB_BINARY, "moelab", (char *)NULL);
+        _exit(127);
+    }
+    fcntl(s->fd, F_SETFL, O_NONBLOCK);
+    return true;
+}
+
+/* Reads until `needle` appears after position `from` (or timeout). */
+static bool expect(session *s, size_t from, const char *needle, double timeout) {
+    double end = now() + timeout;
+    for (;;) {
+        s->buf[s->len] = 0;
+        if (from <= s->len && strstr(s->buf + from, needle)) return true;
+        double left = end - now();
+        if (left <= 0) break;
+        struct pollfd p = {s->fd, POLLIN, 0};
+        if (poll(&p, 1, (int)(left * 1000) + 1) > 0) {
+            ssize_t r = read(s->fd, s->buf + s->len, sizeof s->buf - 1 - s->len);
+            if (r > 0) s->len += (size_t)r;
+            else if (r < 0 && errno != EAGAIN) break;
+            else if (r == 0) break;
+        }
+    }
+    fprintf(stderr, "  expected \"%s\"; output so far:\n----\n%s\n----\n", needle, s->buf + (from < s->len ? from : s->len));
+    return false;
+}
+
+/* Waits until the output ends with a fresh prompt and stays quiet: the
+ * command has finished and the line editor is waiting for input. */
+static bool expect_prompt(session *s, double timeout) {
+    double end = now() + timeout, quiet_since = now();
+    size_t last = s->len;
+    while (now() < end) {
+        struct pollfd p = {s->fd, POLLIN, 0};
+        if (poll(&p, 1, 20) > 0) {
+            ssize_t r = read(s->fd, s->buf + s->len, sizeof s->buf - 1 - s->len);
+            if (r > 0) s->len += (size_t)r;
+        }
+        s->buf[s->len] = 0;
+        if (s->len != last) {
+            last = s->len;
+            quiet_since = now();
+        }
+        if (s->len >= 8 && !strcmp(s->buf + s->len - 8, "moelab> ") && now() - quiet_since > 0.15) return true;
+    }
+    fprintf(stderr, "  no prompt; output so far:\n----\n%s\n----\n", s->buf + (s->len > 600 ? s->len - 600 : 0));
+    return false;
+}
+
+static void send(session *s, const char *text) {
+    ssize_t n = write(s->fd, text, strlen(text));
+    (void)n;
+}
+
+static int finish(session *s, double timeout) {
+    double end = now() + timeout;
+    int status = -1;
+    while (now() < end) {
+        pid_t r = waitpid(s->pid, &status, WNOHANG);
+        if (r == s->pid) break;
+        char tmp[4096];
+        ssize_t n = read(s->fd, tmp, sizeof tmp); /* keep the pty drained */
+        (void)n;
+        usleep(20000);
+    }
+    if (waitpid(s->pid, &status, WNOHANG) == 0) {
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, &status, 0);
+        status = -1;
+    }
+    close(s->fd);
+    return status;
+}
+
+TEST(prompt_prints_and_continues) {
+    session s;
+    CHECK(start(&s));
+    CHECK(expect_prompt(&s, 10));
+    size_t m = s.len;
+    send(&s, "1+1\r");
+    CHECK(expect(&s, m, "2\r\n", 5));
+    m = s.len;
+    send(&s, "t = ml.ones(2, 2)\r");
+    CHECK(expect(&s, m, "moelab> ", 5));
+    m = s.len;
+    send(&s, "t * 3\r");
+    CHECK(expect(&s, m, "[float32 tensor of shape 2x2]", 5));
+    m = s.len;
+    send(&s, "t * 4;\r");             /* a trailing ; silences */
+    CHECK(expect(&s, m, "moelab> ", 5));
+    CHECK(strstr(s.buf + m, "4.") == NULL);
+    m = s.len;
+    send(&s, "function f(a)\r");      /* continuation */
+    CHECK(expect(&s, m, ".. ", 5));
+    send(&s, "return a * 10\r");
+    send(&s, "end\r");
+    CHECK(expect(&s, m, "moelab> ", 5));
+    m = s.len;
+    send(&s, "f(7)\r");
+    CHECK(expect(&s, m, "70", 5));
+    m = s.len;
+    send(&s, "ml.zeros(2, 3) + ml.zeros(3, 2)\r"); /* an error, and the prompt goes on */
+    CHECK(expect(&s, m, "cannot be broadcast", 5));
+    CHECK(expect(&s, m, "stack traceback", 5));
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, "error(setmetatable({}, {__tostring = function() error('bad') end}))\r");
+    CHECK(expect(&s, m, "bad", 5));
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, "?ml.conv2d\r");
+    CHECK(expect(&s, m, "2-d convolution", 5));
+    CHECK(expect_prompt(&s, 5));
+    send(&s, "\x04");                 /* Ctrl-D on an empty line exits */
+    int st = finish(&s, 5);
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) fprintf(stderr, "  exit status %d; output:\n%s\n", st, s.buf + (s.len > 600 ? s.len - 600 : 0));
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+TEST(ctrl_c_interrupts_lua_loops_and_c_kernels) {
+    session s;
+    CHECK(start(&s));
+    CHECK(expect(&s, 0, "moelab> ", 10));
+    size_t m = s.len;
+    send(&s, "while true do end\r");
+    usleep(300000);
+    send(&s, "\x03");
+    CHECK(expect(&s, m, "interrupted", 5));
+    CHECK(expect(&s, m, "moelab> ", 5));
+    m = s.len;
+    send(&s, "1+1\r");
+    CHECK(expect(&s, m, "2", 5));
+    /* a long C kernel: 400M normal draws poll the interrupt flag */
+    m = s.len;
+    send(&s, "x = ml.randn(20000, 20000)\r");
+    usleep(500000);
+    send(&s, "\x03");
+    CHECK(expect(&s, m, "interrupted", 10));
+    CHECK(expect(&s, m, "moelab> ", 5));
+    m = s.len;
+    send(&s, "print(x == nil and 'no tensor' or 'tensor')\r");
+    CHECK(expect(&s, m, "no tensor", 5));
+    /* Ctrl-C at the prompt clears the line */
+    m = s.len;
+    send(&s, "this is not lua");
+    usleep(200000);
+    send(&s, "\x03");
+    usleep(200000);
+    send(&s, "2+3\r");
+    CHECK(expect(&s, m, "5", 5));
+    CHECK(strstr(s.buf + m, "syntax error") == NULL);
+    /* and in the middle of a continuation */
+    m = s.len;
+    send(&s, "for i = 1, 3 do\r");
+    CHECK(expect(&s, m, ".. ", 5));
+    send(&s, "\x03");
+    usleep(200000);
+    send(&s, "10*10\r");
+    CHECK(expect(&s, m, "100", 5));
+    CHECK(expect_prompt(&s, 5));
+    send(&s, "os.exit(3)\r");
+    int st = finish(&s, 5);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 3);
+}
+
+TEST(history_is_saved) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/history", tmpdir);
+    unlink(path);
+    session s;
+    CHECK(start(&s));
+    CHECK(expect(&s, 0, "moelab> ", 10));
+    size_t m = s.len;
+    send(&s, "hist_marker = 42\r");
+    CHECK(expect(&s, m, "hist_marker", 5));
+    CHECK(expect_prompt(&s, 5));
+    send(&s, "\x04");
+    finish(&s, 5);
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL);
+    if (f) {
+        char buf[4096] = {0};
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        buf[n] = 0;
+        fclose(f);
+        CHECK(strstr(buf, "hist_marker") != NULL);
+    }
+}
+
+/* ------------------------------------------------------------ non-interactive */
+static int run_capture(const char *cmd, char *out, size_t n) {
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t len = fread(out, 1, n - 1, p);
+    out[len] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+TEST(command_line) {
+    char out[8192], cmd[2048];
+    snprintf(cmd, sizeof cmd, "echo 'print(6*7)\nml.ones(2)' | %s 2>&1", MOELAB_BINARY);
+    CHECK(run_capture(cmd, out, sizeof out) == 0);
+    CHECK(strstr(out, "42") && strstr(out, "[float32 tensor of shape 2]"));
+    snprintf(cmd, sizeof cmd, "%s -e 'print(1 + 2)' -e 'print(ml.version)' 2>&1", MOELAB_BINARY);
+    CHECK(run_capture(cmd, out, sizeof out) == 0 && strstr(out, "3\n0."));
+    snprintf(cmd, sizeof cmd, "%s -v 2>&1", MOELAB_BINARY);
+    CHECK(run_capture(cmd, out, sizeof out) == 0 && strstr(out, "moelab ") && strstr(out, "Lua 5.4"));
+    snprintf(cmd, sizeof cmd, "%s -h 2>&1", MOELAB_BINARY);
+    CHECK(run_capture(cmd, out, sizeof out) == 0 && strstr(out, "usage: moelab"));
+    snprintf(cmd, sizeof cmd, "%s --bogus 2>&1", MOELAB_BINARY);
+    CHECK(run_capture(cmd, out, sizeof out) == 1 && strstr(out, "unknown option '--bogus'"));
+    /* a script with arguments */
+    char script[600];
+    snprintf(script, sizeof script, "%s/s.lua", tmpdir);
+    FILE *f = fopen(script, "w");
+    fputs("local a, b = ...\nprint(arg[0]:match('s.lua') and 'name ok', arg[1], arg[2], a, b, #arg)\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s %s alpha beta 2>&1", MOELAB_BINARY, script);
+    CHECK(run_capture(cmd, out, sizeof out) == 0 && strstr(out, "name ok\talpha\tbeta\talpha\tbeta\t2"));
+    /* a failing script: non-zero status, message and traceback on stderr */
+    f = fopen(script, "w");
+    fputs("local function inner() error('deliberate failure') end\ninner()\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1 >/dev/null", MOELAB_BINARY, script);
+    CHECK(run_capture(cmd, out, sizeof out) == 1);
+    CHECK(strstr(out, "deliberate failure") && strstr(out, "stack traceback") && strstr(out, "inner"));
+    /* -i after -e drops to the prompt (reading the piped rest) */
+    snprintf(cmd, sizeof cmd, "echo 'print(v * 2)' | %s -e 'v = 21' -i 2>&1", MOELAB_BINARY);
+    CHECK(run_capture(cmd, out, sizeof out) == 0 && strstr(out, "42"));
+    /* script from stdin */
+    snprintf(cmd, sizeof cmd, "echo 'print(...)' | %s - x y 2>&1", MOELAB_BINARY);
+    CHECK(run_capture(cmd, out, sizeof out) == 0 && strstr(out, "x\ty"));
+}
+
+int main(void) {
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/moelab-test-repl-XXXXXX");
+    if (!mkdtemp(tmpdir)) return 1;
+    signal(SIGPIPE, SIG_IGN);
+    RUN(prompt_prints_and_continues);
+    RUN(ctrl_c_interrupts_lua_loops_and_c_kernels);
+    RUN(history_is_saved);
+    RUN(command_line);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    return test_summary();
+}
