@@ -1,6 +1,8 @@
 /* lua_nn.c -- modules as Lua objects: constructors in ml.nn, calling,
  * parameters, train/eval, traces, configs; Lua functions as modules. */
 #include <stdlib.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "lua_util.h"
@@ -152,6 +154,253 @@ static int l_sequential(lua_State *L) {
         if (!c) luaL_error(L, "Sequential: argument %d is a %s, not a module", i, luaL_typename(L, i));
         ml_nn_sequential_add(seq, ml_module_retain(c));
     }
+    return 1;
+}
+
+/* ------------------------------------------------------------ more layers */
+static int l_conv2d(lua_State *L) {
+    lua_Integer in = luaL_checkinteger(L, 1), out = luaL_checkinteger(L, 2), k = luaL_checkinteger(L, 3);
+    static const char *const known[] = {"stride", "padding", "groups", "bias", NULL};
+    mlua_check_options(L, 4, "Conv2d", known);
+    return mlua_push_module(L, ml_nn_conv2d(in, out, (int)k, (int)mlua_opt_integer(L, 4, "stride", 1),
+                                            (int)mlua_opt_integer(L, 4, "padding", 0), (int)mlua_opt_integer(L, 4, "groups", 1),
+                                            mlua_opt_bool(L, 4, "bias", false)));
+}
+
+static int l_batchnorm2d(lua_State *L) {
+    lua_Integer c = luaL_checkinteger(L, 1);
+    static const char *const known[] = {"eps", "momentum", NULL};
+    mlua_check_options(L, 2, "BatchNorm2d", known);
+    return mlua_push_module(L, ml_nn_batchnorm2d(c, mlua_opt_number(L, 2, "eps", 1e-5), mlua_opt_number(L, 2, "momentum", 0.1)));
+}
+
+static int pool_module(lua_State *L, bool is_max) {
+    lua_Integer k = luaL_checkinteger(L, 1);
+    static const char *const known[] = {"stride", "padding", NULL};
+    mlua_check_options(L, 2, is_max ? "MaxPool2d" : "AvgPool2d", known);
+    int stride = (int)mlua_opt_integer(L, 2, "stride", k), pad = (int)mlua_opt_integer(L, 2, "padding", 0);
+    return mlua_push_module(L, is_max ? ml_nn_maxpool2d((int)k, stride, pad) : ml_nn_avgpool2d((int)k, stride, pad));
+}
+static int l_maxpool2d(lua_State *L) { return pool_module(L, true); }
+static int l_avgpool2d(lua_State *L) { return pool_module(L, false); }
+static int l_gap(lua_State *L) { return mlua_push_module(L, ml_nn_global_avg_pool()); }
+static int l_dropout(lua_State *L) { return mlua_push_module(L, ml_nn_dropout(luaL_optnumber(L, 1, 0.5))); }
+
+static int l_layernorm(lua_State *L) {
+    lua_Integer d = luaL_checkinteger(L, 1);
+    static const char *const known[] = {"eps", NULL};
+    mlua_check_options(L, 2, "LayerNorm", known);
+    return mlua_push_module(L, ml_nn_layernorm(d, mlua_opt_number(L, 2, "eps", 1e-5)));
+}
+
+static int l_attention(lua_State *L) {
+    lua_Integer d = luaL_checkinteger(L, 1), h = luaL_optinteger(L, 2, 1);
+    return mlua_push_module(L, ml_nn_attention(d, (int)h));
+}
+
+static int l_mlp(lua_State *L) {
+    lua_Integer in = luaL_checkinteger(L, 1), hidden = luaL_checkinteger(L, 2), out = luaL_optinteger(L, 3, in);
+    const char *act = luaL_optstring(L, 4, "gelu");
+    for (int op = 0; op < ML_UNARY_COUNT; op++)
+        if (!strcmp(ml_unary_name((ml_unary_op)op), act)) return mlua_push_module(L, ml_nn_mlp(in, hidden, out, (ml_unary_op)op));
+    return luaL_error(L, "MLP: unknown activation '%s' (use relu, gelu, tanh, sigmoid, ...)", act);
+}
+
+/* ml.nn.TransformerBlock(dim, heads, [{eps = 1e-6, mlp = module | hidden size}]) */
+static int l_block(lua_State *L) {
+    lua_Integer d = luaL_checkinteger(L, 1), h = luaL_checkinteger(L, 2);
+    static const char *const known[] = {"eps", "mlp", NULL};
+    mlua_check_options(L, 3, "TransformerBlock", known);
+    double eps = mlua_opt_number(L, 3, "eps", 1e-6);
+    ml_module *mlp = NULL;
+    if (lua_istable(L, 3) && lua_getfield(L, 3, "mlp") != LUA_TNIL) {
+        mlp = mlua_to_module(L, -1);
+        if (mlp) ml_module_retain(mlp);
+        else mlp = ml_nn_mlp(d, luaL_checkinteger(L, -1), d, ML_GELU);
+    } else {
+        mlp = ml_nn_mlp(d, 4 * d, d, ML_GELU);
+    }
+    return mlua_push_module(L, ml_nn_transformer_block(d, (int)h, eps, mlp));
+}
+
+static int l_patch_embed(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int c, h, w;
+    lua_rawgeti(L, 1, 1);
+    lua_rawgeti(L, 1, 2);
+    lua_rawgeti(L, 1, 3);
+    c = (int)luaL_checkinteger(L, -3);
+    h = (int)luaL_checkinteger(L, -2);
+    w = (int)luaL_checkinteger(L, -1);
+    lua_pop(L, 3);
+    return mlua_push_module(L, ml_nn_patch_embed(c, h, w, (int)luaL_checkinteger(L, 2), luaL_checkinteger(L, 3)));
+}
+
+static int l_basic_block(lua_State *L) {
+    return mlua_push_module(L, ml_nn_basic_block(luaL_checkinteger(L, 1), luaL_checkinteger(L, 2), (int)luaL_optinteger(L, 3, 1)));
+}
+
+static int l_router(lua_State *L) {
+    return mlua_push_module(L, ml_nn_router(luaL_checkinteger(L, 1), (int)luaL_checkinteger(L, 2)));
+}
+
+static int l_moe_conv2d(lua_State *L) {
+    lua_Integer in = luaL_checkinteger(L, 1), out = luaL_checkinteger(L, 2), k = luaL_checkinteger(L, 3);
+    static const char *const known[] = {"stride", "padding", "experts", "ratio", "router", "mask", NULL};
+    mlua_check_options(L, 4, "MoEConv2d", known);
+    const char *router = mlua_opt_string(L, 4, "router", "layer");
+    if (strcmp(router, "layer") && strcmp(router, "global"))
+        luaL_error(L, "MoEConv2d: router must be \"layer\" or \"global\", got \"%s\"", router);
+    return mlua_push_module(L, ml_nn_moe_conv2d(in, out, (int)k, (int)mlua_opt_integer(L, 4, "stride", 1),
+                                                (int)mlua_opt_integer(L, 4, "padding", (k - 1) / 2),
+                                                (int)mlua_opt_integer(L, 4, "experts", 2), mlua_opt_number(L, 4, "ratio", 0.5),
+                                                !strcmp(router, "global"), mlua_opt_bool(L, 4, "mask", false)));
+}
+
+static int l_masked_conv2d(lua_State *L) {
+    lua_Integer in = luaL_checkinteger(L, 1), out = luaL_checkinteger(L, 2), k = luaL_checkinteger(L, 3);
+    static const char *const known[] = {"stride", "padding", "ratio", NULL};
+    mlua_check_options(L, 4, "MaskedConv2d", known);
+    return mlua_push_module(L, ml_nn_masked_conv2d(in, out, (int)k, (int)mlua_opt_integer(L, 4, "stride", 1),
+                                                   (int)mlua_opt_integer(L, 4, "padding", (k - 1) / 2),
+                                                   mlua_opt_number(L, 4, "ratio", 0.5)));
+}
+
+/* ------------------------------------------------------------ Lua tables <-> JSON configs */
+static cJSON *to_json(lua_State *L, int idx, int depth) {
+    idx = lua_absindex(L, idx);
+    if (depth > 20) luaL_error(L, "config: tables nested too deeply");
+    switch (lua_type(L, idx)) {
+    case LUA_TNUMBER: return cJSON_CreateNumber(lua_tonumber(L, idx));
+    case LUA_TBOOLEAN: return cJSON_CreateBool(lua_toboolean(L, idx));
+    case LUA_TSTRING: return cJSON_CreateString(lua_tostring(L, idx));
+    case LUA_TTABLE: {
+        lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+        if (n > 0) {
+            cJSON *a = cJSON_CreateArray();
+            for (lua_Integer i = 1; i <= n; i++) {
+                lua_rawgeti(L, idx, i);
+                cJSON_AddItemToArray(a, to_json(L, -1, depth + 1));
+                lua_pop(L, 1);
+            }
+            return a;
+        }
+        cJSON *o = cJSON_CreateObject();
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "config: keys must be names");
+            cJSON_AddItemToObject(o, lua_tostring(L, -2), to_json(L, -1, depth + 1));
+            lua_pop(L, 1);
+        }
+        return o;
+    }
+    default: return (cJSON *)(intptr_t)luaL_error(L, "config: a %s cannot be part of a model config", luaL_typename(L, idx));
+    }
+}
+
+/* The known options of the zoo (typos are errors, not silently ignored). */
+static const char *const zoo_options[] = {
+    "classes", "input", "width", "family", "ratio", "experts", "router", "mask", "normalize", "base_width", "depth",
+    "widen", "hidden", "patch", "dim", "heads", "mlp", "eps", "moe_every", "k", "capacity_factor", "noise_std",
+    "importance_weight", "load_weight", "renormalize", "batch_priority", "round_capacity", NULL};
+
+static int zoo(lua_State *L, const char *name) {
+    if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TTABLE);
+    char fn[64];
+    snprintf(fn, sizeof fn, "ml.nn.%s", name);
+    mlua_check_options(L, 1, fn, zoo_options);
+    cJSON *cfg = lua_istable(L, 1) ? to_json(L, 1, 0) : cJSON_CreateObject();
+    return mlua_push_module(L, ml_zoo_build(name, cfg));
+}
+static int l_zoo_mlp(lua_State *L) { return zoo(L, "mlp"); }
+static int l_zoo_cnn(lua_State *L) { return zoo(L, "cnn"); }
+static int l_zoo_resnet18(lua_State *L) { return zoo(L, "resnet18"); }
+static int l_zoo_vgg16(lua_State *L) { return zoo(L, "vgg16"); }
+static int l_zoo_wrn(lua_State *L) { return zoo(L, "wrn"); }
+static int l_zoo_vit(lua_State *L) { return zoo(L, "vit"); }
+static int l_zoo_vmoe(lua_State *L) { return zoo(L, "vmoe"); }
+
+/* ml.nn.moe_cnn{backbone = "resnet18", experts = 2, ratio = 0.5, router = "layer", ...} and the
+ * other members of the AdvMoE family: dense, s_dense, sparse_cnn. */
+static int family(lua_State *L, const char *fam) {
+    if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TTABLE);
+    const char *backbone = "resnet18";
+    cJSON *cfg = cJSON_CreateObject();
+    if (lua_istable(L, 1)) {
+        lua_pushnil(L);
+        while (lua_next(L, 1)) {
+            if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "%s: options must be given by name", fam);
+            const char *k = lua_tostring(L, -2);
+            if (!strcmp(k, "backbone")) {
+                backbone = luaL_checkstring(L, -1);
+            } else {
+                bool known = false;
+                for (int i = 0; zoo_options[i]; i++) known |= !strcmp(zoo_options[i], k);
+                if (!known || !strcmp(k, "family")) {
+                    cJSON_Delete(cfg);
+                    luaL_error(L, "%s: unknown option '%s'", fam, k);
+                }
+                cJSON_AddItemToObject(cfg, k, to_json(L, -1, 0));
+            }
+            lua_pop(L, 1);
+        }
+    }
+    if (strcmp(backbone, "resnet18") && strcmp(backbone, "vgg16") && strcmp(backbone, "wrn") && strcmp(backbone, "cnn")) {
+        cJSON_Delete(cfg);
+        luaL_error(L, "%s: unknown backbone '%s' (use resnet18, vgg16, wrn or cnn)", fam, backbone);
+    }
+    cJSON_AddStringToObject(cfg, "family", fam);
+    return mlua_push_module(L, ml_zoo_build(backbone, cfg));
+}
+static int l_fam_dense(lua_State *L) { return family(L, "dense"); }
+static int l_fam_s_dense(lua_State *L) { return family(L, "s_dense"); }
+static int l_fam_sparse(lua_State *L) { return family(L, "sparse_cnn"); }
+static int l_fam_moe(lua_State *L) { return family(L, "moe_cnn"); }
+
+/* ml.nn.TokenMoE(dim, {experts = 8, k = 2, capacity_factor = 1.25, noise_std = 1, expert = module config,
+ * importance_weight, load_weight, switch_weight, z_weight, renormalize, batch_priority, round_capacity, random_ties})
+ * and ml.nn.SmoothMoE(dim, {experts, expert}) */
+static int moe_layer(lua_State *L, bool smooth) {
+    lua_Integer d = luaL_checkinteger(L, 1);
+    static const char *const known[] = {"experts", "k", "capacity_factor", "noise_std", "expert", "importance_weight",
+                                        "load_weight", "switch_weight", "z_weight", "renormalize", "batch_priority",
+                                        "round_capacity", "random_ties", NULL};
+    mlua_check_options(L, 2, smooth ? "SmoothMoE" : "TokenMoE", known);
+    cJSON *cfg = lua_istable(L, 2) ? to_json(L, 2, 0) : cJSON_CreateObject();
+    cJSON_DeleteItemFromObject(cfg, "dim");
+    cJSON_AddNumberToObject(cfg, "dim", (double)d);
+    if (lua_istable(L, 2) && lua_getfield(L, 2, "expert") != LUA_TNIL) {
+        /* an expert given as a module: use its config */
+        ml_module *ex = mlua_to_module(L, -1);
+        if (ex) {
+            cJSON *ec = ml_module_config(ex);
+            if (!ec) {
+                cJSON_Delete(cfg);
+                return mlua_error(L);
+            }
+            cJSON_DeleteItemFromObject(cfg, "expert");
+            cJSON_AddItemToObject(cfg, "expert", ec);
+        }
+    }
+    ml_moe_opts o;
+    if (ml_moe_opts_from_config(cfg, &o)) {
+        cJSON_Delete(cfg);
+        return mlua_error(L);
+    }
+    ml_module *m = smooth ? ml_nn_smooth_moe(&o) : ml_nn_token_moe(&o);
+    cJSON_Delete(cfg);
+    return mlua_push_module(L, m);
+}
+static int l_token_moe(lua_State *L) { return moe_layer(L, false); }
+static int l_smooth_moe(lua_State *L) { return moe_layer(L, true); }
+
+/* m:set_moe_form("sparse" | "mask"): how the MoE convolutions compute */
+static int m_set_moe_form(lua_State *L) {
+    ml_module *m = mlua_check_module(L, 1);
+    const char *f = luaL_checkstring(L, 2);
+    if (strcmp(f, "sparse") && strcmp(f, "mask")) luaL_error(L, "set_moe_form: use \"sparse\" or \"mask\", got \"%s\"", f);
+    ml_moe_conv_set_mask(m, !strcmp(f, "mask"));
+    lua_settop(L, 1);
     return 1;
 }
 
@@ -615,13 +864,22 @@ static const luaL_Reg module_methods[] = {
     {"type", m_type},                 {"children", m_children},
     {"get", m_get},                   {"add", m_add},
     {"config", m_config},             {"modules", m_modules},
-    {"profile", m_profile},           {NULL, NULL}};
+    {"profile", m_profile},           {"set_moe_form", m_set_moe_form},
+    {NULL, NULL}};
 
 static const luaL_Reg nn_functions[] = {
     {"Linear", l_linear},     {"ReLU", l_relu},         {"GELU", l_gelu},         {"Tanh", l_tanh},
     {"Sigmoid", l_sigmoid},   {"Softplus", l_softplus}, {"Identity", l_identity}, {"Flatten", l_flatten},
     {"Normalize", l_normalize}, {"Sequential", l_sequential}, {"Lambda", l_lambda},
-    {"from_config", l_from_config}, {NULL, NULL}};
+    {"from_config", l_from_config}, {"Conv2d", l_conv2d}, {"BatchNorm2d", l_batchnorm2d},
+    {"MaxPool2d", l_maxpool2d}, {"AvgPool2d", l_avgpool2d}, {"GlobalAvgPool", l_gap}, {"Dropout", l_dropout},
+    {"LayerNorm", l_layernorm}, {"MultiHeadSelfAttention", l_attention}, {"MLP", l_mlp},
+    {"TransformerBlock", l_block}, {"PatchEmbed", l_patch_embed}, {"BasicBlock", l_basic_block},
+    {"Router", l_router}, {"TokenMoE", l_token_moe}, {"SmoothMoE", l_smooth_moe}, {"MoEConv2d", l_moe_conv2d},
+    {"MaskedConv2d", l_masked_conv2d}, {"mlp", l_zoo_mlp}, {"cnn", l_zoo_cnn}, {"resnet18", l_zoo_resnet18},
+    {"vgg16", l_zoo_vgg16}, {"wrn", l_zoo_wrn}, {"vit", l_zoo_vit}, {"vmoe", l_zoo_vmoe},
+    {"dense", l_fam_dense}, {"s_dense", l_fam_s_dense}, {"sparse_cnn", l_fam_sparse}, {"moe_cnn", l_fam_moe},
+    {NULL, NULL}};
 
 void mlua_open_nn(lua_State *L);
 void mlua_open_nn(lua_State *L) {

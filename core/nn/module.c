@@ -121,7 +121,9 @@ void ml_ctx_clear(ml_ctx *ctx) {
     ml_release(ctx->aux);
     ctx->aux = NULL;
     ml_release(ctx->route);
-    ctx->route = NULL;
+    ml_release(ctx->route_gates);
+    ml_release(ctx->route_probs);
+    ctx->route = ctx->route_gates = ctx->route_probs = NULL;
     ctx->route_layer = 0;
     ctx->path[0] = 0;
 }

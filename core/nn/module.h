@@ -83,8 +83,12 @@ struct ml_ctx {
     ml_trace *traces;  /* in forward order (owned) */
     ml_trace *last_trace;
     ml_tensor *aux;    /* summed, weighted auxiliary loss (0-d, differentiable) or NULL */
-    ml_tensor *route;  /* global routing decisions (int64 [N, layers]) or NULL */
-    int route_layer;   /* next MoE layer index to read from `route` */
+    /* Global routing (MoE-CNN with one router for every MoE layer): expert per
+     * sample and layer (int64 [N, L]), its gate (float [N, L], differentiable)
+     * and the router probabilities (float [N, L, E]); layers read column
+     * route_layer and advance it. */
+    ml_tensor *route, *route_gates, *route_probs;
+    int route_layer;
     /* Optional per-module profile: called after every child forward with the
      * FLOPs it counted and its wall time (summary, per-layer timing). */
     void (*on_module)(void *ud, const char *path, const ml_module *m, int64_t flops, double seconds);

@@ -1,0 +1,20 @@
+/* cnn.h -- convolutional modules: Conv2d, BatchNorm2d, MaxPool2d, AvgPool2d,
+ * GlobalAvgPool, Dropout. Weights are initialised as PyTorch does. */
+#ifndef ML_NN_CNN_H
+#define ML_NN_CNN_H
+
+#include "module.h"
+
+ml_module *ml_nn_conv2d(int64_t cin, int64_t cout, int k, int stride, int pad, int groups, bool bias);
+/* Parameters weight (1) and bias (0); buffers running_mean (0) and running_var (1). */
+ml_module *ml_nn_batchnorm2d(int64_t channels, double eps, double momentum);
+ml_module *ml_nn_maxpool2d(int k, int stride, int pad); /* stride <= 0: stride = k */
+ml_module *ml_nn_avgpool2d(int k, int stride, int pad);
+ml_module *ml_nn_global_avg_pool(void);                 /* [N, C, H, W] -> [N, C] */
+ml_module *ml_nn_dropout(double p);
+/* The residual block of ResNet (children conv1, bn1, conv2, bn2, [shortcut]):
+ * out = ReLU(BN(conv3x3(ReLU(BN(conv3x3(x))))) + shortcut(x)), shortcut =
+ * identity or conv1x1 + BN when the stride or the width changes. */
+ml_module *ml_nn_basic_block(int64_t cin, int64_t cout, int stride);
+
+#endif

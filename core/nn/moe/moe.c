@@ -1,0 +1,479 @@
+/* moe.c -- Router, TokenMoE (sparse, V-MoE) and SmoothMoE layers. */
+#include "moe.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../autograd.h"
+#include "../../ops/elementwise.h"
+#include "../../ops/linalg.h"
+#include "../../ops/reduce.h"
+#include "../../ops/shape.h"
+#include "../../ops/softmax.h"
+#include "../layers.h"
+#include "dispatch.h"
+
+/* ------------------------------------------------------------ Router */
+typedef struct {
+    int64_t dim;
+    int experts;
+} router_state;
+
+static ml_tensor *router_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
+    router_state *s = m->state;
+    if (x->shape[x->ndim - 1] != s->dim)
+        return ml_fail("Router: input has %" PRId64 " features, expected %" PRId64, x->shape[x->ndim - 1], s->dim);
+    return ml_linear(x, ml_module_param(m, "weight"), NULL);
+}
+
+static void router_describe(const ml_module *m, char *buf, size_t n) {
+    const router_state *s = m->state;
+    snprintf(buf, n, "Router(%" PRId64 " -> %d experts)", s->dim, s->experts);
+}
+
+static cJSON *router_config(const ml_module *m) {
+    const router_state *s = m->state;
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "type", "Router");
+    cJSON_AddNumberToObject(c, "dim", (double)s->dim);
+    cJSON_AddNumberToObject(c, "experts", s->experts);
+    return c;
+}
+
+static void free_state(ml_module *m) { free(m->state); }
+
+static const ml_module_type router_type = {.name = "Router", .forward = router_forward, .destroy = free_state,
+                                           .describe = router_describe, .config = router_config};
+
+ml_module *ml_nn_router(int64_t dim, int experts) {
+    if (dim <= 0 || experts < 1) return ml_fail("Router: dim and experts must be positive (got %" PRId64 ", %d)", dim, experts);
+    router_state *s = malloc(sizeof *s);
+    if (!s) return ml_fail("out of memory");
+    *s = (router_state){dim, experts};
+    ml_module *m = ml_module_new(&router_type, s);
+    if (!m) {
+        free(s);
+        return NULL;
+    }
+    int64_t ws[2] = {experts, dim};
+    if (!ml_module_add_param(m, "weight", ml_init_uniform_fan_in(2, ws, dim), "router")) {
+        ml_module_release(m);
+        return NULL;
+    }
+    return m;
+}
+
+static ml_module *router_from_config(const cJSON *c) {
+    int dim, e;
+    if (ml_cfg_int(c, "dim", 0, &dim) || ml_cfg_int(c, "experts", 0, &e)) return NULL;
+    return ml_nn_router(dim, e);
+}
+
+/* ------------------------------------------------------------ options */
+void ml_moe_defaults(ml_moe_opts *o, int64_t dim) {
+    memset(o, 0, sizeof *o);
+    o->dim = dim;
+    o->experts = 8;
+    o->k = 2;
+    o->capacity_factor = 1.25;
+    o->random_ties = true;
+    o->noise_std = 1.0;
+    o->w_importance = 0.005;
+    o->w_load = 0.005;
+}
+
+int ml_moe_opts_from_config(const cJSON *c, ml_moe_opts *o) {
+    int dim;
+    if (ml_cfg_int(c, "dim", 0, &dim)) return -1;
+    ml_moe_defaults(o, dim);
+    if (ml_cfg_int(c, "experts", o->experts, &o->experts) || ml_cfg_int(c, "k", o->k, &o->k) ||
+        ml_cfg_double(c, "capacity_factor", o->capacity_factor, &o->capacity_factor) ||
+        ml_cfg_bool(c, "round_capacity", false, &o->round_capacity) ||
+        ml_cfg_bool(c, "batch_priority", false, &o->batch_priority) ||
+        ml_cfg_bool(c, "random_ties", true, &o->random_ties) || ml_cfg_bool(c, "renormalize", false, &o->renormalize) ||
+        ml_cfg_double(c, "noise_std", o->noise_std, &o->noise_std) ||
+        ml_cfg_double(c, "importance_weight", o->w_importance, &o->w_importance) ||
+        ml_cfg_double(c, "load_weight", o->w_load, &o->w_load) ||
+        ml_cfg_double(c, "switch_weight", 0, &o->w_switch) || ml_cfg_double(c, "z_weight", 0, &o->w_z))
+        return -1;
+    const cJSON *ex = cJSON_GetObjectItemCaseSensitive(c, "expert");
+    o->expert = ex ? (cJSON *)ex : NULL; /* borrowed from c; layers duplicate it */
+    return 0;
+}
+
+/* ------------------------------------------------------------ shared state */
+typedef struct {
+    ml_moe_opts o;  /* o.expert: owned duplicate */
+} moe_state;
+
+static void moe_destroy(ml_module *m) {
+    moe_state *s = m->state;
+    cJSON_Delete(s->o.expert);
+    free(s);
+}
+
+static cJSON *moe_config_common(const ml_module *m, const char *type) {
+    const moe_state *s = m->state;
+    const ml_moe_opts *o = &s->o;
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "type", type);
+    cJSON_AddNumberToObject(c, "dim", (double)o->dim);
+    cJSON_AddNumberToObject(c, "experts", o->experts);
+    cJSON_AddNumberToObject(c, "k", o->k);
+    cJSON_AddNumberToObject(c, "capacity_factor", o->capacity_factor);
+    cJSON_AddBoolToObject(c, "round_capacity", o->round_capacity);
+    cJSON_AddBoolToObject(c, "batch_priority", o->batch_priority);
+    cJSON_AddBoolToObject(c, "random_ties", o->random_ties);
+    cJSON_AddBoolToObject(c, "renormalize", o->renormalize);
+    cJSON_AddNumberToObject(c, "noise_std", o->noise_std);
+    cJSON_AddNumberToObject(c, "importance_weight", o->w_importance);
+    cJSON_AddNumberToObject(c, "load_weight", o->w_load);
+    cJSON_AddNumberToObject(c, "switch_weight", o->w_switch);
+    cJSON_AddNumberToObject(c, "z_weight", o->w_z);
+    cJSON_AddItemToObject(c, "expert", cJSON_Duplicate(o->expert, true));
+    return c;
+}
+
+/* Builds router + E experts as children; m->state must be set. */
+static int build_children(ml_module *m, const ml_moe_opts *o) {
+    if (!ml_module_add_child(m, "router", ml_nn_router(o->dim, o->experts))) return -1;
+    ml_module *experts = ml_nn_sequential(); /* a plain container: experts.<i> */
+    if (!experts || !ml_module_add_child(m, "experts", experts)) return -1;
+    for (int e = 0; e < o->experts; e++) {
+        ml_module *ex = ml_module_from_config(o->expert);
+        if (!ex) {
+            ml_error_prefix("expert config: ");
+            return -1;
+        }
+        if (!ml_nn_sequential_add(experts, ex)) return -1;
+    }
+    return 0;
+}
+
+static ml_module *moe_new(const ml_module_type *type, const ml_moe_opts *o) {
+    if (o->dim <= 0) return ml_fail("%s: dim must be positive", type->name);
+    if (o->experts < 1 || o->experts > 4096) return ml_fail("%s: experts = %d is out of range", type->name, o->experts);
+    if (o->k < 1 || o->k > o->experts)
+        return ml_fail("%s: k = %d must be between 1 and experts = %d", type->name, o->k, o->experts);
+    if (o->noise_std < 0) return ml_fail("%s: noise_std must be >= 0", type->name);
+    moe_state *s = calloc(1, sizeof *s);
+    if (!s) return ml_fail("out of memory");
+    s->o = *o;
+    if (o->expert) {
+        s->o.expert = cJSON_Duplicate(o->expert, true);
+    } else { /* the V-MoE expert: MLP(D, 4D, D) with GELU */
+        s->o.expert = cJSON_CreateObject();
+        cJSON_AddStringToObject(s->o.expert, "type", "MLP");
+        cJSON_AddNumberToObject(s->o.expert, "in", (double)o->dim);
+        cJSON_AddNumberToObject(s->o.expert, "hidden", (double)(4 * o->dim));
+        cJSON_AddNumberToObject(s->o.expert, "out", (double)o->dim);
+        cJSON_AddStringToObject(s->o.expert, "activation", "gelu");
+    }
+    ml_module *m = ml_module_new(type, s);
+    if (!m) {
+        cJSON_Delete(s->o.expert);
+        free(s);
+        return NULL;
+    }
+    if (build_children(m, &s->o)) {
+        ml_module_release(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* Router logits for tokens X [T, D]. */
+static ml_tensor *router_logits(ml_module *m, ml_tensor *X, ml_ctx *ctx) {
+    return ml_module_forward_child(m, 0, X, ctx);
+}
+
+static ml_module *expert(ml_module *m, int e) { return m->children[1].m->children[e].m; }
+
+/* Runs expert e on x, naming it experts.<e> in paths and errors. */
+static ml_tensor *run_expert(ml_module *m, int e, ml_tensor *x, ml_ctx *ctx) {
+    ml_module *experts = m->children[1].m;
+    size_t len = 0;
+    if (ctx) {
+        len = strlen(ctx->path);
+        snprintf(ctx->path + len, sizeof ctx->path - len, len ? ".experts" : "experts");
+    }
+    ml_tensor *y = ml_module_forward_child(experts, e, x, ctx);
+    if (ctx) ctx->path[len] = 0;
+    return y;
+}
+
+/* Adds weight * term to ctx->aux (when weight > 0) and returns the term's value. */
+static double add_aux(ml_ctx *ctx, ml_tensor *term, double weight, bool add) {
+    if (!term) return NAN;
+    double v = NAN;
+    ml_item(term, &v);
+    if (add && weight > 0 && ctx) {
+        ml_tensor *w = ml_mul_scalar(term, weight);
+        if (w) ml_ctx_add_aux(ctx, w);
+        ml_release(w);
+    }
+    ml_release(term);
+    return v;
+}
+
+/* ------------------------------------------------------------ TokenMoE */
+static ml_tensor *token_moe_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
+    moe_state *s = m->state;
+    const ml_moe_opts *o = &s->o;
+    int64_t D = o->dim, E = o->experts;
+    if (x->ndim < 2 || x->shape[x->ndim - 1] != D)
+        return ml_fail("TokenMoE: input has shape %s, expected [..., %" PRId64 "] tokens", ML_SHAPE_STR(x), D);
+    int64_t rows[2] = {-1, D};
+    ml_tensor *X = ml_reshape(x, 2, rows);
+    if (!X) return NULL;
+    int64_t T = X->shape[0];
+    ml_tensor *logits = NULL, *noisy = NULL, *probs = NULL, *gates = NULL, *Xd = NULL, *Y = NULL, *out = NULL;
+    ml_tensor **ys = NULL;
+    ml_routing r = {0};
+    bool routed = false;
+
+    logits = router_logits(m, X, ctx);
+    if (!logits) goto done;
+    double sigma = o->noise_std / (double)E;
+    if (m->training && sigma > 0) {
+        int64_t ls[2] = {T, E};
+        ml_tensor *noise = ml_randn(2, ls);
+        ml_tensor *sn = noise ? ml_mul_scalar(noise, sigma) : NULL;
+        noisy = sn ? ml_add(logits, sn) : NULL;
+        ml_release(noise);
+        ml_release(sn);
+        if (!noisy) goto done;
+    } else {
+        noisy = ml_retain(logits);
+    }
+    probs = ml_softmax(noisy, 1);
+    if (!probs) goto done;
+    ml_route_opts ro = {o->k, o->capacity_factor, o->round_capacity, o->batch_priority, o->random_ties};
+    if (ml_route(probs, &ro, &r)) goto done;
+    routed = true;
+
+    /* combine weights: P[token, expert] for every kept assignment */
+    {
+        int64_t fs[2] = {T * E, 1};
+        ml_tensor *pf = ml_reshape(probs, 2, fs);
+        ml_tensor *g2 = pf ? ml_moe_gather(pf, r.flat) : NULL;
+        gates = g2 ? ml_reshape(g2, 1, &r.A) : NULL;
+        ml_release(pf);
+        ml_release(g2);
+        if (!gates) goto done;
+        if (o->renormalize && r.A > 0) {
+            /* divide by the sum of the token's kept weights */
+            ml_tensor *ones = ml_full(ML_F32, 1, &r.A, 1.0);
+            int64_t cs[2] = {r.A, 1};
+            ml_tensor *g1 = ones ? ml_reshape(gates, 2, cs) : NULL;
+            ml_tensor *den = g1 ? ml_moe_combine(g1, ones, r.token, T) : NULL; /* [T, 1] */
+            ml_tensor *dt = den ? ml_moe_gather(den, r.token) : NULL;          /* [A, 1] */
+            ml_tensor *dr = dt ? ml_reshape(dt, 1, &r.A) : NULL;
+            ml_tensor *gn = dr ? ml_div(gates, dr) : NULL;
+            ml_release(ones);
+            ml_release(g1);
+            ml_release(den);
+            ml_release(dt);
+            ml_release(dr);
+            ml_release(gates);
+            gates = gn;
+            if (!gates) goto done;
+        }
+    }
+    if (r.A == 0) { /* everything dropped: the residual carries every token */
+        out = ml_zeros(ML_F32, x->ndim, x->shape);
+        goto aux;
+    }
+    Xd = ml_moe_gather(X, r.token);
+    if (!Xd) goto done;
+    ys = calloc((size_t)E, sizeof *ys);
+    int n_parts = 0;
+    for (int e = 0; e < E; e++) {
+        int64_t n = r.offset[e + 1] - r.offset[e];
+        if (n == 0) continue;
+        ml_tensor *xe = ml_narrow(Xd, 0, r.offset[e], n);
+        ys[n_parts] = xe ? run_expert(m, e, xe, ctx) : NULL;
+        ml_release(xe);
+        if (!ys[n_parts]) goto done;
+        if (ys[n_parts]->ndim != 2 || ys[n_parts]->shape[1] != D) {
+            ml_fail("TokenMoE: expert %d returned shape %s, expected [%" PRId64 ", %" PRId64 "]", e + 1,
+                    ML_SHAPE_STR(ys[n_parts]), n, D);
+            n_parts++;
+            goto done;
+        }
+        n_parts++;
+    }
+    Y = n_parts == 1 ? ml_retain(ys[0]) : ml_cat(n_parts, ys, 0);
+    for (int i = 0; i < n_parts; i++) ml_release(ys[i]);
+    free(ys);
+    ys = NULL;
+    if (!Y) goto done;
+    {
+        ml_tensor *o2 = ml_moe_combine(Y, gates, r.token, T);
+        out = o2 ? ml_reshape(o2, x->ndim, x->shape) : NULL;
+        ml_release(o2);
+        if (!out) goto done;
+    }
+aux:
+    if (ctx && (m->training || ctx->want_aux || ctx->trace)) {
+        bool add = m->training || ctx->want_aux;
+        double av[4] = {NAN, NAN, NAN, NAN};
+        ml_tensor *pclean = noisy == logits ? ml_retain(probs) : ml_softmax(logits, 1);
+        if (pclean && (o->w_importance > 0 || ctx->trace)) av[0] = add_aux(ctx, ml_aux_importance(pclean), o->w_importance, add);
+        if (o->w_load > 0 || ctx->trace)
+            av[1] = add_aux(ctx, ml_aux_load(logits, noisy, o->k, sigma > 0 ? sigma : 1.0 / (double)E), o->w_load, add);
+        if (o->w_switch > 0) av[2] = add_aux(ctx, ml_aux_switch(probs, r.experts), o->w_switch, add);
+        if (o->w_z > 0) av[3] = add_aux(ctx, ml_aux_zloss(logits), o->w_z, add);
+        ml_release(pclean);
+        if (ctx->trace) {
+            ml_trace *tr = calloc(1, sizeof *tr);
+            tr->layer = strdup(ctx->path);
+            tr->num_experts = (int)E;
+            tr->experts = ml_retain(r.experts);
+            tr->kept = ml_retain(r.kept);
+            tr->load = ml_retain(r.load);
+            tr->probs = ml_detach(probs);
+            /* gates of every (token, k) choice, kept or not */
+            int64_t ts[2] = {T, o->k};
+            tr->gates = ml_empty(ML_F32, 2, ts);
+            ml_tensor *pc = ml_contiguous(probs);
+            for (int64_t t = 0; t < T; t++)
+                for (int k = 0; k < o->k; k++)
+                    ml_f32(tr->gates)[t * o->k + k] = ml_f32(pc)[t * E + ml_i64(r.experts)[t * o->k + k]];
+            ml_release(pc);
+            memcpy(tr->aux, av, sizeof av);
+            ml_ctx_add_trace(ctx, tr);
+        }
+    }
+done:
+    if (ys) free(ys);
+    if (routed) ml_routing_free(&r);
+    ml_release(X);
+    ml_release(logits);
+    ml_release(noisy);
+    ml_release(probs);
+    ml_release(gates);
+    ml_release(Xd);
+    ml_release(Y);
+    return out;
+}
+
+static void moe_describe_common(const ml_module *m, char *buf, size_t n, const char *name) {
+    const moe_state *s = m->state;
+    const ml_moe_opts *o = &s->o;
+    if (!strcmp(name, "SmoothMoE"))
+        snprintf(buf, n, "SmoothMoE(dim %" PRId64 ", %d experts, soft routing)", o->dim, o->experts);
+    else
+        snprintf(buf, n, "TokenMoE(dim %" PRId64 ", %d experts, k = %d, capacity %.2f%s)", o->dim, o->experts, o->k,
+                 o->capacity_factor, o->noise_std > 0 ? ", noisy" : "");
+}
+
+static void token_describe(const ml_module *m, char *buf, size_t n) { moe_describe_common(m, buf, n, "TokenMoE"); }
+static cJSON *token_config(const ml_module *m) { return moe_config_common(m, "TokenMoE"); }
+
+/* Active parameters per token: the router and K of the E experts. */
+static int64_t token_active(const ml_module *m) {
+    const moe_state *s = m->state;
+    int64_t router = ml_module_num_params(m->children[0].m);
+    int64_t one = s->o.experts > 0 ? ml_module_num_params(expert((ml_module *)m, 0)) : 0;
+    return router + one * s->o.k;
+}
+
+static const ml_module_type token_moe_type = {.name = "TokenMoE", .forward = token_moe_forward, .destroy = moe_destroy,
+                                              .describe = token_describe, .config = token_config,
+                                              .active_params = token_active};
+
+ml_module *ml_nn_token_moe(const ml_moe_opts *o) { return moe_new(&token_moe_type, o); }
+
+static ml_module *token_from_config(const cJSON *c) {
+    ml_moe_opts o;
+    if (ml_moe_opts_from_config(c, &o)) return NULL;
+    return ml_nn_token_moe(&o);
+}
+
+/* ------------------------------------------------------------ SmoothMoE */
+static ml_tensor *smooth_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
+    moe_state *s = m->state;
+    const ml_moe_opts *o = &s->o;
+    int64_t D = o->dim;
+    if (x->ndim < 1 || x->shape[x->ndim - 1] != D)
+        return ml_fail("SmoothMoE: input has shape %s, expected [..., %" PRId64 "]", ML_SHAPE_STR(x), D);
+    int64_t rows[2] = {-1, D};
+    ml_tensor *X = ml_reshape(x, 2, rows);
+    if (!X) return NULL;
+    ml_tensor *logits = router_logits(m, X, ctx), *probs = logits ? ml_softmax(logits, 1) : NULL, *acc = NULL;
+    for (int e = 0; e < o->experts && probs; e++) {
+        ml_tensor *ye = run_expert(m, e, X, ctx);
+        if (!ye) break;
+        if (ye->ndim != 2 || ye->shape[0] != X->shape[0]) {
+            ml_fail("SmoothMoE: expert %d returned shape %s for %" PRId64 " tokens", e + 1, ML_SHAPE_STR(ye), X->shape[0]);
+            ml_release(ye);
+            break;
+        }
+        ml_tensor *pe = ml_narrow(probs, 1, e, 1); /* [T, 1] broadcasts over the expert's outputs */
+        ml_tensor *term = pe ? ml_mul(ye, pe) : NULL;
+        ml_release(pe);
+        ml_release(ye);
+        if (!term) break;
+        if (!acc) {
+            acc = term;
+        } else {
+            ml_tensor *sum = ml_add(acc, term);
+            ml_release(acc);
+            ml_release(term);
+            acc = sum;
+            if (!acc) break;
+        }
+        if (e == o->experts - 1) {
+            /* success: shape back to x's leading dims */
+            int64_t shape[ML_MAX_DIMS];
+            for (int d = 0; d < x->ndim - 1; d++) shape[d] = x->shape[d];
+            shape[x->ndim - 1] = acc->shape[1];
+            ml_tensor *out = ml_reshape(acc, x->ndim, shape);
+            if (out && ctx && ctx->trace) {
+                ml_trace *tr = calloc(1, sizeof *tr);
+                tr->layer = strdup(ctx->path);
+                tr->num_experts = o->experts;
+                tr->probs = ml_detach(probs);
+                ml_tensor *top = ml_argmax(probs, 1, true);
+                tr->experts = top;
+                for (int k = 0; k < 4; k++) tr->aux[k] = NAN;
+                ml_ctx_add_trace(ctx, tr);
+            }
+            ml_release(acc);
+            ml_release(X);
+            ml_release(logits);
+            ml_release(probs);
+            return out;
+        }
+    }
+    ml_release(acc);
+    ml_release(X);
+    ml_release(logits);
+    ml_release(probs);
+    return NULL;
+}
+
+static void smooth_describe(const ml_module *m, char *buf, size_t n) { moe_describe_common(m, buf, n, "SmoothMoE"); }
+static cJSON *smooth_config(const ml_module *m) { return moe_config_common(m, "SmoothMoE"); }
+
+static const ml_module_type smooth_moe_type = {.name = "SmoothMoE", .forward = smooth_forward, .destroy = moe_destroy,
+                                               .describe = smooth_describe, .config = smooth_config};
+
+ml_module *ml_nn_smooth_moe(const ml_moe_opts *o) { return moe_new(&smooth_moe_type, o); }
+
+static ml_module *smooth_from_config(const cJSON *c) {
+    ml_moe_opts o;
+    if (ml_moe_opts_from_config(c, &o)) return NULL;
+    return ml_nn_smooth_moe(&o);
+}
+
+void ml_nn_register_moe(void);
+void ml_nn_register_moe(void) {
+    ml_module_register("Router", router_from_config);
+    ml_module_register("TokenMoE", token_from_config);
+    ml_module_register("SmoothMoE", smooth_from_config);
+}

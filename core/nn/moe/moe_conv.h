@@ -1,0 +1,33 @@
+/* moe_conv.h -- channel-MoE convolution (MoE-CNN) and the score-masked
+ * convolution of the Sparse-CNN baseline.
+ *
+ * MoEConv2d: weight W [C_out, C_in, k, k], N experts; expert e owns a fixed
+ * block of round(ratio * C_out) output channels (a partition when
+ * N * ratio = 1; evenly spaced overlapping blocks when larger). For each
+ * sample, a router picks one expert (top-1, lowest index on ties) with gate g;
+ * the output keeps that expert's channels, scaled by g, and zeros elsewhere:
+ *   y[b] = g[b] * conv(x[b], W)[block e(b)].
+ * Routers: per layer (softmax(R . GAP(x)), R [N, C_in], group "router", the
+ * router learns through g) or global (the model's router decides for every
+ * MoE layer; the layer reads ctx->route). The sparse form computes only the
+ * selected expert's channels for each sample; the mask form (full convolution
+ * then channel mask times gate) is the reference and gives the same values
+ * and gradients.
+ *
+ * MaskedConv2d (Sparse-CNN, HYDRA-style): a static mask keeping the fraction
+ * `ratio` of output channels with the largest scores; scores (group "router")
+ * learn through a straight-through estimator. */
+#ifndef ML_NN_MOE_CONV_H
+#define ML_NN_MOE_CONV_H
+
+#include "../module.h"
+
+ml_module *ml_nn_moe_conv2d(int64_t cin, int64_t cout, int k, int stride, int pad, int experts, double ratio,
+                            bool global_router, bool mask_form);
+ml_module *ml_nn_masked_conv2d(int64_t cin, int64_t cout, int k, int stride, int pad, double ratio);
+/* Switches every MoEConv2d in a tree between the sparse and the mask form. */
+void ml_moe_conv_set_mask(ml_module *m, bool mask);
+/* Number of MoEConv2d layers in a tree. */
+int ml_moe_conv_count(const ml_module *m);
+
+#endif

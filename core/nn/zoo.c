@@ -1,0 +1,259 @@
+/* zoo.c -- model names to builders; the "Model" type in the registry. */
+#include "zoo.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../ops/shape.h"
+#include "../ops/softmax.h"
+#include "../ops/reduce.h"
+#include "moe/dispatch.h"
+#include "layers.h"
+#include "zoo_internal.h"
+
+#include <string.h>
+
+ml_module *ml_zoo_build_cnn(const char *name, cJSON *cfg);
+ml_module *ml_zoo_build_vit(const char *name, cJSON *cfg);
+
+/* ------------------------------------------------------------ the Model module */
+static void model_destroy(ml_module *m) {
+    ml_zoo_state *s = m->state;
+    cJSON_Delete(s->config);
+    free(s);
+}
+
+static void model_describe(const ml_module *m, char *buf, size_t n) {
+    const ml_zoo_state *s = m->state;
+    char *c = cJSON_PrintUnformatted(s->config);
+    snprintf(buf, n, "%s", c ? c : "Model");
+    free(c);
+}
+
+static cJSON *model_config(const ml_module *m) {
+    const ml_zoo_state *s = m->state;
+    return cJSON_Duplicate(s->config, true);
+}
+
+/* Runs the global router (child "router") and stores its decisions in ctx. */
+int ml_zoo_run_global_router(ml_module *m, int child, ml_tensor *x, ml_ctx *ctx) {
+    ml_zoo_state *s = m->state;
+    ml_tensor *logits = ml_module_forward_child(m, child, x, ctx); /* [N, L*E] */
+    if (!logits) return -1;
+    int64_t N = x->shape[0], L = s->moe_layers, E = s->experts;
+    int64_t s3[3] = {N, L, E};
+    ml_tensor *l3 = ml_reshape(logits, 3, s3);
+    ml_tensor *p = l3 ? ml_softmax(l3, 2) : NULL;
+    ml_release(logits);
+    ml_release(l3);
+    if (!p) return -1;
+    ml_tensor *idx = ml_argmax(p, 2, false); /* [N, L] */
+    int64_t fs[2] = {N * L * E, 1}, nl = N * L;
+    ml_tensor *flat = ml_empty(ML_I64, 1, &nl);
+    for (int64_t i = 0; i < nl; i++) ml_i64(flat)[i] = i * E + ml_i64(idx)[i];
+    ml_tensor *pf = ml_reshape(p, 2, fs);
+    ml_tensor *g = pf ? ml_moe_gather(pf, flat) : NULL;
+    int64_t s2[2] = {N, L};
+    ml_tensor *gates = g ? ml_reshape(g, 2, s2) : NULL;
+    ml_release(pf);
+    ml_release(g);
+    ml_release(flat);
+    if (!gates) {
+        ml_release(p);
+        ml_release(idx);
+        return -1;
+    }
+    ml_release(ctx->route);
+    ml_release(ctx->route_gates);
+    ml_release(ctx->route_probs);
+    ctx->route = idx;
+    ctx->route_gates = gates;
+    ctx->route_probs = p;
+    ctx->route_layer = 0;
+    return 0;
+}
+
+static void clear_route(ml_ctx *ctx) {
+    ml_release(ctx->route);
+    ml_release(ctx->route_gates);
+    ml_release(ctx->route_probs);
+    ctx->route = ctx->route_gates = ctx->route_probs = NULL;
+    ctx->route_layer = 0;
+}
+
+static ml_tensor *model_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
+    ml_zoo_state *s = m->state;
+    ml_ctx local = {0};
+    if (!ctx) ctx = &local;
+    ml_tensor *y = s->fwd(m, x, ctx);
+    clear_route(ctx);
+    if (ctx == &local) ml_ctx_clear(&local);
+    return y;
+}
+
+static const ml_module_type model_type = {.name = "Model", .forward = model_forward, .destroy = model_destroy,
+                                          .describe = model_describe, .config = model_config};
+
+ml_module *ml_zoo_model_new(cJSON *config, ml_zoo_fwd fwd) {
+    ml_zoo_state *s = calloc(1, sizeof *s);
+    if (!s) {
+        cJSON_Delete(config);
+        return ml_fail("out of memory");
+    }
+    s->config = config;
+    s->fwd = fwd;
+    ml_module *m = ml_module_new(&model_type, s);
+    if (!m) {
+        cJSON_Delete(config);
+        free(s);
+    }
+    return m;
+}
+
+/* Index of a child by name (they are few). */
+int ml_zoo_child_index(const ml_module *m, const char *name) {
+    for (int i = 0; i < m->n_children; i++)
+        if (!strcmp(m->children[i].name, name)) return i;
+    return -1;
+}
+
+/* Runs children [from, n) in order: the common case of a model forward. */
+ml_tensor *ml_zoo_run_children(ml_module *m, int from, ml_tensor *x, ml_ctx *ctx) {
+    ml_tensor *h = ml_retain(x);
+    for (int i = from; i < m->n_children && h; i++) {
+        if (!strcmp(m->children[i].name, "router")) continue;
+        ml_tensor *next = ml_module_forward_child(m, i, h, ctx);
+        ml_release(h);
+        h = next;
+    }
+    return h;
+}
+
+/* ------------------------------------------------------------ common config handling */
+/* Reads classes, input, width, the conv family and normalisation; writes the
+ * resolved values back into cfg so the stored config is complete. */
+int ml_zoo_read_common(cJSON *cfg, ml_zoo_common *z, int def_c, int def_h, int def_w) {
+    memset(z, 0, sizeof *z);
+    if (ml_cfg_int(cfg, "classes", 10, &z->classes)) return -1;
+    if (z->classes < 2) return ml_failc("model: classes must be at least 2, got %d", z->classes);
+    cJSON *in = cJSON_GetObjectItemCaseSensitive(cfg, "input");
+    z->in_c = def_c, z->in_h = def_h, z->in_w = def_w;
+    if (in) {
+        if (!cJSON_IsArray(in) || cJSON_GetArraySize(in) != 3)
+            return ml_failc("model: input must be {C, H, W}, e.g. {3, 32, 32}");
+        z->in_c = cJSON_GetArrayItem(in, 0)->valueint;
+        z->in_h = cJSON_GetArrayItem(in, 1)->valueint;
+        z->in_w = cJSON_GetArrayItem(in, 2)->valueint;
+        if (z->in_c < 1 || z->in_c > 16 || z->in_h < 1 || z->in_w < 1)
+            return ml_failc("model: input {%d, %d, %d} is not a valid image shape", z->in_c, z->in_h, z->in_w);
+    } else {
+        cJSON *arr = cJSON_CreateArray();
+        cJSON_AddItemToArray(arr, cJSON_CreateNumber(z->in_c));
+        cJSON_AddItemToArray(arr, cJSON_CreateNumber(z->in_h));
+        cJSON_AddItemToArray(arr, cJSON_CreateNumber(z->in_w));
+        cJSON_AddItemToObject(cfg, "input", arr);
+    }
+    if (ml_cfg_double(cfg, "width", 1.0, &z->width)) return -1;
+    if (!(z->width > 0 && z->width <= 64)) return ml_failc("model: width = %g must be in (0, 64]", z->width);
+    const char *fam = ml_cfg_string(cfg, "family", "dense");
+    double ratio;
+    if (ml_cfg_double(cfg, "ratio", 0.5, &ratio)) return -1;
+    z->conv.ratio = ratio;
+    if (!strcmp(fam, "dense")) {
+        z->conv.kind = CONV_DENSE;
+    } else if (!strcmp(fam, "s_dense")) {
+        z->conv.kind = CONV_DENSE;
+        if (!(ratio > 0 && ratio <= 1)) return ml_failc("s_dense: ratio = %g must be in (0, 1]", ratio);
+        z->width *= ratio; /* every width scaled by r */
+    } else if (!strcmp(fam, "sparse_cnn")) {
+        z->conv.kind = CONV_MASKED;
+    } else if (!strcmp(fam, "moe_cnn")) {
+        z->conv.kind = CONV_MOE;
+        if (ml_cfg_int(cfg, "experts", 2, &z->conv.experts)) return -1;
+        const char *router = ml_cfg_string(cfg, "router", "layer");
+        if (strcmp(router, "layer") && strcmp(router, "global"))
+            return ml_failc("moe_cnn: router must be \"layer\" or \"global\", got \"%s\"", router);
+        z->conv.global = !strcmp(router, "global");
+        bool mask;
+        if (ml_cfg_bool(cfg, "mask", false, &mask)) return -1;
+        z->conv.mask = mask;
+    } else {
+        return ml_failc("model: unknown family \"%s\" (use dense, s_dense, sparse_cnn or moe_cnn)", fam);
+    }
+    /* normalisation inside the model: dataset statistics by channel count */
+    z->normalize = true;
+    cJSON *norm = cJSON_GetObjectItemCaseSensitive(cfg, "normalize");
+    if (cJSON_IsFalse(norm)) {
+        z->normalize = false;
+    } else if (cJSON_IsObject(norm)) {
+        cJSON *mm = cJSON_GetObjectItemCaseSensitive(norm, "mean"), *ss = cJSON_GetObjectItemCaseSensitive(norm, "std");
+        if (cJSON_GetArraySize(mm) != z->in_c || cJSON_GetArraySize(ss) != z->in_c)
+            return ml_failc("model: normalize needs %d means and %d stds", z->in_c, z->in_c);
+        for (int i = 0; i < z->in_c; i++) {
+            z->mean[i] = (float)cJSON_GetArrayItem(mm, i)->valuedouble;
+            z->std[i] = (float)cJSON_GetArrayItem(ss, i)->valuedouble;
+        }
+    } else {
+        static const float cm[3] = {0.4914f, 0.4822f, 0.4465f}, cs[3] = {0.2470f, 0.2435f, 0.2616f};
+        for (int i = 0; i < z->in_c; i++) {
+            z->mean[i] = z->in_c == 3 ? cm[i] : z->in_c == 1 ? 0.1307f : 0.5f;
+            z->std[i] = z->in_c == 3 ? cs[i] : z->in_c == 1 ? 0.3081f : 0.5f;
+        }
+        cJSON *o = cJSON_CreateObject(), *mm = cJSON_AddArrayToObject(o, "mean"), *ss = cJSON_AddArrayToObject(o, "std");
+        for (int i = 0; i < z->in_c; i++) {
+            cJSON_AddItemToArray(mm, cJSON_CreateNumber(z->mean[i]));
+            cJSON_AddItemToArray(ss, cJSON_CreateNumber(z->std[i]));
+        }
+        cJSON_DeleteItemFromObject(cfg, "normalize");
+        cJSON_AddItemToObject(cfg, "normalize", o);
+    }
+    return 0;
+}
+
+int ml_zoo_add_normalize(ml_module *m, const ml_zoo_common *z) {
+    ml_module *n = z->normalize ? ml_nn_normalize(z->in_c, z->mean, z->std) : ml_nn_identity();
+    return ml_module_add_child(m, "normalize", n) ? 0 : -1;
+}
+
+int64_t ml_zoo_scaled(int base, double width) {
+    int64_t c = (int64_t)floor(base * width + 0.5);
+    return c < 1 ? 1 : c;
+}
+
+
+static const char *const cnn_models[] = {"mlp", "cnn", "resnet18", "vgg16", "wrn", NULL};
+static const char *const vit_models[] = {"vit", "vmoe", NULL};
+
+static bool in(const char *const *list, const char *name) {
+    for (int i = 0; list[i]; i++)
+        if (!strcmp(list[i], name)) return true;
+    return false;
+}
+
+ml_module *ml_zoo_build(const char *name, cJSON *cfg) {
+    if (!cfg) cfg = cJSON_CreateObject();
+    if (!cJSON_IsObject(cfg)) {
+        cJSON_Delete(cfg);
+        return ml_fail("model: the options must be a table");
+    }
+    bool cnn = in(cnn_models, name), vit = in(vit_models, name);
+    if (!cnn && !vit) {
+        cJSON_Delete(cfg);
+        return ml_fail("model: unknown model '%s' (known: mlp, cnn, resnet18, vgg16, wrn, vit, vmoe)", name);
+    }
+    cJSON_DeleteItemFromObject(cfg, "type");
+    cJSON_DeleteItemFromObject(cfg, "model");
+    cJSON_AddStringToObject(cfg, "type", "Model");
+    cJSON_AddStringToObject(cfg, "model", name);
+    return cnn ? ml_zoo_build_cnn(name, cfg) : ml_zoo_build_vit(name, cfg);
+}
+
+static ml_module *model_from_config(const cJSON *c) {
+    const char *name = ml_cfg_string(c, "model", NULL);
+    if (!name) return ml_fail("model config: missing \"model\"");
+    return ml_zoo_build(name, cJSON_Duplicate(c, true));
+}
+
+void ml_nn_register_zoo(void);
+void ml_nn_register_zoo(void) { ml_module_register("Model", model_from_config); }

@@ -1,0 +1,48 @@
+/* zoo_internal.h -- shared by the zoo's builders (zoo_cnn.c, zoo_vit.c): the
+ * "Model" module (a zoo model that keeps its config), common options
+ * (classes, input shape, width, family, normalisation) and global routing. */
+#ifndef ML_NN_ZOO_INTERNAL_H
+#define ML_NN_ZOO_INTERNAL_H
+
+#include "module.h"
+
+/* ------------------------------------------------------------ conv specs */
+/* How the 3x3 convolutions of a backbone are built. */
+typedef struct {
+    enum { CONV_DENSE, CONV_MOE, CONV_MASKED } kind;
+    int experts;
+    double ratio;
+    bool global;
+    bool mask;
+} conv_spec;
+
+typedef ml_tensor *(*ml_zoo_fwd)(ml_module *m, ml_tensor *x, ml_ctx *ctx);
+
+typedef struct {
+    cJSON *config; /* the zoo config this model was built from (owned) */
+    ml_zoo_fwd fwd;
+    int moe_layers; /* MoE convolutions routed by a global router (0 if none) */
+    int experts;
+} ml_zoo_state;
+
+typedef struct {
+    int classes;
+    int in_c, in_h, in_w;
+    double width;
+    conv_spec conv;
+    float mean[16], std[16];
+    bool normalize;
+} ml_zoo_common;
+
+/* A Model module owning config; fwd runs it. */
+ml_module *ml_zoo_model_new(cJSON *config, ml_zoo_fwd fwd);
+/* Reads the common options from cfg (completing it with the defaults used). */
+int ml_zoo_read_common(cJSON *cfg, ml_zoo_common *z, int def_c, int def_h, int def_w);
+int ml_zoo_add_normalize(ml_module *m, const ml_zoo_common *z);
+int64_t ml_zoo_scaled(int base, double width);
+int ml_zoo_child_index(const ml_module *m, const char *name);
+ml_tensor *ml_zoo_run_children(ml_module *m, int from, ml_tensor *x, ml_ctx *ctx);
+/* Runs the model's global router (child index `child`) and stores the routing in ctx. */
+int ml_zoo_run_global_router(ml_module *m, int child, ml_tensor *x, ml_ctx *ctx);
+
+#endif
