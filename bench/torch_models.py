@@ -1,0 +1,118 @@
+"""PyTorch versions of the W1-W4 workloads (WORKLOADS.md), for benchmarks and
+parity checks beside moelab. Built from the workload text, on the weights of a
+safetensors file when given (names as in ../shared/vectors)."""
+import json
+import math
+import struct
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def load_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", {})
+    base = 8 + n
+    out = {}
+    for name, e in header.items():
+        b, en = e["data_offsets"]
+        dt = {"F32": torch.float32, "I64": torch.int64}[e["dtype"]]
+        t = torch.frombuffer(bytearray(data[base + b:base + en]), dtype=dt) if en > b else torch.zeros(0, dtype=dt)
+        out[name] = t.reshape(e["shape"]).clone()
+    return out, meta
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class MoEConv(nn.Module):
+    """W2: channel MoE, 2 experts, each owning half of the output channels."""
+
+    def __init__(self, cin, cout, stride, sparse=True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(cout, cin, 3, 3))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        self.router = nn.Linear(cin, 2, bias=False)
+        self.stride, self.cout, self.sparse = stride, cout, sparse
+
+    def forward(self, x):
+        p = F.softmax(self.router(x.mean((2, 3))), dim=1)
+        e = p.argmax(1)
+        g = p.gather(1, e[:, None])[:, 0]
+        half = self.cout // 2
+        if not self.sparse:
+            y = F.conv2d(x, self.weight, stride=self.stride, padding=1)
+            mask = torch.zeros(x.shape[0], self.cout, device=x.device)
+            for k in range(2):
+                mask[e == k, k * half:(k + 1) * half] = 1
+            return y * (mask * g[:, None])[:, :, None, None]
+        outs = []
+        ys = None
+        for k in range(2):
+            idx = (e == k).nonzero()[:, 0]
+            if idx.numel() == 0:
+                continue
+            yk = F.conv2d(x[idx], self.weight[k * half:(k + 1) * half], stride=self.stride, padding=1)
+            if ys is None:
+                ys = x.new_zeros(x.shape[0], self.cout, yk.shape[2], yk.shape[3])
+            ys = ys.index_put((idx,), F.pad(yk, (0, 0, 0, 0, k * half, self.cout - (k + 1) * half)) * g[idx, None, None, None], accumulate=True)
+        return ys
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride, moe=False, sparse=True):
+        super().__init__()
+        conv = (lambda a, b, s: MoEConv(a, b, s, sparse)) if moe else (lambda a, b, s: nn.Conv2d(a, b, 3, s, 1, bias=False))
+        self.conv1, self.bn1 = conv(cin, cout, stride), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = conv(cout, cout, 1), nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    def __init__(self, moe=False, sparse=True, width=16, classes=10):
+        super().__init__()
+        self.normalize = Normalize(CIFAR_MEAN, CIFAR_STD)
+        w = [width, 2 * width, 4 * width, 8 * width]
+        self.conv1, self.bn1 = nn.Conv2d(3, w[0], 3, 1, 1, bias=False), nn.BatchNorm2d(w[0])
+        cin = w[0]
+        for i in range(4):
+            s = 1 if i == 0 else 2
+            setattr(self, f"layer{i + 1}", nn.Sequential(BasicBlock(cin, w[i], s, moe, sparse), BasicBlock(w[i], w[i], 1, moe, sparse)))
+            cin = w[i]
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(self.normalize(x))))
+        for i in range(4):
+            x = getattr(self, f"layer{i + 1}")(x)
+        return self.fc(x.mean((2, 3)))
+
+
+def load_weights(model, tensors):
+    state = model.state_dict()
+    for k, v in tensors.items():
+        if k.startswith("param."):
+            name = k[6:]
+            if name in state:
+                state[name].copy_(v.reshape(state[name].shape))
+    model.load_state_dict(state)
