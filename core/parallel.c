@@ -11,8 +11,7 @@ int ml_num_threads(void) { return omp_get_max_threads(); }
 
 void ml_set_num_threads(int n) {
     if (n < 1) n = 1;
-    omp_set_num_threads(n);
-    openblas_set_num_threads(n);
+    omp_set_num_threads(n); /* BLAS stays single-threaded: ml_sgemm splits work itself */
 }
 
 int ml_blas_single_begin(void) {

@@ -1,9 +1,10 @@
 /* parallel.h -- sharing the cores between OpenMP and OpenBLAS.
  *
- * OpenBLAS (Debian's pthread build) runs its own threads. Calling a
- * multithreaded sgemm from inside an OpenMP parallel region oversubscribes the
- * cores, so a kernel that runs one GEMM per sample in parallel sets BLAS to one
- * thread for the duration:
+ * One thread pool: OpenMP. ml_sgemm (ops/linalg.h) keeps OpenBLAS at one
+ * thread and splits large products across OpenMP threads itself, because
+ * OpenBLAS's idle pthreads spin in sched_yield and steal the cores from the
+ * OpenMP loops around them. Code that calls cblas directly inside a parallel
+ * region still brackets it, in case a user's environment raised BLAS threads:
  *
  *     int saved = ml_blas_single_begin();
  *     #pragma omp parallel for

@@ -8,17 +8,34 @@
 #include <string.h>
 
 #include "../autograd.h"
-#include "../parallel.h"
 #include "reduce.h"
 #include "shape.h"
 
-/* Below this many multiply-adds a GEMM runs on one BLAS thread. */
-#define ML_BLAS_SMALL_MACS ((int64_t)1 << 25)
+/* Below this many multiply-adds a GEMM is not worth splitting across threads. */
+#define ML_GEMM_SPLIT_MACS ((int64_t)1 << 18)
 
 static atomic_llong flop_counter;
 void ml_flops_add(int64_t flops) { atomic_fetch_add(&flop_counter, flops); }
 int64_t ml_flops(void) { return atomic_load(&flop_counter); }
 void ml_flops_reset(void) { atomic_store(&flop_counter, 0); }
+
+/* One thread pool for everything: OpenBLAS runs single-threaded, and a large
+ * product is split into row (or column) blocks computed in parallel by OpenMP.
+ * With OpenBLAS's own threads, its idle workers spin in sched_yield between
+ * calls and fight the OpenMP threads for the two cores (measured: a ViT
+ * training step spent a fifth of its time yielding). */
+static void blas_init(void) {
+    static bool done;
+    if (done) return;
+    done = true;
+    openblas_set_num_threads(1);
+}
+
+static void gemm_block(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)M,
+                (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
 
 void ml_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
               int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
@@ -28,15 +45,29 @@ void ml_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0 ? 0.0f : beta * C[i * ldc + j];
         return;
     }
-    /* OpenBLAS's threads cost more than they give on small products (measured:
-     * an MLP step on MNIST batches runs 40% faster single-threaded); inside an
-     * OpenMP region the caller has already set one thread. */
-    bool small = M * N * K < ML_BLAS_SMALL_MACS && !omp_in_parallel();
-    int saved = small ? ml_blas_single_begin() : 0;
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)M,
-                (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
-    if (small) ml_blas_single_end(saved);
+    blas_init();
     ml_flops_add(2 * M * N * K);
+    int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (threads <= 1 || M * N * K < ML_GEMM_SPLIT_MACS) {
+        gemm_block(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    /* split the longer side of C into `threads` blocks (multiples of 16) */
+    bool by_rows = M >= N;
+    int64_t len = by_rows ? M : N, blk = (len + threads - 1) / threads;
+    blk = (blk + 15) / 16 * 16;
+    int nblk = (int)((len + blk - 1) / blk);
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int b = 0; b < nblk; b++) {
+        int64_t s = b * blk, n = len - s < blk ? len - s : blk;
+        if (by_rows) {
+            const float *Ab = trans_a ? A + s : A + s * lda;
+            gemm_block(trans_a, trans_b, n, N, K, alpha, Ab, lda, B, ldb, beta, C + s * ldc, ldc);
+        } else {
+            const float *Bb = trans_b ? B + s * ldb : B + s;
+            gemm_block(trans_a, trans_b, M, n, K, alpha, A, lda, Bb, ldb, beta, C + s, ldc);
+        }
+    }
 }
 
 /* ------------------------------------------------------------ bmm core */
