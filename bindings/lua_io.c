@@ -1,4 +1,6 @@
 /* lua_io.c -- ml.io: safetensors files as tables of tensors. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,7 +89,125 @@ static int l_save_safetensors(lua_State *L) {
     return 0;
 }
 
-static const luaL_Reg functions[] = {{"load_safetensors", l_load_safetensors},
+/* ------------------------------------------------------------ JSON */
+static void push_json(lua_State *L, const cJSON *j, int depth) {
+    if (depth > 64) luaL_error(L, "json: nested too deeply");
+    if (cJSON_IsNull(j)) lua_pushnil(L);
+    else if (cJSON_IsBool(j)) lua_pushboolean(L, cJSON_IsTrue(j));
+    else if (cJSON_IsNumber(j)) {
+        double v = j->valuedouble;
+        if (v == (double)(lua_Integer)v && v > -9e15 && v < 9e15) lua_pushinteger(L, (lua_Integer)v);
+        else lua_pushnumber(L, v);
+    } else if (cJSON_IsString(j)) lua_pushstring(L, j->valuestring);
+    else if (cJSON_IsArray(j)) {
+        lua_createtable(L, cJSON_GetArraySize(j), 0);
+        int i = 0;
+        for (const cJSON *c = j->child; c; c = c->next) {
+            push_json(L, c, depth + 1);
+            lua_rawseti(L, -2, ++i);
+        }
+    } else {
+        lua_newtable(L);
+        for (const cJSON *c = j->child; c; c = c->next) {
+            push_json(L, c, depth + 1);
+            lua_setfield(L, -2, c->string);
+        }
+    }
+}
+
+/* ml.json.decode(text) -> Lua value (objects -> tables, arrays -> lists, null -> nil) */
+static int l_json_decode(lua_State *L) {
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    cJSON *j = cJSON_ParseWithLength(s, len);
+    if (!j) {
+        const char *at = cJSON_GetErrorPtr();
+        return luaL_error(L, "json.decode: invalid JSON near position %d", at ? (int)(at - s) + 1 : 0);
+    }
+    push_json(L, j, 0);
+    cJSON_Delete(j);
+    return 1;
+}
+
+static cJSON *to_json(lua_State *L, int idx, int depth) {
+    idx = lua_absindex(L, idx);
+    if (depth > 64) luaL_error(L, "json.encode: nested too deeply (or a cycle)");
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL: return cJSON_CreateNull();
+    case LUA_TBOOLEAN: return cJSON_CreateBool(lua_toboolean(L, idx));
+    case LUA_TNUMBER: return cJSON_CreateNumber(lua_tonumber(L, idx));
+    case LUA_TSTRING: return cJSON_CreateString(lua_tostring(L, idx));
+    case LUA_TTABLE: {
+        lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+        if (n > 0) {
+            cJSON *a = cJSON_CreateArray();
+            for (lua_Integer i = 1; i <= n; i++) {
+                lua_rawgeti(L, idx, i);
+                cJSON_AddItemToArray(a, to_json(L, -1, depth + 1));
+                lua_pop(L, 1);
+            }
+            return a;
+        }
+        cJSON *o = cJSON_CreateObject();
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            lua_pushvalue(L, -2);
+            const char *k = lua_tostring(L, -1); /* numbers become string keys */
+            cJSON_AddItemToObject(o, k, to_json(L, -2, depth + 1));
+            lua_pop(L, 2);
+        }
+        return o;
+    }
+    default: {
+        ml_tensor *t = mlua_to_tensor(L, idx);
+        if (t && ml_numel(t) == 1) {
+            double v;
+            ml_item(t, &v);
+            return cJSON_CreateNumber(v);
+        }
+        luaL_error(L, "json.encode: cannot encode a %s", luaL_typename(L, idx));
+        return NULL;
+    }
+    }
+}
+
+/* ml.json.encode(value) -> compact JSON text (one-element tensors become numbers) */
+static int l_json_encode(lua_State *L) {
+    luaL_checkany(L, 1);
+    cJSON *j = to_json(L, 1, 0);
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    lua_pushstring(L, s);
+    free(s);
+    return 1;
+}
+
+/* ml.io.safetensors_header(path) -> the raw JSON header text (for inspection and tests) */
+static int l_header(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    FILE *f = fopen(path, "rb");
+    if (!f) return luaL_error(L, "safetensors_header: cannot open %s", path);
+    unsigned char b[8];
+    if (fread(b, 1, 8, f) != 8) {
+        fclose(f);
+        return luaL_error(L, "safetensors_header: %s is too short", path);
+    }
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = n << 8 | b[i];
+    if (n > (100u << 20)) {
+        fclose(f);
+        return luaL_error(L, "safetensors_header: %s: implausible header length", path);
+    }
+    char *buf = malloc(n + 1);
+    size_t got = fread(buf, 1, n, f);
+    fclose(f);
+    lua_pushlstring(L, buf, got);
+    lua_pushinteger(L, (lua_Integer)n);
+    free(buf);
+    return 2;
+}
+
+static const luaL_Reg functions[] = {{"load_safetensors", l_load_safetensors}, {"safetensors_header", l_header},
                                      {"save_safetensors", l_save_safetensors},
                                      {NULL, NULL}};
 
@@ -95,5 +215,9 @@ void mlua_open_io(lua_State *L);
 void mlua_open_io(lua_State *L) {
     mlua_subtable(L, "io");
     mlua_register(L, functions, false);
+    lua_pop(L, 1);
+    mlua_subtable(L, "json");
+    const luaL_Reg json[] = {{"encode", l_json_encode}, {"decode", l_json_decode}, {NULL, NULL}};
+    luaL_setfuncs(L, json, 0);
     lua_pop(L, 1);
 }

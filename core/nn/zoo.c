@@ -242,10 +242,18 @@ ml_module *ml_zoo_build(const char *name, cJSON *cfg) {
         cJSON_Delete(cfg);
         return ml_fail("model: unknown model '%s' (known: mlp, cnn, resnet18, vgg16, wrn, vit, vmoe)", name);
     }
+    /* canonical order: type, model, then the options as given */
     cJSON_DeleteItemFromObject(cfg, "type");
     cJSON_DeleteItemFromObject(cfg, "model");
-    cJSON_AddStringToObject(cfg, "type", "Model");
-    cJSON_AddStringToObject(cfg, "model", name);
+    cJSON *head = cJSON_CreateObject();
+    cJSON_AddStringToObject(head, "type", "Model");
+    cJSON_AddStringToObject(head, "model", name);
+    while (cfg->child) {
+        cJSON *item = cJSON_DetachItemViaPointer(cfg, cfg->child);
+        cJSON_AddItemToObject(head, item->string, item);
+    }
+    cJSON_Delete(cfg);
+    cfg = head;
     return cnn ? ml_zoo_build_cnn(name, cfg) : ml_zoo_build_vit(name, cfg);
 }
 

@@ -84,6 +84,54 @@ function ml.gradcheck(fn, inputs, opts)
 end
 
 
+-- ml.gradcheck_module(m, x, [opts]) -> ok, max_rel_err, report
+-- Checks a module's gradients w.r.t. its input x and every parameter (the
+-- analytic ones from backward, numeric ones by perturbing the parameter in
+-- place). report names the worst parameter and element.
+function ml.gradcheck_module(m, x, opts)
+  opts = opts or {}
+  local eps, floor = opts.eps or 1e-2, opts.floor or 0.1
+  local max_elements = opts.max_elements or 600
+  local ok, worst, report = ml.gradcheck(function(a) return m(a) end, {x}, opts)
+  report.name = "input"
+  local y = ml.no_grad(function() return m(x) end)
+  local w = weights_like(y)
+  local function loss() return (m(x) * w):sum() end
+  for _, e in ipairs(m:named_parameters()) do
+    local p = e.tensor
+    if p:numel() <= max_elements then
+      m:zero_grad()
+      loss():backward()
+      local ana = p.grad and p.grad:reshape(-1):clone() or ml.zeros(p:numel())
+      ml.no_grad(function()
+        local flat = p:reshape(-1)
+        for j = 1, flat:numel() do
+          local v = flat[j]
+          flat[j] = v + eps
+          local fp = loss():item()
+          flat[j] = v - eps
+          local fm = loss():item()
+          flat[j] = v
+          local num = (fp - fm) / (2 * eps)
+          local err = math.abs(ana[j] - num) / math.max(math.abs(ana[j]), math.abs(num), floor)
+          if err > worst then
+            worst = err
+            report = {name = e.name, element = j, analytic = ana[j], numeric = num}
+          end
+        end
+      end)
+    end
+  end
+  m:zero_grad()
+  return worst <= (opts.tol or 1e-2), worst, report
+end
+
+ml.doc(ml.gradcheck_module, [[
+ml.gradcheck_module(module, x, [opts]) -> ok, max_rel_err, report
+  Finite-difference check of a module's gradients w.r.t. its input and each of its parameters
+  (parameters with more than opts.max_elements = 600 elements are skipped). report.name names
+  the worst offender. Use it on your own modules.]])
+
 ml.doc(ml.gradcheck, [[
 ml.gradcheck(fn, inputs, [{eps = 1e-2, tol = 1e-2, floor = 0.1, max_elements = 2000}]) -> ok, max_rel_err, report
   Compares autograd's gradients of fn at inputs (a tensor or a list) with central finite

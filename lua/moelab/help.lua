@@ -163,6 +163,9 @@ local texts = {
   -- io
   ["io.load_safetensors"] = "ml.io.load_safetensors(path) -> {name = tensor}, {metadata}\n  Reads a safetensors file (validated; a corrupt file is refused with its name and the reason).",
   ["io.save_safetensors"] = "ml.io.save_safetensors(path, {name = tensor}, [{key = \"value\"}])\n  Writes a safetensors file atomically (temporary file, fsync, rename).",
+  ["io.safetensors_header"] = "ml.io.safetensors_header(path) -> the JSON header text, its declared length",
+  ["json.encode"] = "ml.json.encode(value) -> compact JSON (tables with a list part become arrays)",
+  ["json.decode"] = "ml.json.decode(text) -> Lua value (null becomes nil)",
   -- data
   ["data.mnist"] = "ml.data.mnist([dir = \"data/mnist-10k\"]) -> {train = ds, test = ds}\n  MNIST IDX files (plain or .gz). Images are [1, 28, 28] in [0, 1]; labels 1..10 (digit + 1).",
   ["data.cifar10"] = "ml.data.cifar10([dir = \"data/cifar10\"]) -> {train = ds, test = ds}\n  CIFAR-10 binary batches: every data_batch_*.bin in dir, and test_batch.bin. Labels 1..10.",
