@@ -404,6 +404,17 @@ static int m_set_moe_form(lua_State *L) {
     return 1;
 }
 
+/* m:set_bn_momentum(v) -> m: momentum of every BatchNorm2d (1: the next training
+ * forward sets the running statistics to the batch's) */
+static int m_set_bn_momentum(lua_State *L) {
+    ml_module *m = mlua_check_module(L, 1);
+    double v = luaL_checknumber(L, 2);
+    if (!(v >= 0 && v <= 1)) luaL_error(L, "set_bn_momentum: momentum must be in [0, 1], got %g", v);
+    ml_nn_set_bn_momentum(m, v);
+    lua_settop(L, 1);
+    return 1;
+}
+
 /* ------------------------------------------------------------ traces */
 static void push_index_tensor(lua_State *L, ml_tensor *t) {
     if (!t) {
@@ -462,16 +473,52 @@ static void push_traces(lua_State *L, const ml_ctx *ctx) {
 }
 
 /* ------------------------------------------------------------ methods */
-/* m:forward(x, [{trace = false, aux = false}]) -> y, trace|nil, aux|nil */
+/* The Lua hook: hook(path, module, input, output). Errors stop the forward. */
+typedef struct {
+    lua_State *L;
+    int fn;
+    bool failed;
+} hook_ud;
+
+static void hook_cb(void *ud, const char *path, const ml_module *m, ml_tensor *x, ml_tensor *y, int64_t flops,
+                    double seconds) {
+    hook_ud *h = ud;
+    if (h->failed) return;
+    lua_State *L = h->L;
+    lua_pushvalue(L, h->fn);
+    lua_pushstring(L, path);
+    mlua_push_module(L, ml_module_retain((ml_module *)m));
+    mlua_push_tensor(L, ml_retain(x));
+    mlua_push_tensor(L, ml_retain(y));
+    if (lua_pcall(L, 4, 0, 0) != LUA_OK) {
+        h->failed = true;
+        lua_setfield(L, LUA_REGISTRYINDEX, "moelab.hook_error");
+    }
+}
+
+/* m:forward(x, [{trace = false, aux = false, hook = fn(path, module, input, output)}]) -> y, trace|nil, aux|nil */
 static int m_forward(lua_State *L) {
     ml_module *m = mlua_check_module(L, 1);
     ml_tensor *x = mlua_check_tensor(L, 2);
-    static const char *const known[] = {"trace", "aux", NULL};
+    static const char *const known[] = {"trace", "aux", "hook", NULL};
     mlua_check_options(L, 3, "forward", known);
     ml_ctx ctx = {0};
     ctx.trace = mlua_opt_bool(L, 3, "trace", false);
     ctx.want_aux = mlua_opt_bool(L, 3, "aux", false);
+    hook_ud hook = {L, 0, false};
+    if (lua_istable(L, 3) && lua_getfield(L, 3, "hook") != LUA_TNIL) {
+        luaL_checktype(L, -1, LUA_TFUNCTION);
+        hook.fn = lua_gettop(L);
+        ctx.on_module = hook_cb;
+        ctx.on_module_ud = &hook;
+    }
     ml_tensor *y = ml_module_forward(m, x, &ctx);
+    if (hook.failed) {
+        ml_release(y);
+        ml_ctx_clear(&ctx);
+        lua_getfield(L, LUA_REGISTRYINDEX, "moelab.hook_error");
+        return lua_error(L);
+    }
     if (!y) {
         ml_ctx_clear(&ctx);
         return mlua_error(L);
@@ -784,7 +831,8 @@ static int m_modules(lua_State *L) {
 }
 
 /* m:profile(x) -> y, {path = {flops = n, seconds = s}} : one forward with per-module FLOPs and time */
-static void profile_cb(void *ud, const char *path, const ml_module *m, int64_t flops, double seconds) {
+static void profile_cb(void *ud, const char *path, const ml_module *m, ml_tensor *x, ml_tensor *y, int64_t flops,
+                       double seconds) {
     lua_State *L = ud;
     lua_getfield(L, -1, path);
     if (lua_isnil(L, -1)) {
@@ -865,6 +913,7 @@ static const luaL_Reg module_methods[] = {
     {"get", m_get},                   {"add", m_add},
     {"config", m_config},             {"modules", m_modules},
     {"profile", m_profile},           {"set_moe_form", m_set_moe_form},
+    {"set_bn_momentum", m_set_bn_momentum},
     {NULL, NULL}};
 
 static const luaL_Reg nn_functions[] = {

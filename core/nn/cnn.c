@@ -144,6 +144,11 @@ static ml_module *bn_from_config(const cJSON *c) {
     return ml_nn_batchnorm2d(ch, eps, mom);
 }
 
+void ml_nn_set_bn_momentum(ml_module *m, double momentum) {
+    if (m->type == &bn_type) ((bn_state *)m->state)->momentum = momentum;
+    for (int i = 0; i < m->n_children; i++) ml_nn_set_bn_momentum(m->children[i].m, momentum);
+}
+
 /* ------------------------------------------------------------ pooling */
 typedef struct {
     int k, stride, pad;

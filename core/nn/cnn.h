@@ -12,6 +12,9 @@ ml_module *ml_nn_maxpool2d(int k, int stride, int pad); /* stride <= 0: stride =
 ml_module *ml_nn_avgpool2d(int k, int stride, int pad);
 ml_module *ml_nn_global_avg_pool(void);                 /* [N, C, H, W] -> [N, C] */
 ml_module *ml_nn_dropout(double p);
+/* Sets the momentum of every BatchNorm2d in a tree (1 = running statistics
+ * become the next batch's statistics). */
+void ml_nn_set_bn_momentum(ml_module *m, double momentum);
 /* The residual block of ResNet (children conv1, bn1, conv2, bn2, [shortcut]):
  * out = ReLU(BN(conv3x3(ReLU(BN(conv3x3(x))))) + shortcut(x)), shortcut =
  * identity or conv1x1 + BN when the stride or the width changes. */

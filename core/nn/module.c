@@ -170,7 +170,7 @@ ml_tensor *ml_module_forward_child(ml_module *parent, int i, ml_tensor *x, ml_ct
     if (y && ctx && ctx->on_module) {
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-        ctx->on_module(ctx->on_module_ud, ctx->path, c->m, ml_flops() - flops0, secs);
+        ctx->on_module(ctx->on_module_ud, ctx->path, c->m, x, y, ml_flops() - flops0, secs);
     }
     if (!y && strcmp(ml_last_error(), "interrupted") != 0 && strncmp(ml_last_error(), "in ", 3) != 0) {
         if (ctx) ml_error_prefix("in %s (%s): ", ctx->path, c->m->type->name);

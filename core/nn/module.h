@@ -89,9 +89,11 @@ struct ml_ctx {
      * route_layer and advance it. */
     ml_tensor *route, *route_gates, *route_probs;
     int route_layer;
-    /* Optional per-module profile: called after every child forward with the
-     * FLOPs it counted and its wall time (summary, per-layer timing). */
-    void (*on_module)(void *ud, const char *path, const ml_module *m, int64_t flops, double seconds);
+    /* Optional hook, called after every child forward with its input, output,
+     * the FLOPs it counted and its wall time (summaries, per-layer timing,
+     * capturing activations or router inputs). */
+    void (*on_module)(void *ud, const char *path, const ml_module *m, ml_tensor *x, ml_tensor *y, int64_t flops,
+                      double seconds);
     void *on_module_ud;
     char path[ML_PATH_MAX];
 };

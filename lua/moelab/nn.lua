@@ -99,6 +99,57 @@ function nn.summary(m, input_shape, opts)
 end
 
 
+-- ml.nn.calibrate_routers(model, x) -> model
+-- Makes routing on random weights non-degenerate (WORKLOADS.md): router by
+-- router in forward order, centre the router on the mean of its inputs f
+-- (R <- R - (R mu) mu^T / (mu . mu)) and scale each row so that f R[e]^T has
+-- unit standard deviation over the batch; BatchNorm statistics are refreshed
+-- on the batch before each router and once at the end.
+function nn.calibrate_routers(model, x)
+  local was = model:is_training()
+  local function refresh_bn()
+    model:set_bn_momentum(1)
+    model:train()
+    ml.no_grad(function() model:forward(x) end)
+    model:set_bn_momentum(0.1)
+  end
+  model:eval()
+  -- router paths in forward order
+  local order = {}
+  ml.no_grad(function() model:forward(x, {hook = function(path, m)
+    if m:type() == "Router" then order[#order + 1] = path end
+  end}) end)
+  for _, path in ipairs(order) do
+    refresh_bn()
+    model:eval()
+    local f
+    ml.no_grad(function() model:forward(x, {hook = function(p, m, input)
+      if p == path then f = input:reshape(-1, input:size(input:dim())) end
+    end}) end)
+    local R = model:get(path):parameters()["weight"]
+    ml.no_grad(function()
+      local mu = f:mean(1)                                   -- [D]
+      local Rc = R
+      -- the projection applied twice: once more removes the float32 rounding
+      -- left by the first, which matters when the features barely vary
+      for _ = 1, 2 do
+        Rc = Rc - ml.matmul(ml.matmul(Rc, mu):unsqueeze(2), mu:unsqueeze(1)) / (mu * mu):sum()
+      end
+      local proj = ml.matmul(f, Rc:t())                      -- [rows, E]
+      local sd = proj:std(1)                                 -- [E], unbiased
+      R:copy(Rc / (sd:unsqueeze(2) + 1e-12))
+    end)
+  end
+  refresh_bn()
+  model:train(was)
+  return model
+end
+ml.doc(nn.calibrate_routers, [[
+ml.nn.calibrate_routers(model, x) -> model
+  Prepares the routers of a freshly initialised MoE model on the batch x so that routing is not
+  degenerate (as WORKLOADS.md describes for the W2/W4 benchmarks): each router is centred on the
+  mean of its inputs and its rows scaled to unit spread; BatchNorm statistics are refreshed.]])
+
 -- model:summary(...) as a method of every module
 do
   local methods = debug.getregistry()["moelab.Module"].__methods
