@@ -78,11 +78,11 @@ ml_tensor *mlua_table_to_tensor(lua_State *L, int idx, ml_dtype dt) {
         luaL_error(L, "tensor: table nested deeper than %d levels", ML_MAX_DIMS);
     ml_tensor *t = ml_empty(dt, ndim, shape);
     if (!t) mlua_error(L);
-    /* guard against a Lua error in table_fill leaking t: push it first */
+    /* the userdata owns t while filling, so a Lua error (ragged table) frees it */
     mlua_push_tensor(L, t);
-    ml_retain(t);
     int64_t pos = 0;
     table_fill(L, idx, 0, ndim, shape, t, &pos);
+    ml_retain(t);
     lua_pop(L, 1);
     return t;
 }
