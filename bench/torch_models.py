@@ -116,3 +116,95 @@ def load_weights(model, tensors):
             if name in state:
                 state[name].copy_(v.reshape(state[name].shape))
     model.load_state_dict(state)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).reshape(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        a = (q @ k.transpose(-2, -1) / math.sqrt(D // self.heads)).softmax(-1)
+        return self.proj((a @ v).transpose(1, 2).reshape(B, T, D))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class VMoELayer(nn.Module):
+    """W4: top-2 of 8 experts, capacity, top-1 choices before top-2, dropped tokens add 0."""
+
+    def __init__(self, dim, hidden, experts=8, k=2, capacity_factor=1.25):
+        super().__init__()
+        self.router = nn.Linear(dim, experts, bias=False)
+        self.experts = nn.ModuleList([MLP(dim, hidden) for _ in range(experts)])
+        self.E, self.k, self.cf = experts, k, capacity_factor
+
+    def forward(self, x):
+        shape = x.shape
+        X = x.reshape(-1, shape[-1])
+        T = X.shape[0]
+        logits = self.router(X)
+        if self.training:
+            logits = logits + torch.randn_like(logits) / self.E
+        probs = logits.softmax(-1)
+        top = probs.topk(self.k, dim=-1).indices  # [T, k]
+        C = math.ceil(self.k * T * self.cf / self.E)
+        # slots: rank by rank, tokens in order
+        onehot = F.one_hot(top.t().reshape(-1), self.E)  # [k*T, E], rank-major
+        pos = (onehot.cumsum(0) - 1) * onehot
+        kept = ((pos < C) & (onehot > 0)).any(-1).reshape(self.k, T).t()  # [T, k]
+        out = torch.zeros_like(X)
+        for e in range(self.E):
+            sel = (top == e) & kept
+            tok, rank = sel.nonzero(as_tuple=True)
+            if tok.numel() == 0:
+                continue
+            y = self.experts[e](X[tok])
+            out.index_add_(0, tok, y * probs[tok, e, None])
+        return out.reshape(shape)
+
+
+class Block(nn.Module):
+    def __init__(self, dim, heads, hidden, moe=False):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.mlp = VMoELayer(dim, hidden) if moe else MLP(dim, hidden)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class ViT(nn.Module):
+    def __init__(self, moe=False, classes=10, dim=64, depth=4, heads=4, hidden=256, patch=4):
+        super().__init__()
+        self.normalize = Normalize((0.1307,), (0.3081,))
+        self.patch_embed = nn.Conv2d(1, dim, patch, patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, (28 // patch) ** 2 + 1, dim))
+        self.blocks = nn.Sequential(*[Block(dim, heads, hidden, moe and i % 2 == 1) for i in range(depth)])
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x = self.patch_embed(self.normalize(x)).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.pos_embed
+        return self.head(self.norm(self.blocks(x)[:, 0]))
+
+
+def build(name):
+    return {"cnn-dense": lambda: ResNet18(), "moe-cnn": lambda: ResNet18(moe=True),
+            "moe-cnn-mask": lambda: ResNet18(moe=True, sparse=False),
+            "vit-dense": lambda: ViT(), "vmoe": lambda: ViT(moe=True)}[name]()

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs the W1-W4 benchmarks of moelab and, when python3-torch is installed,
+# of PyTorch on the same weights and inputs, in one run; prints both and the
+# ratio (PyTorch time / moelab time: above 1 means moelab is faster).
+#   bash bench/run.sh [--quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick="${1:-}"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+[ -x build/moelab ] || { cmake -S . -B build >/dev/null && cmake --build build -j2 >/dev/null; }
+echo "== moelab"
+./build/moelab bench/models.lua $quick --export "$tmp" --out "$tmp/moelab.jsonl"
+if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  echo "== PyTorch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)')"
+  pre=""
+  for lib in /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib/*/libtcmalloc_minimal.so.4; do
+    [ -e "$lib" ] && { pre="$lib"; break; }
+  done
+  LD_PRELOAD="$pre" OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/torch_bench.py "$tmp" $quick --out "$tmp/torch.jsonl"
+  echo "== side by side (median ms; ratio = PyTorch / moelab)"
+  ./build/moelab bench/compare.lua "$tmp/moelab.jsonl" "$tmp/torch.jsonl"
+else
+  echo "(python3-torch is not installed: no PyTorch side)"
+fi
