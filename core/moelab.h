@@ -34,5 +34,6 @@
 #include "train/optim.h"
 #include "data/dataset.h"
 #include "io/png.h"
+#include "theory/theory.h"
 
 #endif

@@ -1,10 +1,12 @@
 /* parallel.h -- sharing the cores between OpenMP and OpenBLAS.
  *
- * One thread pool: OpenMP. ml_sgemm (ops/linalg.h) keeps OpenBLAS at one
- * thread and splits large products across OpenMP threads itself, because
- * OpenBLAS's idle pthreads spin in sched_yield and steal the cores from the
- * OpenMP loops around them. Code that calls cblas directly inside a parallel
- * region still brackets it, in case a user's environment raised BLAS threads:
+ * One thread pool: OpenMP. With the OpenMP build of OpenBLAS (the default,
+ * libopenblas-openmp-dev) a large GEMM outside a parallel region uses the
+ * pool's threads and one inside a region runs serially. With the pthread
+ * build, OpenBLAS is kept at one thread (its idle workers spin in
+ * sched_yield and steal the cores from the OpenMP loops around them) and
+ * ml_sgemm (ops/linalg.h) splits large products across OpenMP threads.
+ * Code that calls cblas directly inside a parallel region brackets it:
  *
  *     int saved = ml_blas_single_begin();
  *     #pragma omp parallel for
@@ -14,7 +16,12 @@
 #ifndef ML_PARALLEL_H
 #define ML_PARALLEL_H
 
+#include <stdbool.h>
+
 int ml_num_threads(void);          /* threads available to OpenMP loops */
+/* True when BLAS threads a large GEMM itself with the OpenMP pool (the OpenMP
+ * build of OpenBLAS); false when it runs serially and ml_sgemm splits. */
+bool ml_blas_threads_itself(void);
 void ml_set_num_threads(int n);    /* OpenMP and OpenBLAS together */
 int ml_blas_single_begin(void);    /* returns the previous BLAS thread count */
 void ml_blas_single_end(int saved);

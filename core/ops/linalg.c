@@ -10,6 +10,7 @@
 #include "../autograd.h"
 #include "reduce.h"
 #include "shape.h"
+#include "../parallel.h"
 
 /* Below this many multiply-adds a GEMM is not worth splitting across threads. */
 #define ML_GEMM_SPLIT_MACS ((int64_t)1 << 18)
@@ -18,18 +19,6 @@ static atomic_llong flop_counter;
 void ml_flops_add(int64_t flops) { atomic_fetch_add(&flop_counter, flops); }
 int64_t ml_flops(void) { return atomic_load(&flop_counter); }
 void ml_flops_reset(void) { atomic_store(&flop_counter, 0); }
-
-/* One thread pool for everything: OpenBLAS runs single-threaded, and a large
- * product is split into row (or column) blocks computed in parallel by OpenMP.
- * With OpenBLAS's own threads, its idle workers spin in sched_yield between
- * calls and fight the OpenMP threads for the two cores (measured: a ViT
- * training step spent a fifth of its time yielding). */
-static void blas_init(void) {
-    static bool done;
-    if (done) return;
-    done = true;
-    openblas_set_num_threads(1);
-}
 
 static void gemm_block(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                        int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
@@ -45,10 +34,12 @@ void ml_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0 ? 0.0f : beta * C[i * ldc + j];
         return;
     }
-    blas_init();
     ml_flops_add(2 * M * N * K);
+    /* One thread pool for everything (parallel.h): the OpenMP build of
+     * OpenBLAS threads the product with it; a serial BLAS gets the product
+     * split into row (or column) blocks computed in parallel by OpenMP. */
     int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-    if (threads <= 1 || M * N * K < ML_GEMM_SPLIT_MACS) {
+    if (threads <= 1 || M * N * K < ML_GEMM_SPLIT_MACS || ml_blas_threads_itself()) {
         gemm_block(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }

@@ -8,5 +8,6 @@ require "moelab.gradcheck"
 require "moelab.nn"
 require "moelab.train"
 require "moelab.data"
+require "moelab.theory"
 
 return true

@@ -1,0 +1,38 @@
+-- The examples run (in their --quick mode) and print what they promise.
+local ml = require "moelab"
+local T = dofile("tests/lua/testing.lua")
+
+local function run(script)
+  local p = io.popen(("%s %s --quick 2>&1"):format(arg[-1] or "moelab", script))
+  local out = p:read("a")
+  local ok = p:close()
+  return ok, out
+end
+
+T.test("quickstart", function()
+  local ok, out = run("examples/quickstart.lua")
+  T.check(ok, "runs: " .. out:sub(-300))
+  T.check(out:find("clean test accuracy"), "reports clean accuracy")
+  T.check(out:find("FGSM"), "reports the attack")
+  local acc = tonumber(out:match("clean test accuracy: ([%d.]+)%%"))
+  T.check(acc and acc > 80, "learns in quick mode: " .. tostring(acc))
+end)
+
+T.test("theory_scaling", function()
+  local ok, out = run("examples/theory_scaling.lua")
+  T.check(ok, "runs: " .. out:sub(-300))
+  T.check(out:find("sqrt%(E%)") and out:find("alignment"), "both tables")
+  T.check(not out:find("false"), "Theorem 1 holds in every row")
+end)
+
+T.test("lemma1", function()
+  local ok, out = run("examples/lemma1.lua")
+  T.check(ok, "runs: " .. out:sub(-300))
+  local a, b = out:match("router term ([%d.]+) = 1/4 |f1 %- f2| ||s1 %- s2|| = ([%d.]+)")
+  T.check(a and a == b, "closed form at the boundary")
+  for g, bound in out:gmatch("sup over the path: ||grad|| ([%d.]+) <= bound ([%d.]+)") do
+    T.check(tonumber(g) <= tonumber(bound), "bound above the gradient")
+  end
+end)
+
+T.done()
