@@ -2,6 +2,7 @@
  * pseudo-inverses, subspace data (1-based expert ids at the Lua level). */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "lua_util.h"
 #include "theory/theory.h"
@@ -131,7 +132,7 @@ static int l_pinv(lua_State *L) {
  *   mirror = false, seed = 0} -> X, y, assign (1-based), betas [E, D] */
 static int l_subspace_data(lua_State *L) {
     static const char *const known[] = {"n", "dim", "sub_dim", "experts", "alignment", "noise", "mirror", "shared",
-                                        "balanced", "seed", NULL};
+                                        "balanced", "seed", "mode", NULL};
     mlua_check_options(L, 1, "subspace_data", known);
     ml_subspace_opts o;
     o.n = mlua_opt_integer(L, 1, "n", 100);
@@ -144,6 +145,10 @@ static int l_subspace_data(lua_State *L) {
     o.shared = mlua_opt_bool(L, 1, "shared", false);
     o.balanced = mlua_opt_bool(L, 1, "balanced", false);
     o.seed = (uint64_t)mlua_opt_integer(L, 1, "seed", 0);
+    const char *mode = mlua_opt_string(L, 1, "mode", "rotate");
+    if (strcmp(mode, "rotate") && strcmp(mode, "overlap"))
+        return luaL_error(L, "subspace_data: unknown mode '%s' (rotate or overlap)", mode);
+    o.overlap = !strcmp(mode, "overlap");
     ml_tensor *X, *y, *a, *b;
     if (ml_theory_subspace_data(&o, &X, &y, &a, &b)) return mlua_error(L);
     mlua_push_tensor(L, X);

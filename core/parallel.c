@@ -9,6 +9,16 @@ int openblas_get_num_threads(void);
 
 int ml_num_threads(void) { return omp_get_max_threads(); }
 
+int ml_serial_begin(void) {
+    int saved = omp_get_max_threads();
+    if (saved != 1) omp_set_num_threads(1);
+    return saved;
+}
+
+void ml_serial_end(int saved) {
+    if (saved != omp_get_max_threads()) omp_set_num_threads(saved);
+}
+
 #ifdef MOELAB_OPENBLAS_OPENMP
 /* The OpenMP build of OpenBLAS threads a GEMM with the caller's OpenMP pool
  * (omp_get_max_threads()) and runs serially inside a parallel region, so it

@@ -25,5 +25,12 @@ bool ml_blas_threads_itself(void);
 void ml_set_num_threads(int n);    /* OpenMP and OpenBLAS together */
 int ml_blas_single_begin(void);    /* returns the previous BLAS thread count */
 void ml_blas_single_end(int saved);
+/* A serial scope for code that makes many small BLAS/LAPACK calls (the theory
+ * toolkit's SVDs): each would open an OpenMP region for a few microseconds of
+ * work, and on a busy machine the pool's spin-waits make them thousands of
+ * times slower (measured: theory_scaling.lua 0.4 s alone, 95 s beside a
+ * compile). Returns the previous thread count for ml_serial_end. */
+int ml_serial_begin(void);
+void ml_serial_end(int saved);
 
 #endif

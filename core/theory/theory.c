@@ -2,6 +2,8 @@
  * spectral norms, pseudo-inverses, subspace data; double precision, LAPACK. */
 #include "theory.h"
 
+#include "../parallel.h"
+
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
@@ -53,10 +55,12 @@ static int svd(const double *A, int m, int n, svd_t *out) {
     /* column-major B = A^T is n x m with lda = n */
     int bm = n, bn = m, lda = n, ldu = n, ldvt = k, lwork = -1, info = 0;
     double q;
+    int threads = ml_serial_begin(); /* small matrices: threads only cost (parallel.h) */
     dgesdd_("S", &bm, &bn, a, &lda, out->S, out->VT, &ldu, out->U, &ldvt, &q, &lwork, iwork, &info, 1);
     lwork = (int)q + 1;
     double *work = malloc(sizeof *work * (size_t)lwork);
     if (work) dgesdd_("S", &bm, &bn, a, &lda, out->S, out->VT, &ldu, out->U, &ldvt, work, &lwork, iwork, &info, 1);
+    ml_serial_end(threads);
     free(work);
     free(a);
     free(iwork);
@@ -536,17 +540,25 @@ int ml_theory_subspace_data(const ml_subspace_opts *o, ml_tensor **Xo, ml_tensor
         return ml_failc("out of memory");
     }
     double *shared = NULL;
-    if (o->shared) { /* one target over the span of C and every Q_i */
+    int kshared = (int)floor(o->alignment * d + 0.5);
+    if (o->shared) {
+        /* one target over the data's span (C and every Q_i); balanced: coefficients
+         * +-1 on the union's basis, so every expert's part of it has norm sqrt(d) */
         shared = calloc((size_t)D, sizeof *shared);
         for (int k = 0; k < nb; k++) {
-            double c = gauss(&st);
+            bool in_union = !o->overlap || (k < d ? k < kshared : (k % d) < d - kshared);
+            if (!in_union) continue;
+            double c = o->balanced ? (ml_rng_local_uniform(&st) < 0.5 ? -1.0 : 1.0) : gauss(&st);
             for (int j = 0; j < D; j++) shared[j] += c * s.VT[(size_t)k * D + j];
         }
     }
     for (int e = 0; e < E; e++) {
         for (int k = 0; k < d; k++)
-            for (int j = 0; j < D; j++)
-                basis[k * D + j] = ct * s.VT[(size_t)k * D + j] + stt * s.VT[(size_t)((e + 1) * d + k) * D + j];
+            for (int j = 0; j < D; j++) {
+                const double *c = s.VT + (size_t)k * D, *q = s.VT + (size_t)((e + 1) * d + k - kshared) * D;
+                basis[k * D + j] = !o->overlap ? ct * c[j] + stt * s.VT[(size_t)((e + 1) * d + k) * D + j]
+                                   : k < kshared ? c[j] : q[j];
+            }
         /* beta_e: a random vector of the subspace (the mirror case shares subset 1's) */
         if (shared) {
             memcpy(beta, shared, sizeof *beta * (size_t)D);

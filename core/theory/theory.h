@@ -59,9 +59,16 @@ double ml_theory_spectral_norm(const ml_tensor *A);
 ml_tensor *ml_theory_pinv(const ml_tensor *A, double rcond);
 
 /* Synthetic data for the theory: E subspaces of dimension d in R^D whose
- * alignment goes from orthogonal (0) to identical (1): subspace i is spanned
- * by cos(t) C + sin(t) Q_i, t = (1 - alignment) pi/2, with C and the Q_i
- * orthonormal, mutually orthogonal d-dimensional bases. n rows per subspace,
+ * alignment goes from orthogonal (0) to identical (1), with C and the Q_i
+ * orthonormal, mutually orthogonal d-dimensional bases. Two geometries:
+ *  - rotate (default): subspace i is spanned by cos(t) C + sin(t) Q_i,
+ *    t = (1 - alignment) pi/2: every principal angle between two subspaces
+ *    shrinks together (the subspaces stay distinct until alignment 1, so
+ *    their union keeps (E + 1) d dimensions);
+ *  - overlap: subspace i is spanned by the first k = round(alignment d)
+ *    vectors of C (shared by all) and d - k vectors of Q_i: k principal
+ *    angles are 0, the others 90 degrees, and the union has k + E (d - k)
+ *    dimensions, shrinking smoothly to d. n rows per subspace,
  * x = B_i z (z ~ N(0, I)), y = x . beta_i + noise * N(0, 1), beta_i a random
  * vector of the subspace (unit norm when balanced); with shared, every subset
  * follows one beta drawn over all the subspaces. mirror (E = 2): X_2 = -X_1
@@ -71,8 +78,9 @@ typedef struct {
     int D, d, E;
     double alignment, noise;
     bool mirror;
+    bool overlap;   /* the overlap geometry (else rotate) */
     bool shared;    /* one target vector beta for every subset (else one per subset) */
-    bool balanced;  /* per-subset betas of unit norm */
+    bool balanced;  /* per-subset betas of unit norm; with shared, +-1 coefficients on the union's basis */
     uint64_t seed;
 } ml_subspace_opts;
 int ml_theory_subspace_data(const ml_subspace_opts *o, ml_tensor **X, ml_tensor **y, ml_tensor **assign,

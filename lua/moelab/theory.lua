@@ -168,6 +168,55 @@ function theory.grad_norm_stats(fn, X, opts)
           n = #norms, values = norms}
 end
 
+-- ml.theory.local_lipschitz(fn, X, [{eps = 0.1, steps = 20, step = eps / 4, batch = 256, seed}])
+-- Attack-found local ratios ||f(x + d) - f(x)|| / ||d|| (l2) for each row of X: projected
+-- gradient ascent on the ratio over 0 < ||d|| <= eps from a random start, keeping the best
+-- ratio seen. A lower estimate of the local Lipschitz constant on the eps-ball around x;
+-- statistics as grad_norm_stats. fn maps [n, ...] to [n, k]; rows must be independent.
+function theory.local_lipschitz(fn, X, opts)
+  opts = opts or {}
+  local eps = opts.eps or 0.1
+  if not (eps > 0) then error("local_lipschitz: eps must be positive", 2) end
+  local steps, bs = opts.steps or 20, opts.batch or 256
+  if steps < 0 then error("local_lipschitz: steps must be >= 0", 2) end
+  local alpha = opts.step or eps / 4
+  if opts.seed then ml.seed(opts.seed) end
+  local ratios = {}
+  local function rownorm(t, n) return t:reshape(n, -1):norm(2, 2) end
+  for i = 1, X:size(1), bs do
+    local n = math.min(bs, X:size(1) - i + 1)
+    local x = X:narrow(1, i, n):detach():contiguous()
+    local fx = ml.no_grad(function() return fn(x) end):reshape(n, -1)
+    local shape = x:shape()
+    local bshape = {n}
+    for _ = 2, #shape do bshape[#bshape + 1] = 1 end
+    -- random start on the sphere of radius eps / 2
+    local d = ml.randn(shape)
+    d = d * (rownorm(d, n):clamp(1e-12, math.huge):reciprocal() * (eps / 2)):reshape(bshape)
+    local best = ml.zeros(n)
+    for _ = 0, steps do
+      local dv = d:detach():clone():requires_grad()
+      local diff = (fn(x + dv):reshape(n, -1) - fx)
+      local dn = rownorm(dv, n):clamp(1e-12, math.huge)
+      local ratio = diff:norm(2, 2) / dn
+      best = ml.maximum(best, ratio:detach())
+      local g = ml.grad(ratio:sum(), dv)
+      -- ascend along the normalised gradient, then project back into the eps-ball
+      local gn = rownorm(g, n):clamp(1e-12, math.huge):reciprocal():reshape(bshape)
+      local nd = dv:detach() + g * gn * alpha
+      local scale = (eps / rownorm(nd, n):clamp(1e-12, math.huge)):clamp(0, 1):reshape(bshape)
+      d = nd * scale
+    end
+    for k = 1, n do ratios[#ratios + 1] = best[k] end
+  end
+  table.sort(ratios)
+  local sum = 0
+  for _, v in ipairs(ratios) do sum = sum + v end
+  local function q(p) return ratios[math.max(1, math.ceil(p * #ratios))] end
+  return {mean = sum / #ratios, max = ratios[#ratios], min = ratios[1], p50 = q(0.5), p90 = q(0.9), p99 = q(0.99),
+          n = #ratios, values = ratios}
+end
+
 ------------------------------------------------------------------ help
 ml.doc(theory.linear_experts, [[
 ml.theory.linear_experts(X [N, D], y [N], assign [N] (1-based experts), [{experts = E, rcond}])
@@ -198,14 +247,21 @@ ml.doc(theory.grad_norm_stats, [[
 ml.theory.grad_norm_stats(fn, X, [{batch = 256, reduce = "sum" | "loss", labels}]) -> {mean, max, min, p50,
   p90, p99, n, values}: statistics of the input-gradient norm of fn over the rows of X (an empirical
   Lipschitz estimate; e.g. fn = model for logits, reduce = "loss" with labels for the loss).]])
+ml.doc(theory.local_lipschitz, [[
+ml.theory.local_lipschitz(fn, X, [{eps = 0.1, steps = 20, step = eps/4, batch = 256, seed}]) -> {mean, max, min,
+  p50, p90, p99, n, values}: attack-found local ratios ||f(x + d) - f(x)|| / ||d|| over the l2 ball of radius
+  eps around each row of X (projected gradient ascent on the ratio from a random start; a lower estimate of
+  the local Lipschitz constant). Compare dense and MoE models with the same X.]])
 ml.doc(theory.spectral_norm, "ml.theory.spectral_norm(A) -> the largest singular value of a matrix (double precision)")
 ml.doc(theory.pinv, "ml.theory.pinv(A, [rcond]) -> the Moore-Penrose pseudo-inverse (SVD, double precision)")
 ml.doc(theory.subspace_data, [[
-ml.theory.subspace_data{n = 100, dim = 32, sub_dim = 4, experts = 4, alignment = 0, noise = 0, mirror = false,
-  shared = false, balanced = false, seed = 0} -> X [n*E, dim], y, assign (1-based), betas [E, dim]
-  n rows in each of E subspaces of dimension sub_dim; alignment 0 = orthogonal ... 1 = identical
-  (subspace i spanned by cos(t) C + sin(t) Q_i, t = (1 - alignment) pi/2); y = x . beta_i + noise,
-  beta_i random in subspace i (unit norm when balanced), or one beta for all (shared).
+ml.theory.subspace_data{n = 100, dim = 32, sub_dim = 4, experts = 4, alignment = 0, mode = "rotate", noise = 0,
+  mirror = false, shared = false, balanced = false, seed = 0} -> X [n*E, dim], y, assign (1-based), betas [E, dim]
+  n rows in each of E subspaces of dimension sub_dim; alignment 0 = orthogonal ... 1 = identical.
+  mode "rotate": subspace i spanned by cos(t) C + sin(t) Q_i, t = (1 - alignment) pi/2 (all principal
+  angles shrink together); mode "overlap": the subspaces share round(alignment * sub_dim) directions and
+  are orthogonal in the others. y = x . beta_i + noise, beta_i random in subspace i (unit norm when
+  balanced), or one beta for all (shared; with balanced, coefficients +-1 on the union's basis).
   mirror = true (E = 2): X_2 = -X_1, y_2 = y_1, where the dense solution is w* = 0.]])
 
 return true

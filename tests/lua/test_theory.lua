@@ -99,6 +99,43 @@ T.test("Lemma 1: the bound is never below the exact gradient norm", function()
   T.check(sup.bound >= sup.exact, "sup estimate")
 end)
 
+T.test("overlap geometry: the gap closes as sqrt(1 + (E - 1)(1 - alignment))", function()
+  for _, al in ipairs{0, 0.25, 0.5, 1} do
+    local X, y, a = th.subspace_data{n = 30, dim = 20, sub_dim = 4, experts = 4, alignment = al, mode = "overlap",
+      shared = true, balanced = true, seed = 6}
+    local r = th.linear_experts(X, y, a)
+    local k = math.floor(al * 4 + 0.5)
+    for e = 1, 4 do T.near(r.expert_lipschitz[e], 2, 1e-4, "every expert's part of the target has norm sqrt(d)") end
+    T.near(r.dense_lipschitz / 2, math.sqrt((k + 4 * (4 - k)) / 4), 1e-4, ("ratio at alignment %g"):format(al))
+    T.check(r.rank == k + 4 * (4 - k), "rank = the union's dimension")
+  end
+  T.raises(function() th.subspace_data{mode = "twist"} end, "unknown mode 'twist' (rotate or overlap)")
+end)
+
+T.test("local Lipschitz ratios found by gradient ascent", function()
+  ml.seed(2)
+  local W = ml.randn(5, 8)
+  local L = th.spectral_norm(W)
+  local r = th.local_lipschitz(function(x) return ml.matmul(x, W:t()) end, ml.randn(20, 8), {steps = 30})
+  T.check(r.n == 20 and r.max <= L * (1 + 1e-4), ("never above the spectral norm: %.5f <= %.5f"):format(r.max, L))
+  T.check(r.min >= 0.99 * L, ("a linear map's ratio is found everywhere: %.5f vs %.5f"):format(r.min, L))
+  local W1, W2 = ml.randn(16, 8), ml.randn(3, 16)
+  local f = function(x) return ml.matmul(ml.matmul(x, W1:t()):relu(), W2:t()) end
+  local x = ml.randn(20, 8)
+  local rr = th.local_lipschitz(f, x, {steps = 20, eps = 0.5})
+  T.check(rr.max <= th.spectral_norm(W1) * th.spectral_norm(W2), "below the product of spectral norms")
+  -- at least the local Jacobian's largest singular value at most points (eps small: f is linear there)
+  local rs = th.local_lipschitz(f, x, {steps = 30, eps = 1e-3})
+  local J = 0
+  for i = 1, 20 do
+    local xi = x:narrow(1, i, 1)
+    local mask = ml.matmul(xi, W1:t()):gt(0):float():reshape(-1)
+    J = math.max(J, th.spectral_norm(ml.matmul(W2 * mask, W1)))
+  end
+  T.near(rs.max, J, 1e-2, "small eps: the largest local Jacobian norm")
+  T.raises(function() th.local_lipschitz(f, x, {eps = 0}) end, "eps must be positive")
+end)
+
 T.test("utilities and bad input", function()
   T.near(th.bubeck_sellke{n = 100, dim = 4, params = 25, noise = 0.5}, 0.5 * math.sqrt(16), 1e-12, "Bubeck-Sellke scale")
   local w = ml.tensor({3, 4})
