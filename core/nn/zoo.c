@@ -24,11 +24,29 @@ static void model_destroy(ml_module *m) {
     free(s);
 }
 
+/* "resnet18(classes = 10, input = 3x32x32, width = 1, ...)": the model's name and
+ * its scalar knobs (nested objects such as the normalisation are left out). */
 static void model_describe(const ml_module *m, char *buf, size_t n) {
     const ml_zoo_state *s = m->state;
-    char *c = cJSON_PrintUnformatted(s->config);
-    snprintf(buf, n, "%s", c ? c : "Model");
-    free(c);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(s->config, "model");
+    size_t len = (size_t)snprintf(buf, n, "%s(", cJSON_IsString(name) ? name->valuestring : "Model");
+    bool first = true;
+    for (const cJSON *it = s->config ? s->config->child : NULL; it && len < n; it = it->next) {
+        if (!it->string || !strcmp(it->string, "type") || !strcmp(it->string, "model")) continue;
+        char val[64] = "";
+        if (cJSON_IsNumber(it)) snprintf(val, sizeof val, "%.6g", it->valuedouble);
+        else if (cJSON_IsString(it)) snprintf(val, sizeof val, "%s", it->valuestring);
+        else if (cJSON_IsBool(it)) snprintf(val, sizeof val, "%s", cJSON_IsTrue(it) ? "true" : "false");
+        else if (cJSON_IsArray(it)) {
+            size_t vl = 0;
+            for (const cJSON *e = it->child; e && vl < sizeof val; e = e->next)
+                if (cJSON_IsNumber(e)) vl += (size_t)snprintf(val + vl, sizeof val - vl, "%s%.6g", vl ? "x" : "", e->valuedouble);
+        }
+        if (!val[0]) continue;
+        len += (size_t)snprintf(buf + len, n - len, "%s%s = %s", first ? "" : ", ", it->string, val);
+        first = false;
+    }
+    if (len < n) snprintf(buf + len, n - len, ")");
 }
 
 static cJSON *model_config(const ml_module *m) {
@@ -131,11 +149,54 @@ ml_tensor *ml_zoo_run_children(ml_module *m, int from, ml_tensor *x, ml_ctx *ctx
 }
 
 /* ------------------------------------------------------------ common config handling */
+static bool absent(const cJSON *cfg, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    return !v || cJSON_IsNull(v);
+}
+
+int ml_zoo_int(cJSON *cfg, const char *key, int def, int *out) {
+    bool add = absent(cfg, key);
+    if (ml_cfg_int(cfg, key, def, out)) return -1;
+    if (add) {
+        cJSON_DeleteItemFromObjectCaseSensitive(cfg, key);
+        cJSON_AddNumberToObject(cfg, key, *out);
+    }
+    return 0;
+}
+
+int ml_zoo_double(cJSON *cfg, const char *key, double def, double *out) {
+    bool add = absent(cfg, key);
+    if (ml_cfg_double(cfg, key, def, out)) return -1;
+    if (add) {
+        cJSON_DeleteItemFromObjectCaseSensitive(cfg, key);
+        cJSON_AddNumberToObject(cfg, key, *out);
+    }
+    return 0;
+}
+
+int ml_zoo_bool(cJSON *cfg, const char *key, bool def, bool *out) {
+    bool add = absent(cfg, key);
+    if (ml_cfg_bool(cfg, key, def, out)) return -1;
+    if (add) {
+        cJSON_DeleteItemFromObjectCaseSensitive(cfg, key);
+        cJSON_AddBoolToObject(cfg, key, *out);
+    }
+    return 0;
+}
+
+const char *ml_zoo_string(cJSON *cfg, const char *key, const char *def) {
+    if (absent(cfg, key) && def) {
+        cJSON_DeleteItemFromObjectCaseSensitive(cfg, key);
+        cJSON_AddStringToObject(cfg, key, def);
+    }
+    return ml_cfg_string(cfg, key, def);
+}
+
 /* Reads classes, input, width, the conv family and normalisation; writes the
  * resolved values back into cfg so the stored config is complete. */
 int ml_zoo_read_common(cJSON *cfg, ml_zoo_common *z, int def_c, int def_h, int def_w) {
     memset(z, 0, sizeof *z);
-    if (ml_cfg_int(cfg, "classes", 10, &z->classes)) return -1;
+    if (ml_zoo_int(cfg, "classes", 10, &z->classes)) return -1;
     if (z->classes < 2) return ml_failc("model: classes must be at least 2, got %d", z->classes);
     cJSON *in = cJSON_GetObjectItemCaseSensitive(cfg, "input");
     z->in_c = def_c, z->in_h = def_h, z->in_w = def_w;
@@ -154,11 +215,16 @@ int ml_zoo_read_common(cJSON *cfg, ml_zoo_common *z, int def_c, int def_h, int d
         cJSON_AddItemToArray(arr, cJSON_CreateNumber(z->in_w));
         cJSON_AddItemToObject(cfg, "input", arr);
     }
-    if (ml_cfg_double(cfg, "width", 1.0, &z->width)) return -1;
+    /* width and family belong to the CNNs: recorded in their configs only */
+    const char *model = ml_cfg_string(cfg, "model", "");
+    bool conv_model = strcmp(model, "vit") && strcmp(model, "vmoe");
+    if ((conv_model ? ml_zoo_double(cfg, "width", 1.0, &z->width) : ml_cfg_double(cfg, "width", 1.0, &z->width)))
+        return -1;
     if (!(z->width > 0 && z->width <= 64)) return ml_failc("model: width = %g must be in (0, 64]", z->width);
-    const char *fam = ml_cfg_string(cfg, "family", "dense");
+    const char *fam = conv_model ? ml_zoo_string(cfg, "family", "dense") : ml_cfg_string(cfg, "family", "dense");
     double ratio;
-    if (ml_cfg_double(cfg, "ratio", 0.5, &ratio)) return -1;
+    if ((strcmp(fam, "dense") ? ml_zoo_double(cfg, "ratio", 0.5, &ratio) : ml_cfg_double(cfg, "ratio", 0.5, &ratio)))
+        return -1;
     z->conv.ratio = ratio;
     if (!strcmp(fam, "dense")) {
         z->conv.kind = CONV_DENSE;
@@ -170,13 +236,13 @@ int ml_zoo_read_common(cJSON *cfg, ml_zoo_common *z, int def_c, int def_h, int d
         z->conv.kind = CONV_MASKED;
     } else if (!strcmp(fam, "moe_cnn")) {
         z->conv.kind = CONV_MOE;
-        if (ml_cfg_int(cfg, "experts", 2, &z->conv.experts)) return -1;
-        const char *router = ml_cfg_string(cfg, "router", "layer");
+        if (ml_zoo_int(cfg, "experts", 2, &z->conv.experts)) return -1;
+        const char *router = ml_zoo_string(cfg, "router", "layer");
         if (strcmp(router, "layer") && strcmp(router, "global"))
             return ml_failc("moe_cnn: router must be \"layer\" or \"global\", got \"%s\"", router);
         z->conv.global = !strcmp(router, "global");
         bool mask;
-        if (ml_cfg_bool(cfg, "mask", false, &mask)) return -1;
+        if (ml_zoo_bool(cfg, "mask", false, &mask)) return -1;
         z->conv.mask = mask;
     } else {
         return ml_failc("model: unknown family \"%s\" (use dense, s_dense, sparse_cnn or moe_cnn)", fam);
@@ -231,6 +297,58 @@ static bool in(const char *const *list, const char *name) {
     return false;
 }
 
+/* The options each model takes; anything else is refused (a typo or an option
+ * of another model must not silently build something else). */
+#define COMMON "classes", "input", "normalize"
+#define FAMILY "width", "family", "ratio", "experts", "router", "mask"
+#define VIT COMMON, "patch", "dim", "depth", "heads", "mlp", "eps"
+static const char *const opts_mlp[] = {COMMON, "width", "family", "hidden", NULL};
+static const char *const opts_cnn[] = {COMMON, FAMILY, NULL};
+static const char *const opts_resnet18[] = {COMMON, FAMILY, "base_width", NULL};
+static const char *const opts_vgg16[] = {COMMON, FAMILY, NULL};
+static const char *const opts_wrn[] = {COMMON, FAMILY, "depth", "widen", NULL};
+static const char *const opts_vit[] = {VIT, NULL};
+static const char *const opts_vmoe[] = {VIT, "moe_every", "experts", "k", "capacity_factor", "noise_std",
+                                        "importance_weight", "load_weight", "renormalize", "batch_priority",
+                                        "round_capacity", NULL};
+/* family-specific options: which family they need */
+static const char *family_of_option(const char *key) {
+    if (!strcmp(key, "experts") || !strcmp(key, "router") || !strcmp(key, "mask")) return "moe_cnn";
+    if (!strcmp(key, "ratio")) return "s_dense, sparse_cnn or moe_cnn";
+    return NULL;
+}
+
+static int check_model_options(const char *name, const cJSON *cfg) {
+    static const struct {
+        const char *name;
+        const char *const *opts;
+    } table[] = {{"mlp", opts_mlp},     {"cnn", opts_cnn}, {"resnet18", opts_resnet18}, {"vgg16", opts_vgg16},
+                 {"wrn", opts_wrn},     {"vit", opts_vit}, {"vmoe", opts_vmoe}};
+    const char *const *opts = NULL;
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (!strcmp(table[i].name, name)) opts = table[i].opts;
+    if (!opts) return 0;
+    const char *fam = ml_cfg_string(cfg, "family", "dense");
+    for (const cJSON *it = cfg->child; it; it = it->next) {
+        if (!it->string || !strcmp(it->string, "type") || !strcmp(it->string, "model")) continue;
+        bool ok = false;
+        for (int i = 0; opts[i] && !ok; i++) ok = !strcmp(opts[i], it->string);
+        if (!ok) {
+            char list[512];
+            size_t len = 0;
+            for (int i = 0; opts[i] && len < sizeof list; i++)
+                len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", opts[i]);
+            return ml_failc("%s: option '%s' does not apply to this model (its options: %s)", name, it->string, list);
+        }
+        const char *need = family_of_option(it->string);
+        bool vit = !strcmp(name, "vit") || !strcmp(name, "vmoe");
+        if (need && !vit && !cJSON_IsNull(it) &&
+            (!strcmp(fam, "dense") || (!strcmp(need, "moe_cnn") && strcmp(fam, "moe_cnn"))))
+            return ml_failc("%s: option '%s' needs family = %s (the family is %s)", name, it->string, need, fam);
+    }
+    return 0;
+}
+
 ml_module *ml_zoo_build(const char *name, cJSON *cfg) {
     if (!cfg) cfg = cJSON_CreateObject();
     if (!cJSON_IsObject(cfg)) {
@@ -241,6 +359,10 @@ ml_module *ml_zoo_build(const char *name, cJSON *cfg) {
     if (!cnn && !vit) {
         cJSON_Delete(cfg);
         return ml_fail("model: unknown model '%s' (known: mlp, cnn, resnet18, vgg16, wrn, vit, vmoe)", name);
+    }
+    if (check_model_options(name, cfg)) {
+        cJSON_Delete(cfg);
+        return NULL;
     }
     /* canonical order: type, model, then the options as given */
     cJSON_DeleteItemFromObject(cfg, "type");

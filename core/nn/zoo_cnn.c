@@ -226,7 +226,7 @@ static ml_module *build_resnet18(cJSON *cfg) {
         return NULL;
     }
     int base;
-    if (ml_cfg_int(cfg, "base_width", 16, &base)) {
+    if (ml_zoo_int(cfg, "base_width", 16, &base)) {
         cJSON_Delete(cfg);
         return NULL;
     }
@@ -374,7 +374,7 @@ static ml_tensor *wrn_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
 static ml_module *build_wrn(cJSON *cfg) {
     ml_zoo_common z;
     int depth, widen;
-    if (ml_zoo_read_common(cfg, &z, 3, 32, 32) || ml_cfg_int(cfg, "depth", 16, &depth) || ml_cfg_int(cfg, "widen", 4, &widen)) {
+    if (ml_zoo_read_common(cfg, &z, 3, 32, 32) || ml_zoo_int(cfg, "depth", 16, &depth) || ml_zoo_int(cfg, "widen", 4, &widen)) {
         cJSON_Delete(cfg);
         return NULL;
     }

@@ -34,6 +34,14 @@ typedef struct {
     bool normalize;
 } ml_zoo_common;
 
+/* Options of a zoo config, read with their defaults; an absent option is
+ * written into cfg with the default used, so the stored config is complete and
+ * a checkpoint rebuilds the same model even if a default changes later. */
+int ml_zoo_int(cJSON *cfg, const char *key, int def, int *out);
+int ml_zoo_double(cJSON *cfg, const char *key, double def, double *out);
+int ml_zoo_bool(cJSON *cfg, const char *key, bool def, bool *out);
+const char *ml_zoo_string(cJSON *cfg, const char *key, const char *def);
+
 /* A Model module owning config; fwd runs it. */
 ml_module *ml_zoo_model_new(cJSON *config, ml_zoo_fwd fwd);
 /* Reads the common options from cfg (completing it with the defaults used). */

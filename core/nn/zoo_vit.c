@@ -34,6 +34,17 @@ static ml_tensor *vit_run(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     return y;
 }
 
+/* The MoE knobs are read for both models but recorded in the config of a vmoe only. */
+static int vit_int(bool record, cJSON *c, const char *key, int def, int *out) {
+    return record ? ml_zoo_int(c, key, def, out) : ml_cfg_int(c, key, def, out);
+}
+static int vit_double(bool record, cJSON *c, const char *key, double def, double *out) {
+    return record ? ml_zoo_double(c, key, def, out) : ml_cfg_double(c, key, def, out);
+}
+static int vit_bool(bool record, cJSON *c, const char *key, bool def, bool *out) {
+    return record ? ml_zoo_bool(c, key, def, out) : ml_cfg_bool(c, key, def, out);
+}
+
 ml_module *ml_zoo_build_vit(const char *name, cJSON *cfg);
 ml_module *ml_zoo_build_vit(const char *name, cJSON *cfg) {
     ml_zoo_common z;
@@ -41,14 +52,14 @@ ml_module *ml_zoo_build_vit(const char *name, cJSON *cfg) {
     int patch, dim, depth, heads, hidden, every, experts, k;
     double eps, cap, noise, wi, wl;
     bool renorm, priority, round4;
-    if (ml_zoo_read_common(cfg, &z, 1, 28, 28) || ml_cfg_int(cfg, "patch", 4, &patch) || ml_cfg_int(cfg, "dim", 64, &dim) ||
-        ml_cfg_int(cfg, "depth", 4, &depth) || ml_cfg_int(cfg, "heads", 4, &heads) || ml_cfg_int(cfg, "mlp", 4 * dim, &hidden) ||
-        ml_cfg_double(cfg, "eps", 1e-6, &eps) || ml_cfg_int(cfg, "moe_every", 2, &every) ||
-        ml_cfg_int(cfg, "experts", 8, &experts) || ml_cfg_int(cfg, "k", 2, &k) ||
-        ml_cfg_double(cfg, "capacity_factor", 1.25, &cap) || ml_cfg_double(cfg, "noise_std", 1.0, &noise) ||
-        ml_cfg_double(cfg, "importance_weight", 0.005, &wi) || ml_cfg_double(cfg, "load_weight", 0.005, &wl) ||
-        ml_cfg_bool(cfg, "renormalize", false, &renorm) || ml_cfg_bool(cfg, "batch_priority", false, &priority) ||
-        ml_cfg_bool(cfg, "round_capacity", false, &round4)) {
+    if (ml_zoo_read_common(cfg, &z, 1, 28, 28) || ml_zoo_int(cfg, "patch", 4, &patch) || ml_zoo_int(cfg, "dim", 64, &dim) ||
+        ml_zoo_int(cfg, "depth", 4, &depth) || ml_zoo_int(cfg, "heads", 4, &heads) || ml_zoo_int(cfg, "mlp", 4 * dim, &hidden) ||
+        ml_zoo_double(cfg, "eps", 1e-6, &eps) || vit_int(moe, cfg, "moe_every", 2, &every) ||
+        vit_int(moe, cfg, "experts", 8, &experts) || vit_int(moe, cfg, "k", 2, &k) ||
+        vit_double(moe, cfg, "capacity_factor", 1.25, &cap) || vit_double(moe, cfg, "noise_std", 1.0, &noise) ||
+        vit_double(moe, cfg, "importance_weight", 0.005, &wi) || vit_double(moe, cfg, "load_weight", 0.005, &wl) ||
+        vit_bool(moe, cfg, "renormalize", false, &renorm) || vit_bool(moe, cfg, "batch_priority", false, &priority) ||
+        vit_bool(moe, cfg, "round_capacity", false, &round4)) {
         cJSON_Delete(cfg);
         return NULL;
     }
@@ -63,13 +74,6 @@ ml_module *ml_zoo_build_vit(const char *name, cJSON *cfg) {
     if (moe && every < 1) {
         cJSON_Delete(cfg);
         return ml_fail("vmoe: moe_every must be >= 1, got %d", every);
-    }
-    /* record the resolved knobs so the stored config rebuilds the same model */
-    const char *keys[] = {"patch", "dim", "depth", "heads", "mlp"};
-    int vals[] = {patch, dim, depth, heads, hidden};
-    for (int i = 0; i < 5; i++) {
-        cJSON_DeleteItemFromObject(cfg, keys[i]);
-        cJSON_AddNumberToObject(cfg, keys[i], vals[i]);
     }
     ml_module *m = ml_zoo_model_new(cfg, vit_run);
     if (!m) return NULL;

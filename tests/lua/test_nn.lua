@@ -158,6 +158,35 @@ T.test("parameter groups, summary, configs", function()
   T.check(vgg(ml.rand(1, 3, 32, 32)):size(2) == 10, "vgg16 runs")
 end)
 
+T.test("stored configs are complete; options that do not apply are refused", function()
+  local function keys(json)
+    local k = {}
+    for key in json:gmatch('"([%w_]+)":') do k[key] = true end
+    return k
+  end
+  local want = {
+    mlp = {"classes", "input", "width", "family", "hidden", "normalize"},
+    resnet18 = {"classes", "input", "width", "family", "base_width"},
+    wrn = {"depth", "widen"},
+    vit = {"patch", "dim", "depth", "heads", "mlp", "eps"},
+    vmoe = {"moe_every", "experts", "k", "capacity_factor", "noise_std", "importance_weight", "load_weight",
+            "renormalize", "batch_priority", "round_capacity"},
+  }
+  for name, list in pairs(want) do
+    local k = keys(ml.nn[name]{}:config())
+    for _, key in ipairs(list) do T.check(k[key], name .. " records " .. key) end
+  end
+  local moe = keys(ml.nn.moe_cnn{}:config())
+  for _, key in ipairs{"ratio", "experts", "router", "mask"} do T.check(moe[key], "moe_cnn records " .. key) end
+  T.check(not keys(ml.nn.vit{}:config()).experts, "a dense ViT records no MoE knob")
+  T.check(ml.nn.vmoe{experts = 4}:describe():find("experts = 4", 1, true), "the description names the knobs")
+  T.raises(function() ml.nn.resnet18{patch = 4} end, "resnet18: option 'patch' does not apply to this model")
+  T.raises(function() ml.nn.vit{experts = 4} end, "vit: option 'experts' does not apply")
+  T.raises(function() ml.nn.vit{width = 2} end, "vit: option 'width' does not apply")
+  T.raises(function() ml.nn.resnet18{experts = 4} end, "option 'experts' needs family = moe_cnn (the family is dense)")
+  T.raises(function() ml.nn.resnet18{ratio = 0.25} end, "option 'ratio' needs family = s_dense, sparse_cnn or moe_cnn")
+end)
+
 T.test("a Lua function as a module", function()
   local calls = 0
   local m = ml.nn.Sequential(ml.nn.Linear(3, 3), ml.nn.Lambda(function(x, training)
