@@ -18,8 +18,8 @@ if quick then epochs = 1 end
 ml.seed(0)
 local data = ml.data.mnist("data/mnist-10k")
 local train, test = data.train, data.test
-if quick then train, test = train:subset(1, 512), test:subset(1, 128) end
-local probe_n = quick and 32 or 256
+if quick then train, test = train:subset(1, 256), test:subset(1, 64) end
+local probe_n = quick and 16 or 256
 local x_probe, y_probe = test:batch(1, probe_n)
 
 local models = {

@@ -81,7 +81,8 @@ function nn.summary(m, input_shape, opts)
     if e.depth >= 1 and e.depth <= depth then
       local p = prof[e.path]
       local name = ("  "):rep(e.depth - 1) .. e.path
-      out[#out + 1] = ("%-36s %-34s %10s %10s %12.3f"):format(name:sub(1, 36), e.describe:sub(1, 34),
+      local desc = #e.describe > 34 and (e.describe:sub(1, 31) .. "...") or e.describe
+      out[#out + 1] = ("%-36s %-34s %10s %10s %12.3f"):format(name:sub(1, 36), desc,
         fmt_count(e.params), fmt_count(e.active), p and p.flops / 1e6 or 0)
       rows[#rows + 1] = {layer = e.path, type = e.type, params = e.params, active = e.active,
                          flops = p and p.flops or 0}

@@ -35,4 +35,16 @@ T.test("lemma1", function()
   end
 end)
 
+T.test("lipschitz_models", function()
+  local ok, out = run("examples/lipschitz_models.lua")
+  T.check(ok, "runs: " .. out:sub(-300))
+  local rows = 0
+  for g, mean, mx in out:gmatch("%%%s+([%d.]+)%s+[%d.]+%s+[%d.]+%s+([%d.]+)%s+([%d.]+)") do
+    rows = rows + 1
+    T.check(tonumber(g) > 0 and tonumber(mean) > 0 and tonumber(mean) <= tonumber(mx), "finite, ordered statistics")
+  end
+  T.check(rows == 2, "a row for the dense ViT and one for the V-MoE")
+  T.check(out:find("MoE / dense: loss%-gradient norm"), "the comparison line")
+end)
+
 T.done()
