@@ -43,8 +43,8 @@ T.test("lipschitz_models", function()
     rows = rows + 1
     T.check(tonumber(g) > 0 and tonumber(mean) > 0 and tonumber(mean) <= tonumber(mx), "finite, ordered statistics")
   end
-  T.check(rows == 2, "a row for the dense ViT and one for the V-MoE")
-  T.check(out:find("MoE / dense: loss%-gradient norm"), "the comparison line")
+  T.check(rows == 4, "a row for each model (CNN and MoE-CNN, ViT and V-MoE): " .. rows)
+  T.check(select(2, out:gsub("MoE / dense, %a+: +loss%-gradient norm", "")) == 2, "the comparison lines")
 end)
 
 T.done()
