@@ -246,15 +246,22 @@ static int l_router(lua_State *L) {
 
 static int l_moe_conv2d(lua_State *L) {
     lua_Integer in = luaL_checkinteger(L, 1), out = luaL_checkinteger(L, 2), k = luaL_checkinteger(L, 3);
-    static const char *const known[] = {"stride", "padding", "experts", "ratio", "router", "mask", NULL};
+    static const char *const known[] = {"stride", "padding", "experts", "ratio", "router", "mask",
+                                        "importance_weight", "switch_weight", NULL};
     mlua_check_options(L, 4, "MoEConv2d", known);
     const char *router = mlua_opt_string(L, 4, "router", "layer");
     if (strcmp(router, "layer") && strcmp(router, "global"))
         luaL_error(L, "MoEConv2d: router must be \"layer\" or \"global\", got \"%s\"", router);
-    return mlua_push_module(L, ml_nn_moe_conv2d(in, out, (int)k, (int)mlua_opt_integer(L, 4, "stride", 1),
-                                                (int)mlua_opt_integer(L, 4, "padding", (k - 1) / 2),
-                                                (int)mlua_opt_integer(L, 4, "experts", 2), mlua_opt_number(L, 4, "ratio", 0.5),
-                                                !strcmp(router, "global"), mlua_opt_bool(L, 4, "mask", false)));
+    double wi = mlua_opt_number(L, 4, "importance_weight", 0), ws = mlua_opt_number(L, 4, "switch_weight", 0);
+    ml_module *m = ml_nn_moe_conv2d(in, out, (int)k, (int)mlua_opt_integer(L, 4, "stride", 1),
+                                    (int)mlua_opt_integer(L, 4, "padding", (k - 1) / 2),
+                                    (int)mlua_opt_integer(L, 4, "experts", 2), mlua_opt_number(L, 4, "ratio", 0.5),
+                                    !strcmp(router, "global"), mlua_opt_bool(L, 4, "mask", false));
+    if (m && ml_moe_conv_set_balance(m, wi, ws)) {
+        ml_module_release(m);
+        m = NULL;
+    }
+    return mlua_push_module(L, m);
 }
 
 static int l_masked_conv2d(lua_State *L) {
@@ -302,7 +309,7 @@ static cJSON *to_json(lua_State *L, int idx, int depth) {
 static const char *const zoo_options[] = {
     "classes", "input", "width", "family", "ratio", "experts", "router", "mask", "normalize", "base_width", "depth",
     "widen", "hidden", "patch", "dim", "heads", "mlp", "eps", "moe_every", "k", "capacity_factor", "noise_std",
-    "importance_weight", "load_weight", "renormalize", "batch_priority", "round_capacity", NULL};
+    "importance_weight", "load_weight", "switch_weight", "renormalize", "batch_priority", "round_capacity", NULL};
 
 static int zoo(lua_State *L, const char *name) {
     if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TTABLE);

@@ -244,6 +244,11 @@ int ml_zoo_read_common(cJSON *cfg, ml_zoo_common *z, int def_c, int def_h, int d
         bool mask;
         if (ml_zoo_bool(cfg, "mask", false, &mask)) return -1;
         z->conv.mask = mask;
+        if (ml_zoo_double(cfg, "importance_weight", 0, &z->conv.w_importance) ||
+            ml_zoo_double(cfg, "switch_weight", 0, &z->conv.w_switch))
+            return -1;
+        if (z->conv.global && (z->conv.w_importance > 0 || z->conv.w_switch > 0))
+            return ml_failc("moe_cnn: importance_weight and switch_weight apply to per-layer routers (router = \"layer\")");
     } else {
         return ml_failc("model: unknown family \"%s\" (use dense, s_dense, sparse_cnn or moe_cnn)", fam);
     }
@@ -300,7 +305,7 @@ static bool in(const char *const *list, const char *name) {
 /* The options each model takes; anything else is refused (a typo or an option
  * of another model must not silently build something else). */
 #define COMMON "classes", "input", "normalize"
-#define FAMILY "width", "family", "ratio", "experts", "router", "mask"
+#define FAMILY "width", "family", "ratio", "experts", "router", "mask", "importance_weight", "switch_weight"
 #define VIT COMMON, "patch", "dim", "depth", "heads", "mlp", "eps"
 static const char *const opts_mlp[] = {COMMON, "width", "family", "hidden", NULL};
 static const char *const opts_cnn[] = {COMMON, FAMILY, NULL};
@@ -313,7 +318,9 @@ static const char *const opts_vmoe[] = {VIT, "moe_every", "experts", "k", "capac
                                         "round_capacity", NULL};
 /* family-specific options: which family they need */
 static const char *family_of_option(const char *key) {
-    if (!strcmp(key, "experts") || !strcmp(key, "router") || !strcmp(key, "mask")) return "moe_cnn";
+    if (!strcmp(key, "experts") || !strcmp(key, "router") || !strcmp(key, "mask") || !strcmp(key, "switch_weight") ||
+        !strcmp(key, "importance_weight"))
+        return "moe_cnn";
     if (!strcmp(key, "ratio")) return "s_dense, sparse_cnn or moe_cnn";
     return NULL;
 }

@@ -24,7 +24,14 @@
 /* ------------------------------------------------------------ conv specs */
 static ml_module *make_conv(const conv_spec *sp, int64_t cin, int64_t cout, int stride) {
     switch (sp->kind) {
-    case CONV_MOE: return ml_nn_moe_conv2d(cin, cout, 3, stride, 1, sp->experts, sp->ratio, sp->global, sp->mask);
+    case CONV_MOE: {
+        ml_module *m = ml_nn_moe_conv2d(cin, cout, 3, stride, 1, sp->experts, sp->ratio, sp->global, sp->mask);
+        if (m && ml_moe_conv_set_balance(m, sp->w_importance, sp->w_switch)) {
+            ml_module_release(m);
+            return NULL;
+        }
+        return m;
+    }
     case CONV_MASKED: return ml_nn_masked_conv2d(cin, cout, 3, stride, 1, sp->ratio);
     default: return ml_nn_conv2d(cin, cout, 3, stride, 1, 1, false);
     }

@@ -14,6 +14,7 @@ typedef struct {
     double ratio;
     bool global;
     bool mask;
+    double w_importance, w_switch; /* balancing losses of per-layer routers */
 } conv_spec;
 
 typedef ml_tensor *(*ml_zoo_fwd)(ml_module *m, ml_tensor *x, ml_ctx *ctx);

@@ -125,6 +125,40 @@ T.test("auxiliary losses in training mode", function()
   T.check(aux_asked ~= nil, "aux = true computes it")
 end)
 
+T.test("MoEConv2d balancing losses: values by hand, configs, gradients", function()
+  ml.seed(9)
+  local conv = ml.nn.MoEConv2d(3, 4, 3, {experts = 2, importance_weight = 0.5, switch_weight = 2})
+  conv:train()
+  local x = ml.randn(6, 3, 5, 5)
+  local _, tr, aux = conv:forward(x, {trace = true})
+  local e = tr[ml.nn.trace_layers(tr)[1]]
+  local p = e.probs                                          -- [6, 2]
+  local imp = p:sum(1)
+  local cv2 = imp:var(1, {unbiased = false}):item() / imp:mean():item() ^ 2
+  local f = ml.zeros(2)
+  for n = 1, 6 do f[e.experts[n][1]] = f[e.experts[n][1]] + 1 / 6 end
+  local sw = 2 * (p:mean(1) * f):sum():item()
+  T.near(aux:item(), 0.5 * cv2 + 2 * sw, 1e-5, "aux = 0.5 importance + 2 switch")
+  T.near(e.aux.importance, cv2, 1e-5, "the trace carries the importance value")
+  T.near(e.aux.switch, sw, 1e-5, "and the switch value E sum f_e P_e (unweighted)")
+  -- the router learns from the balancing loss alone
+  local w = conv:parameters()["router.weight"]
+  local g = ml.grad(aux, w)
+  T.check(g:abs():sum():item() > 0, "balancing loss reaches the router")
+  conv:eval()
+  local _, _, aux_eval = conv:forward(x)
+  T.check(aux_eval == nil, "no balancing loss in evaluation")
+  local m = ml.nn.moe_cnn{backbone = "cnn", input = {1, 28, 28}, switch_weight = 1}
+  T.check(m:config():find('"switch_weight":1', 1, true), "recorded in the model config")
+  local m2 = ml.nn.from_config(m:config())
+  m2:train()
+  local _, _, a2 = m2:forward(ml.rand(4, 1, 28, 28))
+  T.check(a2 ~= nil, "a rebuilt model keeps its balancing loss")
+  T.raises(function() ml.nn.moe_cnn{router = "global", switch_weight = 1} end, "apply to per-layer routers")
+  T.raises(function() ml.nn.MoEConv2d(3, 4, 3, {switch_weight = -1}) end, "must be >= 0")
+  T.raises(function() ml.nn.resnet18{switch_weight = 1} end, "needs family = moe_cnn")
+end)
+
 T.test("parameter groups, summary, configs", function()
   local model = ml.nn.moe_cnn{backbone = "resnet18", experts = 2, ratio = 0.5}
   local nr, nb = 0, 0

@@ -29,6 +29,7 @@ typedef struct {
     int64_t *start; /* first channel of each expert */
     bool global;    /* routed by the model's global router (ctx->route) */
     bool mask;      /* full compute then mask (reference form) instead of sparse */
+    double w_importance, w_switch; /* balancing losses of a per-layer router (0: off) */
 } moe_conv_state;
 
 static void moe_conv_destroy(ml_module *m) {
@@ -160,6 +161,23 @@ static ml_tensor *moe_conv_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
             ml_release(ids[e]);
         }
     }
+    /* balancing losses on a per-layer router (training, or when asked for) */
+    double aux_values[4] = {NAN, NAN, NAN, NAN};
+    if (out && ctx && probs && !s->global && (s->w_importance > 0 || s->w_switch > 0) &&
+        (m->training || ctx->want_aux || ctx->trace)) {
+        bool add = m->training || ctx->want_aux;
+        ml_tensor *terms[2] = {s->w_importance > 0 ? ml_aux_importance(probs) : NULL,
+                               s->w_switch > 0 ? ml_aux_switch(probs, experts) : NULL};
+        double w[2] = {s->w_importance, s->w_switch};
+        for (int i = 0; i < 2; i++) {
+            if (!terms[i]) continue;
+            ml_item(terms[i], &aux_values[i == 0 ? 0 : 2]);
+            ml_tensor *wt = add ? ml_mul_scalar(terms[i], w[i]) : NULL;
+            if (wt) ml_ctx_add_aux(ctx, wt);
+            ml_release(wt);
+            ml_release(terms[i]);
+        }
+    }
     if (out && ctx && ctx->trace) {
         ml_trace *tr = calloc(1, sizeof *tr);
         tr->layer = strdup(ctx->path);
@@ -173,7 +191,7 @@ static ml_tensor *moe_conv_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
         tr->kept = ml_full(ML_I64, 2, ts, 1.0);
         tr->load = ml_empty(ML_F32, 1, &E);
         for (int64_t e = 0; e < E; e++) ml_f32(tr->load)[e] = (float)count[e];
-        for (int k = 0; k < 4; k++) tr->aux[k] = NAN;
+        memcpy(tr->aux, aux_values, sizeof aux_values);
         ml_ctx_add_trace(ctx, tr);
     }
     free(count);
@@ -203,6 +221,8 @@ static cJSON *moe_conv_config(const ml_module *m) {
     cJSON_AddNumberToObject(c, "ratio", s->ratio);
     cJSON_AddStringToObject(c, "router", s->global ? "global" : "layer");
     cJSON_AddBoolToObject(c, "mask", s->mask);
+    if (s->w_importance > 0) cJSON_AddNumberToObject(c, "importance_weight", s->w_importance);
+    if (s->w_switch > 0) cJSON_AddNumberToObject(c, "switch_weight", s->w_switch);
     return c;
 }
 
@@ -227,7 +247,7 @@ ml_module *ml_nn_moe_conv2d(int64_t cin, int64_t cout, int k, int stride, int pa
     if (block < 1) block = 1;
     moe_conv_state *s = calloc(1, sizeof *s);
     if (!s) return ml_fail("out of memory");
-    *s = (moe_conv_state){cin, cout, k, stride, pad, experts, ratio, block, NULL, global_router, mask_form};
+    *s = (moe_conv_state){cin, cout, k, stride, pad, experts, ratio, block, NULL, global_router, mask_form, 0, 0};
     s->start = calloc((size_t)experts, sizeof *s->start);
     block_starts(s);
     ml_module *m = ml_module_new(&moe_conv_type, s);
@@ -257,7 +277,30 @@ static ml_module *moe_conv_from_config(const cJSON *c) {
     const char *router = ml_cfg_string(c, "router", "layer");
     if (strcmp(router, "layer") && strcmp(router, "global"))
         return ml_fail("MoEConv2d: router must be \"layer\" or \"global\", got \"%s\"", router);
-    return ml_nn_moe_conv2d(in, out, k, stride, pad, experts, ratio, !strcmp(router, "global"), mask);
+    double wi, ws;
+    if (ml_cfg_double(c, "importance_weight", 0, &wi) || ml_cfg_double(c, "switch_weight", 0, &ws)) return NULL;
+    ml_module *m = ml_nn_moe_conv2d(in, out, k, stride, pad, experts, ratio, !strcmp(router, "global"), mask);
+    if (m && ml_moe_conv_set_balance(m, wi, ws)) {
+        ml_module_release(m);
+        return NULL;
+    }
+    return m;
+}
+
+int ml_moe_conv_set_balance(ml_module *m, double importance_weight, double switch_weight) {
+    if (!(importance_weight >= 0) || !(switch_weight >= 0))
+        return ml_failc("MoEConv2d: importance_weight and switch_weight must be >= 0, got %g and %g", importance_weight,
+                        switch_weight);
+    if (m->type == &moe_conv_type) {
+        moe_conv_state *s = m->state;
+        if (s->global && (importance_weight > 0 || switch_weight > 0))
+            return ml_failc("MoEConv2d: balancing losses apply to per-layer routers, not to a global router");
+        s->w_importance = importance_weight;
+        s->w_switch = switch_weight;
+    }
+    for (int i = 0; i < m->n_children; i++)
+        if (ml_moe_conv_set_balance(m->children[i].m, importance_weight, switch_weight)) return -1;
+    return 0;
 }
 
 void ml_moe_conv_set_mask(ml_module *m, bool mask) {

@@ -12,7 +12,8 @@
  * MoE layer; the layer reads ctx->route). The sparse form computes only the
  * selected expert's channels for each sample; the mask form (full convolution
  * then channel mask times gate) is the reference and gives the same values
- * and gradients.
+ * and gradients. Optional balancing losses (ml_moe_conv_set_balance) keep a
+ * per-layer router from sending every sample to one expert.
  *
  * MaskedConv2d (Sparse-CNN, HYDRA-style): a static mask keeping the fraction
  * `ratio` of output channels with the largest scores; scores (group "router")
@@ -27,6 +28,12 @@ ml_module *ml_nn_moe_conv2d(int64_t cin, int64_t cout, int k, int stride, int pa
 ml_module *ml_nn_masked_conv2d(int64_t cin, int64_t cout, int k, int stride, int pad, double ratio);
 /* Switches every MoEConv2d in a tree between the sparse and the mask form. */
 void ml_moe_conv_set_mask(ml_module *m, bool mask);
+/* Balancing losses for the per-layer routers of every MoEConv2d in a tree
+ * (default 0: AdvMoE and W2 train without them): importance_weight times the
+ * CV^2 of the per-expert summed probabilities, switch_weight times the Switch
+ * loss E sum_e f_e P_e (route.h). Added to the context's auxiliary loss in
+ * training mode; their values go into the trace. */
+int ml_moe_conv_set_balance(ml_module *m, double importance_weight, double switch_weight);
 /* Number of MoEConv2d layers in a tree. */
 int ml_moe_conv_count(const ml_module *m);
 
