@@ -68,6 +68,10 @@ static void bmm_raw(const ml_tensor *a, bool ta, const ml_tensor *b, bool tb, ml
     int64_t K = ta ? a->shape[1] : a->shape[2];
     int64_t sa = a->shape[0] == 1 ? 0 : a->shape[1] * a->shape[2];
     int64_t sb = b->shape[0] == 1 ? 0 : b->shape[1] * b->shape[2];
+    /* many small products (attention heads): one per thread, each on one BLAS
+     * thread (ml_sgemm inside a parallel region does not split) */
+    bool par = B > 1 && M * N * K < 4 * ML_GEMM_SPLIT_MACS && !omp_in_parallel();
+    #pragma omp parallel for schedule(static) if (par)
     for (int64_t i = 0; i < B; i++)
         ml_sgemm(ta, tb, M, N, K, 1.0f, ml_f32(a) + i * sa, a->shape[2], ml_f32(b) + i * sb, b->shape[2], 0.0f,
                  ml_f32(out) + i * M * N, N);

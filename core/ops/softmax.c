@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "../autograd.h"
+#include "vmath.h"
 
 typedef struct {
     int64_t outer, R, inner;
@@ -20,8 +21,56 @@ static int make_layout(const char *fn, const ml_tensor *x, int dim, layout *l, i
     return 0;
 }
 
+/* One contiguous row (the common case: softmax over the last dimension). Lane
+ * arrays instead of scalar accumulators, so that max, exp and sum vectorise. */
+#define LANES 16
+ML_SIMD_CLONES
+static void row_softmax(const float *x, float *y, int64_t R, bool log_out) {
+    float mx[LANES];
+    for (int l = 0; l < LANES; l++) mx[l] = -INFINITY;
+    int64_t r = 0;
+    for (; r + LANES <= R; r += LANES)
+        for (int l = 0; l < LANES; l++) mx[l] = x[r + l] > mx[l] ? x[r + l] : mx[l];
+    float m = -INFINITY;
+    for (int l = 0; l < LANES; l++) m = mx[l] > m ? mx[l] : m;
+    for (; r < R; r++) m = x[r] > m ? x[r] : m;
+    if (isinf(m) && m < 0) m = 0; /* an all -inf row stays finite where it can */
+    float sum[LANES] = {0};
+    r = 0;
+    if (log_out) {
+        for (; r + LANES <= R; r += LANES)
+            for (int l = 0; l < LANES; l++) sum[l] += ml_vexpf(x[r + l] - m);
+    } else {
+        for (; r + LANES <= R; r += LANES)
+            for (int l = 0; l < LANES; l++) {
+                float e = ml_vexpf(x[r + l] - m);
+                y[r + l] = e;
+                sum[l] += e;
+            }
+    }
+    double s = 0;
+    for (int l = 0; l < LANES; l++) s += sum[l];
+    for (; r < R; r++) {
+        float e = ml_vexpf(x[r] - m);
+        if (!log_out) y[r] = e;
+        s += e;
+    }
+    if (log_out) {
+        float ls = (float)log(s) + m;
+        for (r = 0; r < R; r++) y[r] = x[r] - ls;
+    } else {
+        float inv = (float)(1.0 / s);
+        for (r = 0; r < R; r++) y[r] *= inv;
+    }
+}
+
 static void forward_kernel(const float *x, float *y, const layout *l, bool log_out) {
     int64_t R = l->R, inner = l->inner;
+    if (inner == 1) {
+        #pragma omp parallel for schedule(static) if (l->outer * R >= 32768 && l->outer > 1)
+        for (int64_t a = 0; a < l->outer; a++) row_softmax(x + a * R, y + a * R, R, log_out);
+        return;
+    }
     #pragma omp parallel for schedule(static) if (l->outer * R * inner >= 65536 && l->outer > 1)
     for (int64_t a = 0; a < l->outer; a++)
         for (int64_t i = 0; i < inner; i++) {
@@ -29,10 +78,10 @@ static void forward_kernel(const float *x, float *y, const layout *l, bool log_o
             float *yr = y + a * R * inner + i;
             float m = -INFINITY;
             for (int64_t r = 0; r < R; r++) m = xr[r * inner] > m ? xr[r * inner] : m;
-            if (isinf(m) && m < 0) m = 0; /* an all -inf row stays finite where it can */
+            if (isinf(m) && m < 0) m = 0;
             double s = 0;
             for (int64_t r = 0; r < R; r++) {
-                float e = expf(xr[r * inner] - m);
+                float e = ml_vexpf(xr[r * inner] - m);
                 if (!log_out) yr[r * inner] = e;
                 s += e;
             }
@@ -46,6 +95,28 @@ static void forward_kernel(const float *x, float *y, const layout *l, bool log_o
         }
 }
 
+/* Backward of one contiguous row: softmax gx = y (g - sum(g y)), log-softmax
+ * gx = g - exp(y) sum(g). */
+ML_SIMD_CLONES
+static void row_backward(const float *g, const float *y, float *o, int64_t R, bool log_out) {
+    float acc[LANES] = {0};
+    int64_t r = 0;
+    if (log_out)
+        for (; r + LANES <= R; r += LANES)
+            for (int l = 0; l < LANES; l++) acc[l] += g[r + l];
+    else
+        for (; r + LANES <= R; r += LANES)
+            for (int l = 0; l < LANES; l++) acc[l] += g[r + l] * y[r + l];
+    double s = 0;
+    for (int l = 0; l < LANES; l++) s += acc[l];
+    for (; r < R; r++) s += log_out ? (double)g[r] : (double)g[r] * y[r];
+    float sf = (float)s;
+    if (log_out)
+        for (r = 0; r < R; r++) o[r] = g[r] - ml_vexpf(y[r]) * sf;
+    else
+        for (r = 0; r < R; r++) o[r] = y[r] * (g[r] - sf);
+}
+
 /* softmax: gx = y * (g - sum(g y));  log_softmax: gx = g - softmax * sum(g) */
 static int backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
     ml_tensor *y = ml_saved(n, 0);
@@ -57,6 +128,12 @@ static int backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
     const float *gg = ml_f32(g), *yy = ml_f32(y);
     float *o = ml_f32(gx);
     int64_t R = l.R, inner = l.inner;
+    if (inner == 1) {
+        #pragma omp parallel for schedule(static) if (l.outer * R >= 32768 && l.outer > 1)
+        for (int64_t a = 0; a < l.outer; a++) row_backward(gg + a * R, yy + a * R, o + a * R, R, log_out);
+        gin[0] = gx;
+        return 0;
+    }
     #pragma omp parallel for schedule(static) if (l.outer * R * inner >= 65536 && l.outer > 1)
     for (int64_t a = 0; a < l.outer; a++)
         for (int64_t i = 0; i < inner; i++) {
@@ -65,7 +142,7 @@ static int backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
             if (log_out) {
                 for (int64_t r = 0; r < R; r++) s += gg[base + r * inner];
                 for (int64_t r = 0; r < R; r++)
-                    o[base + r * inner] = gg[base + r * inner] - expf(yy[base + r * inner]) * (float)s;
+                    o[base + r * inner] = gg[base + r * inner] - ml_vexpf(yy[base + r * inner]) * (float)s;
             } else {
                 for (int64_t r = 0; r < R; r++) s += (double)gg[base + r * inner] * yy[base + r * inner];
                 for (int64_t r = 0; r < R; r++)
