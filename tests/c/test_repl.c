@@ -166,8 +166,10 @@ TEST(ctrl_c_interrupts_lua_loops_and_c_kernels) {
     CHECK(start(&s));
     CHECK(expect(&s, 0, "moelab> ", 10));
     size_t m = s.len;
-    send(&s, "while true do end\r");
-    usleep(300000);
+    /* wait until the loop runs (a loaded machine may take a while to start it) */
+    send(&s, "print('loop' .. 'ing') while true do end\r");
+    CHECK(expect(&s, m, "looping", 10));
+    usleep(200000);
     send(&s, "\x03");
     CHECK(expect(&s, m, "interrupted", 5));
     CHECK(expect(&s, m, "moelab> ", 5));
@@ -176,8 +178,9 @@ TEST(ctrl_c_interrupts_lua_loops_and_c_kernels) {
     CHECK(expect(&s, m, "2", 5));
     /* a long C kernel: 400M normal draws poll the interrupt flag */
     m = s.len;
-    send(&s, "x = ml.randn(20000, 20000)\r");
-    usleep(500000);
+    send(&s, "print('draw' .. 'ing') x = ml.randn(20000, 20000)\r");
+    CHECK(expect(&s, m, "drawing", 10));
+    usleep(300000);
     send(&s, "\x03");
     CHECK(expect(&s, m, "interrupted", 10));
     CHECK(expect(&s, m, "moelab> ", 5));
