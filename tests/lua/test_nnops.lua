@@ -44,6 +44,27 @@ T.test("layer norm", function()
   T.gradcheck("layer_norm over 2 dims", function(a) return ml.layer_norm(a, {3, 4}) end, {x})
   T.raises(function() ml.layer_norm(x, 1, ml.ones(3)) end, "weight and bias must have 4 elements")
   T.raises(function() ml.layer_norm(x, {5}) end, "normalized shape does not match")
+  -- large enough for the threaded backward and rows longer than the 16 vector lanes
+  -- (and a tail): against the same normalisation composed of primitive ops
+  for _, D in ipairs{64, 37} do
+    local big, w, b = ml.randn(1200, D) * 3 + 1, ml.rand(D) + 0.5, ml.randn(D)
+    local g = ml.randn(1200, D)
+    local function composed(a, ww, bb)
+      local m = a:mean(2, true)
+      local v = ((a - m) * (a - m)):mean(2, true)
+      return (a - m) / (v + 1e-5):sqrt() * ww + bb
+    end
+    local grads = {}
+    for i, f in ipairs{function(a, ww, bb) return ml.layer_norm(a, 1, ww, bb) end, composed} do
+      local a, ww, bb = big:clone():requires_grad(), w:clone():requires_grad(), b:clone():requires_grad()
+      local y = f(a, ww, bb)
+      ;(y * g):sum():backward()
+      grads[i] = {y:detach(), a.grad, ww.grad, bb.grad}
+    end
+    for k, name in ipairs{"output", "input grad", "weight grad", "bias grad"} do
+      T.close(grads[1][k], grads[2][k], 1e-4, 1e-4, ("layer_norm D = %d: %s"):format(D, name))
+    end
+  end
 end)
 
 T.test("dropout", function()
