@@ -344,6 +344,24 @@ done:
             n->freed = true;
         }
     }
+    if (!retain_graph && rc == 0) {
+        /* The graph cannot be used again, so let go of the intermediate
+         * tensors it holds now rather than when Lua collects the root: their
+         * buffers go back to the allocator's cache for the next step (a
+         * training loop otherwise faults fresh pages for every activation).
+         * The nodes are pinned while their inputs go, since releasing one
+         * input can free other nodes of the list. */
+        for (int k = 0; k < all.n; k++) all.items[k]->refcount++;
+        for (int k = 0; k < all.n; k++) {
+            ml_node *n = all.items[k];
+            for (int i = 0; i < n->n_in; i++) {
+                ml_tensor *t = n->in[i];
+                n->in[i] = NULL;
+                ml_release(t);
+            }
+        }
+        for (int k = 0; k < all.n; k++) ml_node_release(all.items[k]);
+    }
     free(all.items);
     free(stack.items);
     free(order.items);

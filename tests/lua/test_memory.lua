@@ -34,4 +34,24 @@ T.test("freed storage is reused, not returned to the system each step", function
   T.check(ml.memory().cached_bytes == 0, "memory_trim empties the cache")
 end)
 
+T.test("backward lets go of the graph's intermediate tensors at once", function()
+  collectgarbage()
+  local x = ml.randn(500, 500):requires_grad()           -- 1 MB per tensor
+  local loss = ((x * 2):exp() * 3):tanh():sum()
+  local during = ml.memory().bytes
+  loss:backward()
+  collectgarbage()                                       -- frees only what Lua no longer holds
+  local after = ml.memory().bytes
+  -- x * 2, exp, * 3 and tanh: four 1 MB intermediates, freed while `loss` lives on;
+  -- what stays is x and its gradient
+  T.check(during >= 5e6 and after <= 2.2e6, ("intermediates freed by backward: %d -> %d bytes"):format(during, after))
+  T.check(x.grad ~= nil and x.grad:size(1) == 500, "the leaf keeps its gradient")
+  T.raises(function() loss:backward() end, "a second time")
+  local y = ml.randn(3):requires_grad()
+  local l2 = (y * y):sum()
+  l2:backward({retain_graph = true})
+  l2:backward()
+  T.close(y.grad, y:detach() * 4, 1e-6, 1e-6, "retain_graph keeps it for a second backward")
+end)
+
 T.done()
