@@ -11,19 +11,57 @@
 
 #include <inttypes.h>
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../autograd.h"
 #include "../parallel.h"
+#include "conv_internal.h"
 #include "linalg.h"
 
-typedef struct {
-    int64_t N, C, H, W, O, kh, kw, Ho, Wo;
-    int sh, sw, ph, pw, dh, dw, groups;
-    int64_t Cg, Og, K, P; /* per-group channels in/out, rows of col, output pixels */
-    bool direct;          /* 1x1, stride 1, no padding: col = x */
-} geom;
+typedef ml_conv_geom geom;
+
+/* ------------------------------------------------------------ choosing the implementation */
+static _Atomic int impl_mode = -1; /* ml_conv_impl, -1 until read from the environment */
+static _Atomic int64_t path_counts[6];
+
+static int conv_mode(void) {
+    int m = atomic_load(&impl_mode);
+    if (m < 0) {
+        const char *e = getenv("MOELAB_CONV");
+        m = e && !strcmp(e, "im2col") ? ML_CONV_IM2COL : ML_CONV_AUTO;
+        atomic_store(&impl_mode, m);
+    }
+    return m;
+}
+
+void ml_conv_set_impl(ml_conv_impl impl) { atomic_store(&impl_mode, (int)impl); }
+ml_conv_impl ml_conv_get_impl(void) { return (ml_conv_impl)conv_mode(); }
+
+bool ml_conv_direct_available(void) {
+#if defined(MOELAB_HAVE_AVX512_KERNELS) && (defined(__x86_64__) || defined(__i386__))
+    static int ok = -1;
+    if (ok < 0) {
+        __builtin_cpu_init();
+        ok = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    }
+    return ok == 1;
+#else
+    return false;
+#endif
+}
+
+void ml_conv_path_counts(int64_t counts[6]) {
+    for (int i = 0; i < 6; i++) counts[i] = atomic_load(&path_counts[i]);
+}
+
+/* which: 0 forward, 1 input gradient, 2 weight gradient */
+static bool use_direct(const geom *g, int which) {
+    bool d = conv_mode() == ML_CONV_AUTO && ml_conv_direct_available() && ml_conv_avx512_handles(g, which);
+    atomic_fetch_add(&path_counts[(d ? 0 : 3) + which], 1);
+    return d;
+}
 
 static int make_geom(const ml_tensor *x, const ml_tensor *w, const ml_conv_opts *o, geom *g) {
     if (x->dtype != ML_F32 || w->dtype != ML_F32) return ml_failc("conv2d: expects float32 tensors");
@@ -132,6 +170,10 @@ static void col2im(const geom *g, const float *col, float *x) {
 
 /* ------------------------------------------------------------ forward */
 static int conv_forward(const geom *g, const float *x, const float *w, const float *b, float *y) {
+    if (use_direct(g, 0)) {
+        ml_flops_add(2 * g->N * g->O * g->K * g->P);
+        return ml_conv_avx512_forward(g, x, w, b, y);
+    }
     int threads = omp_get_max_threads();
     if (threads > g->N) threads = (int)(g->N > 0 ? g->N : 1);
     size_t colsz = g->direct ? 1 : sizeof(float) * (size_t)(g->K * g->P);
@@ -173,39 +215,58 @@ static int conv_backward(ml_node *nd, ml_tensor *gout, ml_tensor **gin) {
     geom g = *(const geom *)nd->ctx;
     bool need_x = nd->needs[0], need_w = nd->needs[1], need_b = nd->n_in > 2 && nd->needs[2];
     const float *gy = ml_f32(gout), *xx = ml_f32(x), *ww = ml_f32(w);
-    ml_tensor *gx = need_x ? ml_zeros(ML_F32, 4, x->shape) : NULL;
-    ml_tensor *gw = need_w ? ml_zeros(ML_F32, 4, w->shape) : NULL;
+    /* the direct kernels write every element; col2im and the partial sums accumulate */
+    bool dx = need_x && use_direct(&g, 1), dw = need_w && use_direct(&g, 2);
+    bool ix = need_x && !dx, iw = need_w && !dw; /* left to im2col + sgemm */
+    ml_tensor *gx = need_x ? (dx ? ml_empty(ML_F32, 4, x->shape) : ml_zeros(ML_F32, 4, x->shape)) : NULL;
+    ml_tensor *gw = need_w ? (dw ? ml_empty(ML_F32, 4, w->shape) : ml_zeros(ML_F32, 4, w->shape)) : NULL;
     if ((need_x && !gx) || (need_w && !gw)) {
         ml_release(gx);
         ml_release(gw);
         return -1;
     }
-    if (need_x || need_w) {
+    if (dx || dw) {
+        int rc = 0;
+        if (dx) {
+            ml_flops_add(2 * g.N * g.O * g.K * g.P);
+            rc = ml_conv_avx512_input_grad(&g, gy, ww, ml_f32(gx));
+        }
+        if (dw && rc == 0) {
+            ml_flops_add(2 * g.N * g.O * g.K * g.P);
+            rc = ml_conv_avx512_weight_grad(&g, xx, gy, ml_f32(gw));
+        }
+        if (rc) {
+            ml_release(gx);
+            ml_release(gw);
+            return -1;
+        }
+    }
+    if (ix || iw) {
         int threads = omp_get_max_threads();
         if (threads > g.N) threads = (int)(g.N > 0 ? g.N : 1);
         size_t colsz = sizeof(float) * (size_t)(g.K * g.P), wsz = sizeof(float) * (size_t)ml_numel(w);
         float *cols = ml_alloc(colsz * (size_t)threads);
-        float *wpart = need_w ? ml_alloc(wsz * (size_t)threads) : NULL;
-        if (!cols || (need_w && !wpart)) {
+        float *wpart = iw ? ml_alloc(wsz * (size_t)threads) : NULL;
+        if (!cols || (iw && !wpart)) {
             ml_free(cols, colsz * (size_t)threads);
             ml_release(gx);
             ml_release(gw);
             return -1;
         }
-        if (need_w) memset(wpart, 0, wsz * (size_t)threads);
+        if (iw) memset(wpart, 0, wsz * (size_t)threads);
         int saved = ml_blas_single_begin();
         #pragma omp parallel num_threads(threads)
         {
             int t = omp_get_thread_num();
             float *col = (float *)((char *)cols + colsz * (size_t)t);
-            float *gwt = need_w ? (float *)((char *)wpart + wsz * (size_t)t) : NULL;
+            float *gwt = iw ? (float *)((char *)wpart + wsz * (size_t)t) : NULL;
             #pragma omp for schedule(dynamic, 1)
             for (int64_t n = 0; n < g.N; n++) {
                 if (ml_interrupt_pending()) continue;
                 for (int grp = 0; grp < g.groups; grp++) {
                     const float *gys = gy + (n * g.O + grp * g.Og) * g.P;
                     const float *wg = ww + grp * g.Og * g.K;
-                    if (need_w) {
+                    if (iw) {
                         const float *src = xx + (n * g.C + grp * g.Cg) * g.H * g.W;
                         if (!g.direct) {
                             im2col(&g, src, col);
@@ -213,7 +274,7 @@ static int conv_backward(ml_node *nd, ml_tensor *gout, ml_tensor **gin) {
                         }
                         ml_sgemm(false, true, g.Og, g.K, g.P, 1.0f, gys, g.P, src, g.P, 1.0f, gwt + grp * g.Og * g.K, g.K);
                     }
-                    if (need_x) {
+                    if (ix) {
                         float *gxs = ml_f32(gx) + (n * g.C + grp * g.Cg) * g.H * g.W;
                         if (g.direct) {
                             ml_sgemm(true, false, g.K, g.P, g.Og, 1.0f, wg, g.K, gys, g.P, 0.0f, gxs, g.P);
@@ -226,7 +287,7 @@ static int conv_backward(ml_node *nd, ml_tensor *gout, ml_tensor **gin) {
             }
         }
         ml_blas_single_end(saved);
-        if (need_w) {
+        if (iw) {
             float *dst = ml_f32(gw);
             int64_t nw = ml_numel(w);
             for (int t = 0; t < threads; t++) {

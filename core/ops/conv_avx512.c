@@ -1,0 +1,868 @@
+/* conv_avx512.c -- direct 2-d convolution with AVX-512: forward, input
+ * gradient and weight gradient, without im2col.
+ *
+ * Built with AVX-512 code generation for this file only (CMakeLists.txt);
+ * conv.c calls in here only after checking the CPU (ml_conv_avx512_usable).
+ *
+ * Prepared input. Each sample's input (or a block of nS samples) is copied
+ * once into a zero-bordered buffer, split into sy x sx phases for a strided
+ * convolution so that every tap reads consecutive floats:
+ *     xq [C][sy*sx phases][nS][Hq][Wq],  padded pixel (Y, X) of sample j is
+ *     phase (Y % sy, X % sx), row Y / sy, column X / sx.
+ * Output pixel (oy, ox) with tap (ki, kj) reads padded (oy sy + ki dh,
+ * ox sx + kj dw): phase ((ki dh) % sy, (kj dw) % sx) at row oy + ki dh / sy,
+ * column ox + kj dw / sx. So a tap is one offset `toff[t]` from the pixel's
+ * base oy Wq + ox, and consecutive output pixels read consecutive floats:
+ * stride, padding and dilation only change the offsets.
+ *
+ * Forward kernel (the register tile). 16 output channels sit in the lanes of
+ * a zmm register. A tile is RT rows x PW pixels (RP = RT PW <= 16) times RB
+ * blocks of 16 output channels, RP RB <= 28 accumulators. For every input
+ * channel and tap: RB weight vectors are loaded, each of the RP input values
+ * is broadcast (a memory operand of the FMA) and RP RB FMAs are issued. The
+ * weights are re-laid out once per call as [O/16 groups of RB][C][taps][RB][16]
+ * (zero-padded last block), so the loop reads them sequentially. The tile is
+ * stored by a 16 x 16 transpose into NCHW rows with masked stores (partial
+ * pixel and channel blocks never touch memory outside the output). Tiles with
+ * RT > 1 cover whole output rows (PW = Wo) for small images (4x4, 8x8).
+ *
+ * Input gradient. gx = "transposed convolution" of gy: for input row phase
+ * py (iy = py + sy a) and column phase px only the taps with
+ * (py + ph - ki dh) % sy == 0 contribute, and each reads gy at row
+ * a + (py + ph - ki dh) / sy. So each phase is a stride-1 correlation of a
+ * zero-padded gy with a tap subset of the (channel-transposed) weights: the
+ * forward kernel again, writing to a per-phase buffer that is interleaved
+ * into gx (or straight into gx when the stride is 1).
+ *
+ * Weight gradient. gw[o][c,t] = sum over samples and pixels of
+ * gy[o][p] x[c, t](p). Accumulators are R columns (c, t) x RB blocks of 16
+ * output channels; per output pixel RB vectors of the transposed gy
+ * (gyT[p][o]) are loaded and R input values broadcast. Samples are processed
+ * in blocks of nS (stacked in the prepared buffer) so that a pass has enough
+ * pixels even at 4x4; every thread sums into its own partial, reduced at the
+ * end.
+ *
+ * Work is split over (sample, band of output rows) with OpenMP; buffers are
+ * allocated once per call, per thread (ml_alloc); nothing is allocated per
+ * tile. Tile shapes are chosen per call by a small cost model (fma_cost). */
+#include "conv_internal.h"
+
+#if defined(__AVX512F__)
+
+#include <immintrin.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../error.h"
+#include "../tensor.h"
+
+#define AI static inline __attribute__((always_inline))
+#define SLACK 64 /* floats after a prepared buffer: partial tiles read up to 15 past a row */
+#define MAX_TAPS 4096
+
+static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+/* floor division for possibly negative a, b > 0 */
+static int64_t fdiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+/* ---------------------------------------------------------------- 16 x 16 transpose */
+AI void transpose16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
+        u[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+        u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+    }
+    /* u[4q + j] holds element 4L + j of rows 4q..4q+3 in 128-bit lane L */
+    for (int j = 0; j < 4; j++) {
+        __m512 a = _mm512_shuffle_f32x4(u[j], u[j + 4], 0x88);      /* e j, j+8: rows 0-3 | 4-7 */
+        __m512 b = _mm512_shuffle_f32x4(u[j], u[j + 4], 0xdd);      /* e j+4, j+12 */
+        __m512 c = _mm512_shuffle_f32x4(u[j + 8], u[j + 12], 0x88); /* rows 8-11 | 12-15 */
+        __m512 d = _mm512_shuffle_f32x4(u[j + 8], u[j + 12], 0xdd);
+        r[j] = _mm512_shuffle_f32x4(a, c, 0x88);
+        r[j + 8] = _mm512_shuffle_f32x4(a, c, 0xdd);
+        r[j + 4] = _mm512_shuffle_f32x4(b, d, 0x88);
+        r[j + 12] = _mm512_shuffle_f32x4(b, d, 0xdd);
+    }
+}
+
+static __mmask16 lanes(int64_t n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u); }
+
+/* ---------------------------------------------------------------- forward tile kernel */
+typedef struct {
+    const float *in;     /* prepared input, first channel, pixel (row 0 of the band, 0) */
+    int64_t cplane;      /* floats between input channels */
+    int64_t Wq;          /* floats between input rows */
+    const int32_t *toff; /* T tap offsets */
+    int T;
+    int64_t Cin;
+    const float *w;      /* [Cin][T][RB][16] */
+    const float *bias;   /* [RB * 16] or NULL */
+    float *out;          /* first output channel, pixel (row 0 of the band, 0) */
+    int64_t ostride;     /* floats between output channels */
+    int64_t npix;        /* output pixels per row; == PW when RT > 1 (rows are contiguous) */
+    int rows;            /* valid rows of the band, <= RT */
+    int nch;             /* valid output channels, <= RB * 16 */
+} fwd_args;
+
+typedef void (*fwd_fn)(const fwd_args *);
+
+AI void fwd_band(const int RT, const int PW, const int RB, const fwd_args *a) {
+    const int RP = RT * PW;
+    int64_t roff[4] = {0, a->Wq, 2 * a->Wq, 3 * a->Wq};
+    for (int64_t x0 = 0; x0 < a->npix; x0 += PW) {
+        __m512 acc[16][4];
+#pragma GCC unroll 16
+        for (int i = 0; i < RP; i++)
+#pragma GCC unroll 4
+            for (int b = 0; b < RB; b++) acc[i][b] = a->bias ? _mm512_load_ps(a->bias + 16 * b) : _mm512_setzero_ps();
+        const float *xc = a->in + x0;
+        const float *wp = a->w;
+        for (int64_t c = 0; c < a->Cin; c++, xc += a->cplane) {
+            for (int t = 0; t < a->T; t++, wp += 16 * RB) {
+                const float *xt = xc + a->toff[t];
+                __m512 wv[4];
+#pragma GCC unroll 4
+                for (int b = 0; b < RB; b++) wv[b] = _mm512_load_ps(wp + 16 * b);
+#pragma GCC unroll 4
+                for (int r = 0; r < RT; r++)
+#pragma GCC unroll 16
+                    for (int q = 0; q < PW; q++) {
+                        __m512 xv = _mm512_set1_ps(xt[roff[r] + q]);
+#pragma GCC unroll 4
+                        for (int b = 0; b < RB; b++) acc[r * PW + q][b] = _mm512_fmadd_ps(xv, wv[b], acc[r * PW + q][b]);
+                    }
+            }
+        }
+        int64_t nvalid = RT == 1 ? imin(PW, a->npix - x0) : (int64_t)a->rows * PW;
+        __mmask16 m = lanes(nvalid);
+        float *o = a->out + x0;
+#pragma GCC unroll 4
+        for (int b = 0; b < RB; b++) {
+            int nc = a->nch - 16 * b;
+            if (nc <= 0) break;
+            if (nc > 16) nc = 16;
+            __m512 v[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) v[i] = i < RP ? acc[i][b] : _mm512_setzero_ps();
+            transpose16(v);
+            float *ob = o + (int64_t)16 * b * a->ostride;
+            for (int ch = 0; ch < nc; ch++) _mm512_mask_storeu_ps(ob + ch * a->ostride, m, v[ch]);
+        }
+    }
+}
+
+#define FWD_VARIANTS(X) \
+    X(1,1,1) X(1,2,1) X(1,3,1) X(1,4,1) X(1,5,1) X(1,6,1) X(1,7,1) X(1,8,1) \
+    X(1,9,1) X(1,10,1) X(1,11,1) X(1,12,1) X(1,13,1) X(1,14,1) X(1,15,1) X(1,16,1) \
+    X(1,1,2) X(1,2,2) X(1,3,2) X(1,4,2) X(1,5,2) X(1,6,2) X(1,7,2) X(1,8,2) \
+    X(1,9,2) X(1,10,2) X(1,11,2) X(1,12,2) X(1,13,2) X(1,14,2) X(1,1,3) X(1,2,3) \
+    X(1,3,3) X(1,4,3) X(1,5,3) X(1,6,3) X(1,7,3) X(1,8,3) X(1,9,3) X(1,1,4) \
+    X(1,2,4) X(1,3,4) X(1,4,4) X(1,5,4) X(1,6,4) X(1,7,4) X(2,2,1) X(2,2,2) \
+    X(2,2,3) X(2,2,4) X(2,3,1) X(2,3,2) X(2,3,3) X(2,3,4) X(2,4,1) X(2,4,2) \
+    X(2,4,3) X(2,5,1) X(2,5,2) X(2,6,1) X(2,6,2) X(2,7,1) X(2,7,2) X(2,8,1) \
+    X(3,2,1) X(3,2,2) X(3,2,3) X(3,2,4) X(3,3,1) X(3,3,2) X(3,3,3) X(3,4,1) \
+    X(3,4,2) X(3,5,1) X(4,2,1) X(4,2,2) X(4,2,3) X(4,3,1) X(4,3,2) X(4,4,1)
+
+#define DEF_FWD(RT, PW, RB) \
+    static void fwd_##RT##_##PW##_##RB(const fwd_args *a) { fwd_band(RT, PW, RB, a); }
+FWD_VARIANTS(DEF_FWD)
+
+typedef struct {
+    int RT, PW, RB;
+    fwd_fn fn;
+} fwd_variant;
+#define ROW_FWD(RT, PW, RB) {RT, PW, RB, fwd_##RT##_##PW##_##RB},
+static const fwd_variant fwd_variants[] = {FWD_VARIANTS(ROW_FWD)};
+#define N_FWD ((int)(sizeof fwd_variants / sizeof fwd_variants[0]))
+
+static fwd_fn fwd_find(int RT, int PW, int RB) {
+    for (int i = 0; i < N_FWD; i++)
+        if (fwd_variants[i].RT == RT && fwd_variants[i].PW == PW && fwd_variants[i].RB == RB) return fwd_variants[i].fn;
+    return NULL;
+}
+
+/* Estimated cycles of one step (one input channel and tap) of an a x b
+ * register tile: FMAs at one zmm per cycle, loads (b weight vectors, a
+ * broadcasts) at about 3 per cycle, and at least the FMA latency (every
+ * accumulator is updated once per step). */
+static double fma_cost(int a, int b) {
+    double fma = (double)a * b, ld = (a + 2.0 * b) / 3.0, c = fma > ld ? fma : ld;
+    return c > 4.0 ? c : 4.0;
+}
+
+/* Forward plan of one "stride-1 correlation": output rows x npix, nb blocks
+ * of 16 channels, K steps (input channels x taps) per tile. */
+typedef struct {
+    int RT, PW, RB;
+    fwd_fn full, last; /* for groups of RB blocks and the last, smaller group */
+} fwd_plan;
+
+static const char *env_tile(void) {
+    static const char *v;
+    static int done;
+    if (!done) {
+        v = getenv("MOELAB_CONV_TILE"); /* "RTxPWxRB", for tuning */
+        done = 1;
+    }
+    return v;
+}
+
+static void fwd_choose(int64_t rows, int64_t npix, int nb, int64_t K, fwd_plan *p) {
+    double best = 1e300;
+    p->RT = 1, p->PW = 1, p->RB = 1;
+    for (int i = 0; i < N_FWD; i++) {
+        const fwd_variant *v = &fwd_variants[i];
+        if (v->RT > 1 && v->PW != npix) continue;
+        if (v->RB > nb || (v->RT == 1 && v->PW > npix && v->PW > 1)) continue;
+        int rem = nb % v->RB, RP = v->RT * v->PW;
+        if (rem && !fwd_find(v->RT, v->PW, rem)) continue;
+        double bands = (double)cdiv(rows, v->RT), tiles = (double)cdiv(npix, v->PW);
+        double per = (double)(nb / v->RB) * ((double)K * fma_cost(RP, v->RB) + 40 + 90.0 * v->RB);
+        if (rem) per += (double)K * fma_cost(RP, rem) + 40 + 90.0 * rem;
+        /* weights are streamed from L2 once per tile: a small penalty per step and block */
+        per += (double)K * 0.25 * nb;
+        double cost = bands * tiles * per;
+        if (cost < best) {
+            best = cost;
+            p->RT = v->RT, p->PW = v->PW, p->RB = v->RB;
+        }
+    }
+    const char *e = env_tile();
+    int rt, pw, rb;
+    if (e && sscanf(e, "%dx%dx%d", &rt, &pw, &rb) == 3 && fwd_find(rt, pw, rb) && (rt == 1 || pw == npix) && rb <= nb &&
+        (nb % rb == 0 || fwd_find(rt, pw, nb % rb)))
+        p->RT = rt, p->PW = pw, p->RB = rb;
+    p->full = fwd_find(p->RT, p->PW, p->RB);
+    p->last = nb % p->RB ? fwd_find(p->RT, p->PW, nb % p->RB) : p->full;
+}
+
+/* Weights for one plan: out channel o, in channel c, tap t read as
+ * src[o * so + c * sc + tidx[t]]; written as [groups of RB blocks][Cin][T][rb][16]. */
+static void relayout(const float *src, int64_t so, int64_t sc, const int32_t *tidx, int T, int64_t Cout, int64_t Cin,
+                     int nb, int RB, float *dst) {
+    for (int g0 = 0; g0 < nb; g0 += RB) {
+        int rb = (int)imin(RB, nb - g0);
+        float *d = dst + (int64_t)g0 * 16 * Cin * T;
+        for (int64_t c = 0; c < Cin; c++)
+            for (int t = 0; t < T; t++)
+                for (int b = 0; b < rb; b++)
+                    for (int l = 0; l < 16; l++) {
+                        int64_t o = (int64_t)(g0 + b) * 16 + l;
+                        *d++ = o < Cout ? src[o * so + c * sc + tidx[t]] : 0.0f;
+                    }
+    }
+}
+
+/* Runs a plan over output rows [r0, r1): in/out point at row 0 of channel 0. */
+static void fwd_rows(const fwd_plan *p, int nb, const float *in, int64_t cplane, int64_t Wq, const int32_t *toff, int T,
+                     int64_t Cin, const float *wr, const float *bias, float *out, int64_t ostride, int64_t orow,
+                     int64_t npix, int64_t Cout, int64_t r0, int64_t r1) {
+    fwd_args a = {.cplane = cplane, .Wq = Wq, .toff = toff, .T = T, .Cin = Cin, .ostride = ostride, .npix = npix};
+    for (int g0 = 0; g0 < nb; g0 += p->RB) {
+        int rb = (int)imin(p->RB, nb - g0);
+        fwd_fn fn = rb == p->RB ? p->full : p->last;
+        a.w = wr + (int64_t)g0 * 16 * Cin * T;
+        a.bias = bias ? bias + g0 * 16 : NULL;
+        a.nch = (int)imin(rb * 16, Cout - (int64_t)g0 * 16);
+        for (int64_t r = r0; r < r1; r += p->RT) {
+            a.rows = (int)imin(p->RT, r1 - r);
+            a.in = in + r * Wq;
+            a.out = out + (int64_t)g0 * 16 * ostride + r * orow;
+            fn(&a);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- preparing inputs */
+typedef struct {
+    int sy, sx;         /* phases */
+    int pt, pl;         /* zero rows / columns before the data */
+    int64_t Hq, Wq;     /* rows and columns of a phase plane */
+    int nS;             /* samples stacked per phase */
+    int64_t phplane;    /* nS Hq Wq */
+    int64_t cplane;     /* sy sx phplane */
+    uint64_t used;      /* phases some tap reads (bit ry sx + rx); the others are left unwritten */
+} prep_geom;
+
+static void prep_init(prep_geom *q, int sy, int sx, int pt, int pl, int64_t Hp, int64_t Wp, int nS) {
+    q->sy = sy, q->sx = sx, q->pt = pt, q->pl = pl, q->nS = nS;
+    q->Hq = cdiv(Hp, sy);
+    q->Wq = cdiv(Wp, sx);
+    q->phplane = (int64_t)nS * q->Hq * q->Wq;
+    q->cplane = (int64_t)sy * sx * q->phplane;
+    q->used = ~(uint64_t)0;
+}
+
+/* ns samples x[j] = x + j * sstride, each [C][H][W] -> dst [C][phases][nS][Hq][Wq].
+ * Every float of the used phases is written. */
+static void prep(const prep_geom *q, const float *x, int64_t sstride, int ns, int64_t C, int64_t H, int64_t W,
+                 float *dst) {
+    const int sy = q->sy, sx = q->sx;
+    const int64_t Hq = q->Hq, Wq = q->Wq;
+    for (int64_t c = 0; c < C; c++)
+        for (int ry = 0; ry < sy; ry++)
+            for (int rx = 0; rx < sx; rx++)
+                for (int j = 0; j < q->nS; j++) {
+                    if (!(q->used >> (ry * sx + rx) & 1)) continue;
+                    float *d = dst + c * q->cplane + (ry * sx + rx) * q->phplane + (int64_t)j * Hq * Wq;
+                    if (j >= ns) {
+                        memset(d, 0, sizeof(float) * (size_t)(Hq * Wq));
+                        continue;
+                    }
+                    const float *xs = x + j * sstride + c * H * W;
+                    /* columns u with 0 <= u sx + rx - pl < W */
+                    int64_t ulo = imax(0, cdiv(q->pl - rx, sx)), uhi = imin(Wq, cdiv(W + q->pl - rx, sx));
+                    if (uhi < ulo) uhi = ulo;
+                    for (int64_t v = 0; v < Hq; v++, d += Wq) {
+                        int64_t iy = v * sy + ry - q->pt;
+                        if (iy < 0 || iy >= H || ulo >= uhi) {
+                            memset(d, 0, sizeof(float) * (size_t)Wq);
+                            continue;
+                        }
+                        const float *s = xs + iy * W + rx - q->pl;
+                        for (int64_t u = 0; u < ulo; u++) d[u] = 0.0f;
+                        if (sx == 1)
+                            memcpy(d + ulo, s + ulo, sizeof(float) * (size_t)(uhi - ulo));
+                        else if (sx == 2)
+                            for (int64_t u = ulo; u < uhi; u++) d[u] = s[2 * u];
+                        else
+                            for (int64_t u = ulo; u < uhi; u++) d[u] = s[u * sx];
+                        for (int64_t u = uhi; u < Wq; u++) d[u] = 0.0f;
+                    }
+                }
+}
+
+/* Per-thread scratch: nbufs zeroed buffers of counts[i] floats each, followed
+ * by extra[i] floats (partial tiles and bands read past the last pixel into
+ * them; their lanes are never stored). */
+typedef struct {
+    float *base;
+    size_t bytes;
+} scratch;
+
+static int scratch_get(scratch *s, int threads, const int64_t *counts, const int64_t *extra, int nbufs,
+                       float **ptrs /* [threads][nbufs] */) {
+    size_t per = 0;
+    for (int i = 0; i < nbufs; i++) per += (size_t)((counts[i] + extra[i] + 15) / 16 * 16);
+    s->bytes = sizeof(float) * per * (size_t)threads;
+    s->base = ml_alloc(s->bytes);
+    if (!s->base) return -1;
+    for (int t = 0; t < threads; t++) {
+        float *p = s->base + per * (size_t)t;
+        for (int i = 0; i < nbufs; i++) {
+            ptrs[t * nbufs + i] = p;
+            size_t n = (size_t)((counts[i] + extra[i] + 15) / 16 * 16);
+            /* all of it: phases no tap reads are never written by prep, and
+             * partial tiles may read a few floats into them */
+            memset(p, 0, sizeof(float) * n);
+            p += n;
+        }
+    }
+    return 0;
+}
+
+static int pick_threads(int64_t items) {
+    int t = omp_get_max_threads();
+    if (t > items) t = (int)(items > 0 ? items : 1);
+    return t < 1 ? 1 : t;
+}
+
+/* Row chunks so that there are at least about 4 work items per thread. */
+static int64_t row_chunks(int64_t N, int64_t rows, int threads) {
+    if (threads <= 1 || N >= 4 * threads) return 1;
+    return imax(1, imin(rows, cdiv(4 * threads, N)));
+}
+
+/* ---------------------------------------------------------------- handles */
+#define MAX_PHASES 64
+
+bool ml_conv_avx512_handles(const ml_conv_geom *g, int which) {
+    /* a group must fill at least half the lanes of its output vectors */
+    int64_t cout = which == 1 ? g->Cg : g->Og;
+    if (cout < 8 && !(which == 1 && g->groups == 1)) return false;
+    if (g->kh * g->kw > MAX_TAPS || (int64_t)g->sh * g->sw > MAX_PHASES) return false;
+    /* 32-bit tap offsets and sane per-thread buffers */
+    int64_t Hp = g->H + 2 * (int64_t)g->ph + 2 * g->dh * g->kh, Wp = g->W + 2 * (int64_t)g->pw + 2 * g->dw * g->kw;
+    if ((Hp + 2) * (Wp + 2) * 4 > ((int64_t)1 << 30)) return false;
+    if (g->C * (Hp + 2) * (Wp + 2) > ((int64_t)1 << 28) || g->O * (Hp + 2) * (Wp + 2) > ((int64_t)1 << 28)) return false;
+    return true;
+}
+
+/* ---------------------------------------------------------------- forward */
+typedef struct {
+    prep_geom q;
+    int T;
+    int32_t toff[MAX_TAPS];
+    int32_t tidx[MAX_TAPS];
+} tap_plan;
+
+/* Taps of the forward convolution in the prepared layout. */
+static void forward_taps(const ml_conv_geom *g, int nS, tap_plan *tp) {
+    int64_t Hp = (g->Ho - 1) * g->sh + (g->kh - 1) * g->dh + 1, Wp = (g->Wo - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+    prep_init(&tp->q, g->sh, g->sw, g->ph, g->pw, Hp, Wp, nS);
+    tp->T = (int)(g->kh * g->kw);
+    tp->q.used = 0;
+    for (int64_t ki = 0; ki < g->kh; ki++)
+        for (int64_t kj = 0; kj < g->kw; kj++) {
+            int64_t yy = ki * g->dh, xx = kj * g->dw, t = ki * g->kw + kj;
+            tp->q.used |= (uint64_t)1 << ((yy % g->sh) * g->sw + xx % g->sw);
+            tp->toff[t] = (int32_t)(((yy % g->sh) * g->sw + xx % g->sw) * tp->q.phplane + (yy / g->sh) * tp->q.Wq + xx / g->sw);
+            tp->tidx[t] = (int32_t)t;
+        }
+}
+
+int ml_conv_avx512_forward(const ml_conv_geom *g, const float *x, const float *w, const float *b, float *y) {
+    tap_plan *tp = malloc(sizeof *tp);
+    if (!tp) return ml_failc("conv2d: out of memory");
+    forward_taps(g, 1, tp);
+    const prep_geom *q = &tp->q;
+    int T = tp->T, nb = (int)cdiv(g->Og, 16);
+    fwd_plan p;
+    fwd_choose(g->Ho, g->Wo, nb, g->Cg * T, &p);
+    int64_t wsz = (int64_t)g->groups * nb * 16 * g->Cg * T, bsz = b ? (int64_t)g->groups * nb * 16 : 0;
+    float *wr = ml_alloc(sizeof(float) * (size_t)(wsz + bsz));
+    if (!wr) {
+        free(tp);
+        return -1;
+    }
+    float *br = b ? wr + wsz : NULL;
+    for (int gi = 0; gi < g->groups; gi++) {
+        relayout(w + gi * g->Og * g->Cg * T, g->Cg * T, T, tp->tidx, T, g->Og, g->Cg, nb, p.RB,
+                 wr + (int64_t)gi * nb * 16 * g->Cg * T);
+        if (b)
+            for (int64_t o = 0; o < nb * 16; o++) br[gi * nb * 16 + o] = o < g->Og ? b[gi * g->Og + o] : 0.0f;
+    }
+    int threads0 = omp_get_max_threads();
+    int64_t chunks = row_chunks(g->N, g->Ho, threads0), items = g->N * chunks;
+    int threads = pick_threads(items);
+    int64_t xcount = g->C * q->cplane;
+    scratch s;
+    float *bufs[256];
+    if (threads > 256) threads = 256;
+    int64_t xextra = SLACK + 4 * q->Wq;
+    if (scratch_get(&s, threads, &xcount, &xextra, 1, bufs)) {
+        ml_free(wr, sizeof(float) * (size_t)(wsz + bsz));
+        free(tp);
+        return -1;
+    }
+    int64_t rows_per = cdiv(g->Ho, chunks);
+    #pragma omp parallel num_threads(threads)
+    {
+        float *xb = bufs[omp_get_thread_num()];
+        int64_t have = -1;
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) {
+            if (ml_interrupt_pending()) continue;
+            int64_t n = it / chunks, ch = it % chunks;
+            int64_t r0 = ch * rows_per, r1 = imin(g->Ho, r0 + rows_per);
+            if (r0 >= r1) continue;
+            if (have != n) {
+                prep(q, x + n * g->C * g->H * g->W, 0, 1, g->C, g->H, g->W, xb);
+                have = n;
+            }
+            for (int gi = 0; gi < g->groups; gi++)
+                fwd_rows(&p, nb, xb + gi * g->Cg * q->cplane, q->cplane, q->Wq, tp->toff, T, g->Cg,
+                         wr + (int64_t)gi * nb * 16 * g->Cg * T, br ? br + gi * nb * 16 : NULL,
+                         y + (n * g->O + gi * g->Og) * g->P, g->P, g->Wo, g->Wo, g->Og, r0, r1);
+        }
+    }
+    ml_free(s.base, s.bytes);
+    ml_free(wr, sizeof(float) * (size_t)(wsz + bsz));
+    free(tp);
+    return ml_interrupted() ? -1 : 0;
+}
+
+/* ---------------------------------------------------------------- input gradient */
+typedef struct {
+    int T;                  /* taps of this phase (0: no contribution) */
+    int64_t Ha, Wa;         /* rows and columns of gx in this phase */
+    fwd_plan p;
+    int64_t woff;           /* offset of its weights in the relayout buffer (per group) */
+    int64_t toff0;          /* first tap in the shared tables */
+} phase_plan;
+
+int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const float *w, float *gx) {
+    const int sy = g->sh, sx = g->sw, nph = sy * sx;
+    const int64_t H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo;
+    /* per row phase: valid ki and their gy row offsets e; the same for columns */
+    int64_t PT = 0, PB = 0, PL = 0, PR = 0;
+    tap_plan *tp = malloc(sizeof *tp);
+    phase_plan *ph = malloc(sizeof(phase_plan) * (size_t)nph);
+    if (!tp || !ph) {
+        free(tp);
+        free(ph);
+        return ml_failc("conv2d: out of memory");
+    }
+    for (int py = 0; py < sy; py++) {
+        int64_t Ha = py < H ? cdiv(H - py, sy) : 0;
+        for (int64_t ki = 0; ki < g->kh; ki++) {
+            int64_t v = py + g->ph - ki * g->dh;
+            if (((v % sy) + sy) % sy || Ha == 0) continue;
+            int64_t ev = fdiv(v, sy);
+            PT = imax(PT, -ev);
+            PB = imax(PB, Ha - 1 + ev - (Ho - 1));
+        }
+    }
+    for (int px = 0; px < sx; px++) {
+        int64_t Wa = px < W ? cdiv(W - px, sx) : 0;
+        for (int64_t kj = 0; kj < g->kw; kj++) {
+            int64_t v = px + g->pw - kj * g->dw;
+            if (((v % sx) + sx) % sx || Wa == 0) continue;
+            int64_t fv = fdiv(v, sx);
+            PL = imax(PL, -fv);
+            PR = imax(PR, Wa - 1 + fv - (Wo - 1));
+        }
+    }
+    prep_init(&tp->q, 1, 1, (int)PT, (int)PL, PT + Ho + PB, PL + Wo + PR, 1);
+    const prep_geom *q = &tp->q;
+    /* gx channels (Cg per group) are the outputs, gy channels (Og) the inputs */
+    int nb = (int)cdiv(g->Cg, 16);
+    int64_t Hamax = cdiv(H, sy), Wamax = cdiv(W, sx), wtot = 0;
+    int ntap = 0;
+    for (int py = 0; py < sy; py++)
+        for (int px = 0; px < sx; px++) {
+            phase_plan *pp = &ph[py * sx + px];
+            pp->Ha = py < H ? cdiv(H - py, sy) : 0;
+            pp->Wa = px < W ? cdiv(W - px, sx) : 0;
+            pp->toff0 = ntap;
+            pp->T = 0;
+            for (int64_t ki = 0; ki < g->kh; ki++) {
+                int64_t v = py + g->ph - ki * g->dh;
+                if (((v % sy) + sy) % sy) continue;
+                for (int64_t kj = 0; kj < g->kw; kj++) {
+                    int64_t u = px + g->pw - kj * g->dw;
+                    if (((u % sx) + sx) % sx) continue;
+                    tp->toff[ntap] = (int32_t)((fdiv(v, sy) + PT) * q->Wq + fdiv(u, sx) + PL);
+                    tp->tidx[ntap] = (int32_t)(ki * g->kw + kj);
+                    ntap++;
+                    pp->T++;
+                }
+            }
+            if (pp->Ha == 0 || pp->Wa == 0) pp->T = 0;
+            pp->woff = wtot;
+            if (pp->T) {
+                fwd_choose(pp->Ha, pp->Wa, nb, g->Og * pp->T, &pp->p);
+                wtot += (int64_t)nb * 16 * g->Og * pp->T;
+            }
+        }
+    int64_t KT = g->kh * g->kw;
+    float *wr = ml_alloc(sizeof(float) * (size_t)(wtot * g->groups + 1));
+    if (!wr) {
+        free(tp);
+        free(ph);
+        return -1;
+    }
+    for (int gi = 0; gi < g->groups; gi++)
+        for (int i = 0; i < nph; i++)
+            if (ph[i].T)
+                /* new output channel c (input channel of w), new input channel o: w[o][c][tap] */
+                relayout(w + gi * g->Og * g->Cg * KT, KT, g->Cg * KT, tp->tidx + ph[i].toff0, ph[i].T, g->Cg, g->Og, nb,
+                         ph[i].p.RB, wr + gi * wtot + ph[i].woff);
+    bool direct = nph == 1;
+    int threads0 = omp_get_max_threads();
+    int64_t chunks = row_chunks(g->N, Hamax, threads0), items = g->N * chunks;
+    int threads = pick_threads(items);
+    if (threads > 256) threads = 256;
+    int64_t counts[2] = {g->O * q->cplane, direct ? 0 : nph * g->Cg * Hamax * Wamax};
+    scratch s;
+    float *bufs[512];
+    int64_t extra[2] = {SLACK + 4 * q->Wq, 0};
+    if (scratch_get(&s, threads, counts, extra, 2, bufs)) {
+        ml_free(wr, sizeof(float) * (size_t)(wtot * g->groups + 1));
+        free(tp);
+        free(ph);
+        return -1;
+    }
+    int64_t rows_per = cdiv(Hamax, chunks), tplane = Hamax * Wamax;
+    #pragma omp parallel num_threads(threads)
+    {
+        float *gb = bufs[2 * omp_get_thread_num()], *tmp = bufs[2 * omp_get_thread_num() + 1];
+        int64_t have = -1;
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) {
+            if (ml_interrupt_pending()) continue;
+            int64_t n = it / chunks, ch = it % chunks;
+            int64_t a0 = ch * rows_per, a1 = imin(Hamax, a0 + rows_per);
+            if (a0 >= a1) continue;
+            if (have != n) {
+                prep(q, gy + n * g->O * Ho * Wo, 0, 1, g->O, Ho, Wo, gb);
+                have = n;
+            }
+            for (int gi = 0; gi < g->groups; gi++) {
+                const float *gin = gb + gi * g->Og * q->cplane;
+                float *gxs = gx + (n * g->C + gi * g->Cg) * H * W;
+                const float *wg = wr + gi * wtot;
+                if (direct) {
+                    phase_plan *pp = &ph[0];
+                    if (pp->T)
+                        fwd_rows(&pp->p, nb, gin, q->cplane, q->Wq, tp->toff + pp->toff0, pp->T, g->Og, wg + pp->woff,
+                                 NULL, gxs, H * W, W, W, g->Cg, a0, a1);
+                    else
+                        for (int64_t c = 0; c < g->Cg; c++) memset(gxs + c * H * W + a0 * W, 0, sizeof(float) * (size_t)((a1 - a0) * W));
+                    continue;
+                }
+                for (int i = 0; i < nph; i++) {
+                    phase_plan *pp = &ph[i];
+                    int64_t b1 = imin(a1, pp->Ha);
+                    if (!pp->T || a0 >= b1) continue;
+                    fwd_rows(&pp->p, nb, gin, q->cplane, q->Wq, tp->toff + pp->toff0, pp->T, g->Og, wg + pp->woff, NULL,
+                             tmp + i * g->Cg * tplane, tplane, pp->Wa, pp->Wa, g->Cg, a0, b1);
+                }
+                /* interleave the phases into gx rows py + sy a */
+                for (int64_t c = 0; c < g->Cg; c++)
+                    for (int py = 0; py < sy; py++)
+                        for (int64_t a = a0; a < a1; a++) {
+                            int64_t iy = py + sy * a;
+                            if (iy >= H) break;
+                            float *dst = gxs + c * H * W + iy * W;
+                            for (int px = 0; px < sx; px++) {
+                                phase_plan *pp = &ph[py * sx + px];
+                                const float *src = tmp + ((int64_t)(py * sx + px) * g->Cg + c) * tplane + a * pp->Wa;
+                                if (!pp->T)
+                                    for (int64_t bb = 0; bb < pp->Wa; bb++) dst[px + sx * bb] = 0.0f;
+                                else if (sx == 1)
+                                    memcpy(dst, src, sizeof(float) * (size_t)pp->Wa);
+                                else
+                                    for (int64_t bb = 0; bb < pp->Wa; bb++) dst[px + sx * bb] = src[bb];
+                            }
+                        }
+            }
+        }
+    }
+    ml_free(s.base, s.bytes);
+    ml_free(wr, sizeof(float) * (size_t)(wtot * g->groups + 1));
+    free(tp);
+    free(ph);
+    return ml_interrupted() ? -1 : 0;
+}
+
+/* ---------------------------------------------------------------- weight gradient kernel */
+typedef struct {
+    const float *base[12]; /* R columns: prepared input + column offset */
+    const float *gyT;      /* [pixels][Opad], at the first channel of the block group */
+    int64_t Opad;
+    int nS;
+    int64_t Ho, Wo, Hq, Wq;
+    float *part;           /* [R][Opad] at the first column and channel */
+} wg_args;
+
+typedef void (*wg_fn)(const wg_args *);
+
+AI void wg_kernel(const int R, const int RB, const wg_args *a) {
+    const float *bs[12];
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++) bs[r] = a->base[r];
+    __m512 acc[12][4];
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int b = 0; b < RB; b++) acc[r][b] = _mm512_setzero_ps();
+    const int64_t Opad = a->Opad;
+    const float *gp = a->gyT;
+    for (int j = 0; j < a->nS; j++)
+        for (int64_t oy = 0; oy < a->Ho; oy++) {
+            int64_t pix = ((int64_t)j * a->Hq + oy) * a->Wq;
+            for (int64_t ox = 0; ox < a->Wo; ox++, pix++, gp += Opad) {
+                __m512 gv[4];
+#pragma GCC unroll 4
+                for (int b = 0; b < RB; b++) gv[b] = _mm512_load_ps(gp + 16 * b);
+#pragma GCC unroll 12
+                for (int r = 0; r < R; r++) {
+                    __m512 xv = _mm512_set1_ps(bs[r][pix]);
+#pragma GCC unroll 4
+                    for (int b = 0; b < RB; b++) acc[r][b] = _mm512_fmadd_ps(xv, gv[b], acc[r][b]);
+                }
+            }
+        }
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int b = 0; b < RB; b++) {
+            float *d = a->part + r * Opad + 16 * b;
+            _mm512_store_ps(d, _mm512_add_ps(_mm512_load_ps(d), acc[r][b]));
+        }
+}
+
+#define WG_VARIANTS(X) \
+    X(1,1) X(2,1) X(3,1) X(4,1) X(5,1) X(6,1) X(7,1) X(8,1) \
+    X(9,1) X(10,1) X(11,1) X(12,1) X(1,2) X(2,2) X(3,2) X(4,2) \
+    X(5,2) X(6,2) X(7,2) X(8,2) X(9,2) X(10,2) X(11,2) X(12,2) \
+    X(1,3) X(2,3) X(3,3) X(4,3) X(5,3) X(6,3) X(7,3) X(8,3) \
+    X(1,4) X(2,4) X(3,4) X(4,4) X(5,4) X(6,4)
+
+#define DEF_WG(R, RB) \
+    static void wg_##R##_##RB(const wg_args *a) { wg_kernel(R, RB, a); }
+WG_VARIANTS(DEF_WG)
+
+typedef struct {
+    int R, RB;
+    wg_fn fn;
+} wg_variant;
+#define ROW_WG(R, RB) {R, RB, wg_##R##_##RB},
+static const wg_variant wg_variants[] = {WG_VARIANTS(ROW_WG)};
+#define N_WG ((int)(sizeof wg_variants / sizeof wg_variants[0]))
+
+static wg_fn wg_find(int R, int RB) {
+    for (int i = 0; i < N_WG; i++)
+        if (wg_variants[i].R == R && wg_variants[i].RB == RB) return wg_variants[i].fn;
+    return NULL;
+}
+
+typedef struct {
+    int R, RB;
+} wg_plan;
+
+static void wg_choose(int nb, int64_t K, int64_t pixels, wg_plan *p) {
+    double best = 1e300;
+    p->R = 1, p->RB = 1;
+    for (int i = 0; i < N_WG; i++) {
+        const wg_variant *v = &wg_variants[i];
+        if (v->RB > nb || v->R > K) continue;
+        double cost = 0;
+        for (int g0 = 0; g0 < nb; g0 += v->RB) {
+            int rb = (int)imin(v->RB, nb - g0);
+            if (!wg_find(v->R, rb)) {
+                cost = 1e300;
+                break;
+            }
+            int64_t full = K / v->R, rem = K % v->R;
+            cost += (double)full * ((double)pixels * fma_cost(v->R, rb) + 30 + 3.0 * v->R * rb);
+            if (rem) cost += (double)pixels * fma_cost((int)rem, rb) + 30 + 3.0 * rem * rb;
+        }
+        if (cost < best) {
+            best = cost;
+            p->R = v->R, p->RB = v->RB;
+        }
+    }
+}
+
+/* gyT[(j P + p) Opad + o] = gy[j][o][p] for o < Og, 0 for Og <= o < Opad */
+static void transpose_gy(const float *gy, int64_t sstride, int ns, int64_t Og, int64_t P, int64_t Opad, float *gyT) {
+    for (int j = 0; j < ns; j++) {
+        const float *src = gy + j * sstride;
+        float *dst = gyT + (int64_t)j * P * Opad;
+        for (int64_t o0 = 0; o0 < Opad; o0 += 16) {
+            int64_t no = imin(16, Og - o0);
+            for (int64_t p0 = 0; p0 < P; p0 += 16) {
+                int64_t np = imin(16, P - p0);
+                __mmask16 m = lanes(np);
+                __m512 v[16];
+                for (int i = 0; i < 16; i++)
+                    v[i] = i < no ? _mm512_maskz_loadu_ps(m, src + (o0 + i) * P + p0) : _mm512_setzero_ps();
+                transpose16(v);
+                for (int64_t i = 0; i < np; i++) _mm512_store_ps(dst + (p0 + i) * Opad + o0, v[i]);
+            }
+        }
+    }
+}
+
+int ml_conv_avx512_weight_grad(const ml_conv_geom *g, const float *x, const float *gy, float *gw) {
+    const int64_t P = g->P;
+    int threads0 = omp_get_max_threads();
+    /* samples per block: enough pixels per pass, and enough blocks for the threads */
+    int64_t nS = imax(1, imin(cdiv(256, P), g->N / (2 * threads0)));
+    if (nS > 64) nS = 64;
+    tap_plan *tp = malloc(sizeof *tp);
+    if (!tp) return ml_failc("conv2d: out of memory");
+    forward_taps(g, (int)nS, tp);
+    const prep_geom *q = &tp->q;
+    int T = tp->T, nb = (int)cdiv(g->Og, 16);
+    int64_t K = g->Cg * T, Opad = (int64_t)nb * 16;
+    wg_plan p;
+    wg_choose(nb, K, nS * P, &p);
+    int64_t blocks = cdiv(g->N, nS);
+    int threads = pick_threads(blocks);
+    if (threads > 256) threads = 256;
+    int64_t psz = (int64_t)g->groups * K * Opad;
+    int64_t counts[3] = {g->C * q->cplane, nS * P * Opad, psz};
+    scratch s;
+    float *bufs[768];
+    int64_t *coff = malloc(sizeof(int64_t) * (size_t)K);
+    int64_t extra[3] = {0, 0, 0};
+    if (!coff || scratch_get(&s, threads, counts, extra, 3, bufs)) {
+        free(coff);
+        free(tp);
+        return coff ? -1 : ml_failc("conv2d: out of memory");
+    }
+    for (int64_t c = 0; c < g->Cg; c++)
+        for (int t = 0; t < T; t++) coff[c * T + t] = c * q->cplane + tp->toff[t];
+    wg_fn full = wg_find(p.R, p.RB);
+    #pragma omp parallel num_threads(threads)
+    {
+        int tid = omp_get_thread_num();
+        float *xb = bufs[3 * tid], *gyT = bufs[3 * tid + 1], *part = bufs[3 * tid + 2];
+        memset(part, 0, sizeof(float) * (size_t)psz);
+        wg_args a = {.Opad = Opad, .Ho = g->Ho, .Wo = g->Wo, .Hq = q->Hq, .Wq = q->Wq};
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t blk = 0; blk < blocks; blk++) {
+            if (ml_interrupt_pending()) continue;
+            int64_t n0 = blk * nS;
+            int ns = (int)imin(nS, g->N - n0);
+            prep(q, x + n0 * g->C * g->H * g->W, g->C * g->H * g->W, ns, g->C, g->H, g->W, xb);
+            a.nS = ns;
+            for (int gi = 0; gi < g->groups; gi++) {
+                transpose_gy(gy + (n0 * g->O + gi * g->Og) * P, g->O * P, ns, g->Og, P, Opad, gyT);
+                const float *xg = xb + gi * g->Cg * q->cplane;
+                float *pg = part + gi * K * Opad;
+                for (int g0 = 0; g0 < nb; g0 += p.RB) {
+                    int rb = (int)imin(p.RB, nb - g0);
+                    a.gyT = gyT + g0 * 16;
+                    for (int64_t k0 = 0; k0 < K; k0 += p.R) {
+                        int R = (int)imin(p.R, K - k0);
+                        wg_fn fn = (R == p.R && rb == p.RB) ? full : wg_find(R, rb);
+                        for (int r = 0; r < R; r++) a.base[r] = xg + coff[k0 + r];
+                        a.part = pg + k0 * Opad + g0 * 16;
+                        fn(&a);
+                    }
+                }
+            }
+        }
+    }
+    /* reduce the partial sums into gw [O][Cg][kh][kw] = [groups][Og][K] */
+    for (int gi = 0; gi < g->groups; gi++)
+        for (int64_t o = 0; o < g->Og; o++) {
+            float *d = gw + (gi * g->Og + o) * K;
+            for (int64_t k = 0; k < K; k++) {
+                float sum = 0.0f;
+                for (int t = 0; t < threads; t++) sum += bufs[3 * t + 2][(gi * K + k) * Opad + o];
+                d[k] = sum;
+            }
+        }
+    ml_free(s.base, s.bytes);
+    free(coff);
+    free(tp);
+    return ml_interrupted() ? -1 : 0;
+}
+
+#else /* no AVX-512 code generation: the im2col path is used */
+
+bool ml_conv_avx512_handles(const ml_conv_geom *g, int which) {
+    (void)g;
+    (void)which;
+    return false;
+}
+int ml_conv_avx512_forward(const ml_conv_geom *g, const float *x, const float *w, const float *b, float *y) {
+    (void)g, (void)x, (void)w, (void)b, (void)y;
+    return -1;
+}
+int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const float *w, float *gx) {
+    (void)g, (void)gy, (void)w, (void)gx;
+    return -1;
+}
+int ml_conv_avx512_weight_grad(const ml_conv_geom *g, const float *x, const float *gy, float *gw) {
+    (void)g, (void)x, (void)gy, (void)gw;
+    return -1;
+}
+
+#endif

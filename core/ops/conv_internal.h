@@ -1,0 +1,32 @@
+/* conv_internal.h -- what conv.c shares with the direct (AVX-512) kernels in
+ * conv_avx512.c. Not a public header.
+ *
+ * All pointers are contiguous NCHW float32 arrays:
+ *   x  [N, C, H, W]        w  [O, Cg, kh, kw]       b [O] or NULL
+ *   y  [N, O, Ho, Wo]      gx like x, gw like w (written, not accumulated). */
+#ifndef ML_OPS_CONV_INTERNAL_H
+#define ML_OPS_CONV_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct {
+    int64_t N, C, H, W, O, kh, kw, Ho, Wo;
+    int sh, sw, ph, pw, dh, dw, groups;
+    int64_t Cg, Og, K, P; /* per-group channels in/out, rows of col, output pixels */
+    bool direct;          /* 1x1, stride 1, no padding: col = x */
+} ml_conv_geom;
+
+/* True when the direct kernels were compiled in and the CPU runs them. */
+bool ml_conv_avx512_usable(void);
+/* True when the direct kernels handle this geometry (any stride, padding,
+ * dilation and groups, as long as a group has enough output channels to fill
+ * the vector lanes and the buffers stay within 32-bit offsets). `which`:
+ * 0 forward, 1 input gradient, 2 weight gradient. */
+bool ml_conv_avx512_handles(const ml_conv_geom *g, int which);
+/* Return 0, or -1 with the error set (out of memory, interrupted). */
+int ml_conv_avx512_forward(const ml_conv_geom *g, const float *x, const float *w, const float *b, float *y);
+int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const float *w, float *gx);
+int ml_conv_avx512_weight_grad(const ml_conv_geom *g, const float *x, const float *gy, float *gw);
+
+#endif
