@@ -44,7 +44,7 @@
  *
  * Work is split over (sample, band of output rows) with OpenMP; buffers are
  * allocated once per call, per thread (ml_alloc); nothing is allocated per
- * tile. Tile shapes are chosen per call by a small cost model (fma_cost). */
+ * tile. Tile shapes are chosen per call by a small cost model (step_cost). */
 #include "conv_internal.h"
 
 #if defined(__AVX512F__)
@@ -110,6 +110,7 @@ typedef struct {
     const float *bias;   /* [RB * 16] or NULL */
     float *out;          /* first output channel, pixel (row 0 of the band, 0) */
     int64_t ostride;     /* floats between output channels */
+    int64_t orow;        /* floats between output rows (pixel lanes; channel lanes need orow == npix) */
     int64_t npix;        /* output pixels per row; == PW when RT > 1 (rows are contiguous) */
     int rows;            /* valid rows of the band, <= RT */
     int nch;             /* valid output channels, <= RB * 16 */
@@ -129,8 +130,13 @@ AI void fwd_band(const int RT, const int PW, const int RB, const fwd_args *a) {
         const float *xc = a->in + x0;
         const float *wp = a->w;
         for (int64_t c = 0; c < a->Cin; c++, xc += a->cplane) {
+            /* one base pointer per row, the tap offset as the shared index:
+             * every broadcast is then [row + 4 off + 4 q], no address arithmetic */
+            const float *xr[4];
+#pragma GCC unroll 4
+            for (int r = 0; r < RT; r++) xr[r] = xc + roff[r];
             for (int t = 0; t < a->T; t++, wp += 16 * RB) {
-                const float *xt = xc + a->toff[t];
+                const int64_t off = a->toff[t];
                 __m512 wv[4];
 #pragma GCC unroll 4
                 for (int b = 0; b < RB; b++) wv[b] = _mm512_load_ps(wp + 16 * b);
@@ -138,7 +144,7 @@ AI void fwd_band(const int RT, const int PW, const int RB, const fwd_args *a) {
                 for (int r = 0; r < RT; r++)
 #pragma GCC unroll 16
                     for (int q = 0; q < PW; q++) {
-                        __m512 xv = _mm512_set1_ps(xt[roff[r] + q]);
+                        __m512 xv = _mm512_set1_ps(xr[r][off + q]);
 #pragma GCC unroll 4
                         for (int b = 0; b < RB; b++) acc[r * PW + q][b] = _mm512_fmadd_ps(xv, wv[b], acc[r * PW + q][b]);
                     }
@@ -178,108 +184,221 @@ AI void fwd_band(const int RT, const int PW, const int RB, const fwd_args *a) {
     static void fwd_##RT##_##PW##_##RB(const fwd_args *a) { fwd_band(RT, PW, RB, a); }
 FWD_VARIANTS(DEF_FWD)
 
+/* ---------------------------------------------------------------- pixel-lane tile kernel */
+/* The other register tile: 16 consecutive output pixels of a row in the lanes,
+ * RC output channels x RR rows x VW vectors per row. Per input channel and
+ * tap: RC weights broadcast, RR VW vectors of input loaded (masked at the
+ * row's end), RC RR VW FMAs; stores go straight to NCHW rows. It suits few
+ * output channels (the 3 of an image's gradient, 8-channel MoE experts) and
+ * 1x1 convolutions (no transposes; contiguous rows are run as one long row).
+ * Weights: [groups of RC channels][Cin][T][rc]. */
+AI void pix_band(const int RR, const int VW, const int RC, const fwd_args *a) {
+    for (int64_t x0 = 0; x0 < a->npix; x0 += 16 * VW) {
+        __m512 acc[8][2][4];
+        __mmask16 m[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < VW; v++) m[v] = lanes(a->npix - x0 - 16 * v > 0 ? a->npix - x0 - 16 * v : 0);
+#pragma GCC unroll 8
+        for (int k = 0; k < RC; k++)
+#pragma GCC unroll 2
+            for (int r = 0; r < RR; r++)
+#pragma GCC unroll 4
+                for (int v = 0; v < VW; v++) acc[k][r][v] = a->bias ? _mm512_set1_ps(a->bias[k]) : _mm512_setzero_ps();
+        const float *xc = a->in + x0;
+        const float *wp = a->w;
+        for (int64_t c = 0; c < a->Cin; c++, xc += a->cplane) {
+            const float *xr[2] = {xc, xc + a->Wq};
+            for (int t = 0; t < a->T; t++, wp += RC) {
+                const int64_t off = a->toff[t];
+                __m512 wk[8];
+#pragma GCC unroll 8
+                for (int k = 0; k < RC; k++) wk[k] = _mm512_set1_ps(wp[k]);
+#pragma GCC unroll 2
+                for (int r = 0; r < RR; r++)
+#pragma GCC unroll 4
+                    for (int v = 0; v < VW; v++) {
+                        __m512 xv = _mm512_maskz_loadu_ps(m[v], xr[r] + off + 16 * v);
+#pragma GCC unroll 8
+                        for (int k = 0; k < RC; k++) acc[k][r][v] = _mm512_fmadd_ps(wk[k], xv, acc[k][r][v]);
+                    }
+            }
+        }
+        for (int k = 0; k < RC && k < a->nch; k++)
+#pragma GCC unroll 2
+            for (int r = 0; r < RR; r++) {
+                if (r >= a->rows) break;
+                float *o = a->out + k * a->ostride + r * a->orow + x0;
+#pragma GCC unroll 4
+                for (int v = 0; v < VW; v++) _mm512_mask_storeu_ps(o + 16 * v, m[v], acc[k][r][v]);
+            }
+    }
+}
+
+#define PIX_VARIANTS(X) \
+    X(1,1,1) X(1,1,2) X(1,1,3) X(1,1,4) X(1,1,5) X(1,1,6) X(1,1,7) X(1,1,8) \
+    X(1,2,1) X(1,2,2) X(1,2,3) X(1,2,4) X(1,2,5) X(1,2,6) X(1,2,7) X(1,2,8) \
+    X(2,1,1) X(2,1,2) X(2,1,3) X(2,1,4) X(2,1,5) X(2,1,6) X(2,1,7) X(2,1,8) \
+    X(2,2,1) X(2,2,2) X(2,2,3) X(2,2,4) X(2,2,5) X(2,2,6) \
+    X(1,4,1) X(1,4,2) X(1,4,3) X(1,4,4) X(1,4,5) X(1,4,6)
+
+#define DEF_PIX(RR, VW, RC) \
+    static void pix_##RR##_##VW##_##RC(const fwd_args *a) { pix_band(RR, VW, RC, a); }
+PIX_VARIANTS(DEF_PIX)
+
+/* ---------------------------------------------------------------- choosing a tile */
 typedef struct {
-    int RT, PW, RB;
+    int kind; /* 0 channels in lanes (RT, PW, RB), 1 pixels in lanes (RR, VW, RC) */
+    int a, b, c;
     fwd_fn fn;
 } fwd_variant;
-#define ROW_FWD(RT, PW, RB) {RT, PW, RB, fwd_##RT##_##PW##_##RB},
-static const fwd_variant fwd_variants[] = {FWD_VARIANTS(ROW_FWD)};
+#define ROW_FWD(RT, PW, RB) {0, RT, PW, RB, fwd_##RT##_##PW##_##RB},
+#define ROW_PIX(RR, VW, RC) {1, RR, VW, RC, pix_##RR##_##VW##_##RC},
+static const fwd_variant fwd_variants[] = {FWD_VARIANTS(ROW_FWD) PIX_VARIANTS(ROW_PIX)};
 #define N_FWD ((int)(sizeof fwd_variants / sizeof fwd_variants[0]))
 
-static fwd_fn fwd_find(int RT, int PW, int RB) {
+static fwd_fn fwd_find(int kind, int a, int b, int c) {
     for (int i = 0; i < N_FWD; i++)
-        if (fwd_variants[i].RT == RT && fwd_variants[i].PW == PW && fwd_variants[i].RB == RB) return fwd_variants[i].fn;
+        if (fwd_variants[i].kind == kind && fwd_variants[i].a == a && fwd_variants[i].b == b && fwd_variants[i].c == c)
+            return fwd_variants[i].fn;
     return NULL;
 }
 
-/* Estimated cycles of one step (one input channel and tap) of an a x b
- * register tile: FMAs at one zmm per cycle, loads (b weight vectors, a
- * broadcasts) at about 3 per cycle, and at least the FMA latency (every
- * accumulator is updated once per step). */
-static double fma_cost(int a, int b) {
-    double fma = (double)a * b, ld = (a + 2.0 * b) / 3.0, c = fma > ld ? fma : ld;
+/* Estimated cycles of one step (one input channel and tap) of a tile with
+ * `fma` FMAs, `bc` broadcasts and `vec` vector loads: FMAs at one zmm per
+ * cycle, loads at about 3 per cycle (a zmm load counts twice), and at least
+ * the FMA latency (every accumulator is updated once per step). */
+static double step_cost(int fma, int bc, int vec) {
+    double ld = (bc + 2.0 * vec) / 3.0, c = fma > ld ? fma : ld;
     return c > 4.0 ? c : 4.0;
 }
 
-/* Forward plan of one "stride-1 correlation": output rows x npix, nb blocks
- * of 16 channels, K steps (input channels x taps) per tile. */
+/* Plan of one "stride-1 correlation" over the prepared input: output rows x
+ * npix pixels, Cout channels, K steps (input channels x taps) per tile. */
 typedef struct {
-    int RT, PW, RB;
-    fwd_fn full, last; /* for groups of RB blocks and the last, smaller group */
+    int kind, a, b, c;  /* the variant of the full groups */
+    int64_t width;      /* output channels per group: RB 16 or RC */
+    fwd_fn full, last;  /* for the full groups and the last, narrower one */
+    bool flat;          /* input and output rows are contiguous: run rows as one long row */
 } fwd_plan;
 
 static const char *env_tile(void) {
     static const char *v;
     static int done;
     if (!done) {
-        v = getenv("MOELAB_CONV_TILE"); /* "RTxPWxRB", for tuning */
+        v = getenv("MOELAB_CONV_TILE"); /* "c:RTxPWxRB" or "p:RRxVWxRC", for tuning */
         done = 1;
     }
     return v;
 }
 
-static void fwd_choose(int64_t rows, int64_t npix, int nb, int64_t K, fwd_plan *p) {
-    double best = 1e300;
-    p->RT = 1, p->PW = 1, p->RB = 1;
-    for (int i = 0; i < N_FWD; i++) {
-        const fwd_variant *v = &fwd_variants[i];
-        if (v->RT > 1 && v->PW != npix) continue;
-        if (v->RB > nb || (v->RT == 1 && v->PW > npix && v->PW > 1)) continue;
-        int rem = nb % v->RB, RP = v->RT * v->PW;
-        if (rem && !fwd_find(v->RT, v->PW, rem)) continue;
-        double bands = (double)cdiv(rows, v->RT), tiles = (double)cdiv(npix, v->PW);
-        double per = (double)(nb / v->RB) * ((double)K * fma_cost(RP, v->RB) + 40 + 90.0 * v->RB);
-        if (rem) per += (double)K * fma_cost(RP, rem) + 40 + 90.0 * rem;
-        /* weights are streamed from L2 once per tile: a small penalty per step and block */
+/* Cost of a variant for the whole plane, or a negative number when it does not apply. */
+static double variant_cost(const fwd_variant *v, int64_t rows, int64_t npix, int64_t Cout, int64_t K) {
+    if (v->kind == 0) {
+        int RT = v->a, PW = v->b, RB = v->c, RP = RT * PW;
+        int nb = (int)cdiv(Cout, 16), rem = nb % RB;
+        if (RT > 1 && PW != npix) return -1;
+        if (RB > nb || (RT == 1 && PW > npix && PW > 1)) return -1;
+        if (rem && !fwd_find(0, RT, PW, rem)) return -1;
+        double per = (double)(nb / RB) * ((double)K * step_cost(RP * RB, RP, RB) + 40 + 90.0 * RB);
+        if (rem) per += (double)K * step_cost(RP * rem, RP, rem) + 40 + 90.0 * rem;
+        /* weights are streamed from L2 once per tile */
         per += (double)K * 0.25 * nb;
-        double cost = bands * tiles * per;
-        if (cost < best) {
-            best = cost;
-            p->RT = v->RT, p->PW = v->PW, p->RB = v->RB;
-        }
+        return (double)cdiv(rows, RT) * (double)cdiv(npix, PW) * per;
+    }
+    int RR = v->a, VW = v->b, RC = v->c;
+    int64_t groups = cdiv(Cout, RC), rc = Cout - (groups - 1) * RC;
+    if (RC > Cout || (RR > 1 && rows < RR) || (VW > 1 && 16 * (VW - 1) >= npix)) return -1;
+    if (rc != RC && !fwd_find(1, RR, VW, (int)rc)) return -1;
+    double per = (double)(groups - 1) * ((double)K * step_cost(RC * RR * VW, RC, RR * VW) + 20 + 2.0 * RC * RR * VW);
+    per += (double)K * step_cost((int)rc * RR * VW, (int)rc, RR * VW) + 20 + 2.0 * (double)rc * RR * VW;
+    return (double)cdiv(rows, RR) * (double)cdiv(npix, 16 * VW) * per;
+}
+
+static void fwd_choose(int64_t rows, int64_t npix, int64_t Wq, int64_t Cout, int64_t K, fwd_plan *p) {
+    p->flat = Wq == npix && rows > 1;
+    if (p->flat) npix *= rows, rows = 1;
+    double best = -1;
+    const fwd_variant *pick = &fwd_variants[0];
+    for (int i = 0; i < N_FWD; i++) {
+        double cost = variant_cost(&fwd_variants[i], rows, npix, Cout, K);
+        if (cost >= 0 && (best < 0 || cost < best)) best = cost, pick = &fwd_variants[i];
     }
     const char *e = env_tile();
-    int rt, pw, rb;
-    if (e && sscanf(e, "%dx%dx%d", &rt, &pw, &rb) == 3 && fwd_find(rt, pw, rb) && (rt == 1 || pw == npix) && rb <= nb &&
-        (nb % rb == 0 || fwd_find(rt, pw, nb % rb)))
-        p->RT = rt, p->PW = pw, p->RB = rb;
-    p->full = fwd_find(p->RT, p->PW, p->RB);
-    p->last = nb % p->RB ? fwd_find(p->RT, p->PW, nb % p->RB) : p->full;
+    int ea, eb, ec;
+    char kc;
+    if (e && sscanf(e, "%c:%dx%dx%d", &kc, &ea, &eb, &ec) == 4)
+        for (int i = 0; i < N_FWD; i++) {
+            const fwd_variant *v = &fwd_variants[i];
+            if (v->kind == (kc == 'p') && v->a == ea && v->b == eb && v->c == ec && variant_cost(v, rows, npix, Cout, K) >= 0)
+                pick = v;
+        }
+    p->kind = pick->kind, p->a = pick->a, p->b = pick->b, p->c = pick->c;
+    p->full = pick->fn;
+    if (p->kind == 0) {
+        p->width = 16 * p->c;
+        int rem = (int)(cdiv(Cout, 16) % p->c);
+        p->last = rem ? fwd_find(0, p->a, p->b, rem) : p->full;
+    } else {
+        p->width = p->c;
+        int rem = (int)(Cout % p->c);
+        p->last = rem ? fwd_find(1, p->a, p->b, rem) : p->full;
+    }
 }
 
 /* Weights for one plan: out channel o, in channel c, tap t read as
- * src[o * so + c * sc + tidx[t]]; written as [groups of RB blocks][Cin][T][rb][16]. */
-static void relayout(const float *src, int64_t so, int64_t sc, const int32_t *tidx, int T, int64_t Cout, int64_t Cin,
-                     int nb, int RB, float *dst) {
-    for (int g0 = 0; g0 < nb; g0 += RB) {
-        int rb = (int)imin(RB, nb - g0);
-        float *d = dst + (int64_t)g0 * 16 * Cin * T;
+ * src[o * so + c * sc + tidx[t]]; written as [groups][Cin][T][gw], a group of
+ * `width` output channels (the last one narrower), each group's width padded
+ * with zeros to a multiple of 16 for the channel-lane tiles. */
+static void relayout(const fwd_plan *p, const float *src, int64_t so, int64_t sc, const int32_t *tidx, int T,
+                     int64_t Cout, int64_t Cin, float *dst) {
+    for (int64_t g0 = 0; g0 < Cout; g0 += p->width) {
+        int64_t gw = imin(p->width, Cout - g0);
+        if (p->kind == 0) gw = cdiv(gw, 16) * 16;
+        float *d = dst + g0 * Cin * T;
         for (int64_t c = 0; c < Cin; c++)
             for (int t = 0; t < T; t++)
-                for (int b = 0; b < rb; b++)
-                    for (int l = 0; l < 16; l++) {
-                        int64_t o = (int64_t)(g0 + b) * 16 + l;
-                        *d++ = o < Cout ? src[o * so + c * sc + tidx[t]] : 0.0f;
-                    }
+                for (int64_t l = 0; l < gw; l++) {
+                    int64_t o = g0 + l;
+                    *d++ = o < Cout ? src[o * so + c * sc + tidx[t]] : 0.0f;
+                }
     }
 }
 
-/* Runs a plan over output rows [r0, r1): in/out point at row 0 of channel 0. */
-static void fwd_rows(const fwd_plan *p, int nb, const float *in, int64_t cplane, int64_t Wq, const int32_t *toff, int T,
+/* Floats of the relayout, rounded up so that the next one stays 64-byte aligned. */
+static int64_t relayout_size(const fwd_plan *p, int64_t Cout, int64_t Cin, int T) {
+    return cdiv((p->kind == 0 ? cdiv(Cout, 16) * 16 : Cout) * Cin * T, 16) * 16;
+}
+
+/* Runs a plan over output rows [r0, r1): in/out point at row 0 of channel 0;
+ * wr is the relayout, bias (optional) has the output channels padded to 16. */
+static void fwd_rows(const fwd_plan *p, const float *in, int64_t cplane, int64_t Wq, const int32_t *toff, int T,
                      int64_t Cin, const float *wr, const float *bias, float *out, int64_t ostride, int64_t orow,
                      int64_t npix, int64_t Cout, int64_t r0, int64_t r1) {
-    fwd_args a = {.cplane = cplane, .Wq = Wq, .toff = toff, .T = T, .Cin = Cin, .ostride = ostride, .npix = npix};
-    for (int g0 = 0; g0 < nb; g0 += p->RB) {
-        int rb = (int)imin(p->RB, nb - g0);
-        fwd_fn fn = rb == p->RB ? p->full : p->last;
-        a.w = wr + (int64_t)g0 * 16 * Cin * T;
-        a.bias = bias ? bias + g0 * 16 : NULL;
-        a.nch = (int)imin(rb * 16, Cout - (int64_t)g0 * 16);
-        for (int64_t r = r0; r < r1; r += p->RT) {
-            a.rows = (int)imin(p->RT, r1 - r);
+    fwd_args a = {.cplane = cplane, .Wq = Wq, .toff = toff, .T = T, .Cin = Cin, .ostride = ostride, .orow = orow,
+                  .npix = npix};
+    int step = p->a; /* rows per band: RT or RR */
+    if (p->flat) {
+        /* rows contiguous in input (Wq == npix) and output (orow == npix) */
+        a.npix = npix * (r1 - r0);
+        a.orow = a.npix;
+        in += r0 * Wq;
+        out += r0 * orow;
+        r1 -= r0;
+        r0 = 0;
+        step = 1;
+    }
+    for (int64_t g0 = 0; g0 < Cout; g0 += p->width) {
+        int64_t gw = imin(p->width, Cout - g0);
+        fwd_fn fn = gw == p->width ? p->full : p->last;
+        a.w = wr + g0 * Cin * T;
+        a.bias = bias ? bias + g0 : NULL;
+        a.nch = (int)gw;
+        for (int64_t r = p->flat ? 0 : r0; r < r1; r += step) {
+            a.rows = (int)imin(step, r1 - r);
             a.in = in + r * Wq;
-            a.out = out + (int64_t)g0 * 16 * ostride + r * orow;
+            a.out = out + g0 * ostride + r * a.orow;
             fn(&a);
+            if (p->flat) break;
         }
     }
 }
@@ -304,6 +423,46 @@ static void prep_init(prep_geom *q, int sy, int sx, int pt, int pl, int64_t Hp, 
     q->used = ~(uint64_t)0;
 }
 
+/* Address arithmetic that may point outside the row (only for masked lanes,
+ * which are never accessed): done on integers to keep the C semantics clean. */
+static const float *at(const float *p, int64_t off) {
+    return (const float *)((uintptr_t)p + (uintptr_t)(off * (int64_t)sizeof(float)));
+}
+
+/* lanes lo <= l < hi of 16 (any integers) */
+static __mmask16 lane_range(int64_t lo, int64_t hi) {
+    lo = imax(lo, 0);
+    hi = imin(hi, 16);
+    return hi > lo ? (__mmask16)(lanes(hi) & ~lanes(lo)) : (__mmask16)0;
+}
+
+/* One padded row, stride 1: d[u] = src[u + off] where 0 <= u + off < W (in),
+ * 0 elsewhere, u < n. Reads only valid source elements (masked loads). */
+static inline void prep_row1(float *d, int64_t n, const float *src, int64_t off, int64_t W, bool in) {
+    for (int64_t u0 = 0; u0 < n; u0 += 16) {
+        __mmask16 valid = in ? lane_range(-(u0 + off), W - (u0 + off)) : 0;
+        __m512 v = valid ? _mm512_maskz_loadu_ps(valid, at(src, u0 + off)) : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(d + u0, lanes(n - u0), v);
+    }
+}
+
+/* One padded row split into its two column phases: with P[X] = src[X + off]
+ * (0 outside 0 <= X + off < W or when !in), d0[u] = P[2u], d1[u] = P[2u + 1]
+ * for u < n; d0 or d1 may be NULL (phase not read by any tap). */
+static inline void prep_row2(float *d0, float *d1, int64_t n, const float *src, int64_t off, int64_t W, bool in) {
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (int64_t u0 = 0; u0 < n; u0 += 16) {
+        int64_t x0 = 2 * u0 + off; /* source column of P[2 u0] */
+        __mmask16 ma = in ? lane_range(-x0, W - x0) : 0, mb = in ? lane_range(-x0 - 16, W - x0 - 16) : 0;
+        __m512 a = ma ? _mm512_maskz_loadu_ps(ma, at(src, x0)) : _mm512_setzero_ps();
+        __m512 b = mb ? _mm512_maskz_loadu_ps(mb, at(src, x0 + 16)) : _mm512_setzero_ps();
+        __mmask16 st = lanes(n - u0);
+        if (d0) _mm512_mask_storeu_ps(d0 + u0, st, _mm512_permutex2var_ps(a, ev, b));
+        if (d1) _mm512_mask_storeu_ps(d1 + u0, st, _mm512_permutex2var_ps(a, od, b));
+    }
+}
+
 /* ns samples x[j] = x + j * sstride, each [C][H][W] -> dst [C][phases][nS][Hq][Wq].
  * Every float of the used phases is written. */
 static void prep(const prep_geom *q, const float *x, int64_t sstride, int ns, int64_t C, int64_t H, int64_t W,
@@ -311,36 +470,33 @@ static void prep(const prep_geom *q, const float *x, int64_t sstride, int ns, in
     const int sy = q->sy, sx = q->sx;
     const int64_t Hq = q->Hq, Wq = q->Wq;
     for (int64_t c = 0; c < C; c++)
-        for (int ry = 0; ry < sy; ry++)
-            for (int rx = 0; rx < sx; rx++)
-                for (int j = 0; j < q->nS; j++) {
-                    if (!(q->used >> (ry * sx + rx) & 1)) continue;
-                    float *d = dst + c * q->cplane + (ry * sx + rx) * q->phplane + (int64_t)j * Hq * Wq;
-                    if (j >= ns) {
-                        memset(d, 0, sizeof(float) * (size_t)(Hq * Wq));
-                        continue;
-                    }
-                    const float *xs = x + j * sstride + c * H * W;
-                    /* columns u with 0 <= u sx + rx - pl < W */
-                    int64_t ulo = imax(0, cdiv(q->pl - rx, sx)), uhi = imin(Wq, cdiv(W + q->pl - rx, sx));
-                    if (uhi < ulo) uhi = ulo;
-                    for (int64_t v = 0; v < Hq; v++, d += Wq) {
-                        int64_t iy = v * sy + ry - q->pt;
-                        if (iy < 0 || iy >= H || ulo >= uhi) {
-                            memset(d, 0, sizeof(float) * (size_t)Wq);
-                            continue;
+        for (int j = 0; j < q->nS; j++) {
+            float *dc = dst + c * q->cplane + (int64_t)j * Hq * Wq;
+            const float *xs = x + j * sstride + c * H * W;
+            /* padded row Y = v sy + ry of phase row (ry, v) reads input row Y - pt */
+            for (int64_t Y = 0; Y < Hq * sy; Y++) {
+                int ry = (int)(Y % sy);
+                int64_t v = Y / sy, iy = Y - q->pt;
+                bool in = j < ns && iy >= 0 && iy < H;
+                const float *src = in ? xs + iy * W : xs;
+                float *drow = dc + ry * sx * q->phplane + v * Wq; /* phase (ry, 0) */
+                if (sx == 1) {
+                    if (q->used >> (ry * sx) & 1) prep_row1(drow, Wq, src, -q->pl, W, in);
+                } else if (sx == 2) {
+                    bool u0 = q->used >> (ry * sx) & 1, u1 = q->used >> (ry * sx + 1) & 1;
+                    if (u0 || u1) prep_row2(u0 ? drow : NULL, u1 ? drow + q->phplane : NULL, Wq, src, -q->pl, W, in);
+                } else {
+                    for (int rx = 0; rx < sx; rx++) {
+                        if (!(q->used >> (ry * sx + rx) & 1)) continue;
+                        float *d = drow + rx * q->phplane;
+                        for (int64_t u = 0; u < Wq; u++) {
+                            int64_t ix = u * sx + rx - q->pl;
+                            d[u] = in && ix >= 0 && ix < W ? src[ix] : 0.0f;
                         }
-                        const float *s = xs + iy * W + rx - q->pl;
-                        for (int64_t u = 0; u < ulo; u++) d[u] = 0.0f;
-                        if (sx == 1)
-                            memcpy(d + ulo, s + ulo, sizeof(float) * (size_t)(uhi - ulo));
-                        else if (sx == 2)
-                            for (int64_t u = ulo; u < uhi; u++) d[u] = s[2 * u];
-                        else
-                            for (int64_t u = ulo; u < uhi; u++) d[u] = s[u * sx];
-                        for (int64_t u = uhi; u < Wq; u++) d[u] = 0.0f;
                     }
                 }
+            }
+        }
 }
 
 /* Per-thread scratch: nbufs zeroed buffers of counts[i] floats each, followed
@@ -388,9 +544,10 @@ static int64_t row_chunks(int64_t N, int64_t rows, int threads) {
 #define MAX_PHASES 64
 
 bool ml_conv_avx512_handles(const ml_conv_geom *g, int which) {
-    /* a group must fill at least half the lanes of its output vectors */
-    int64_t cout = which == 1 ? g->Cg : g->Og;
-    if (cout < 8 && !(which == 1 && g->groups == 1)) return false;
+    /* the weight gradient keeps 16 output channels in the lanes: a group
+     * must fill at least half of them (forward and input gradient have the
+     * pixel-lane tile for few channels) */
+    if (which == 2 && g->Og < 8) return false;
     if (g->kh * g->kw > MAX_TAPS || (int64_t)g->sh * g->sw > MAX_PHASES) return false;
     /* 32-bit tap offsets and sane per-thread buffers */
     int64_t Hp = g->H + 2 * (int64_t)g->ph + 2 * g->dh * g->kh, Wp = g->W + 2 * (int64_t)g->pw + 2 * g->dw * g->kw;
@@ -427,10 +584,11 @@ int ml_conv_avx512_forward(const ml_conv_geom *g, const float *x, const float *w
     if (!tp) return ml_failc("conv2d: out of memory");
     forward_taps(g, 1, tp);
     const prep_geom *q = &tp->q;
-    int T = tp->T, nb = (int)cdiv(g->Og, 16);
+    int T = tp->T;
     fwd_plan p;
-    fwd_choose(g->Ho, g->Wo, nb, g->Cg * T, &p);
-    int64_t wsz = (int64_t)g->groups * nb * 16 * g->Cg * T, bsz = b ? (int64_t)g->groups * nb * 16 : 0;
+    fwd_choose(g->Ho, g->Wo, q->Wq, g->Og, g->Cg * T, &p);
+    int64_t wper = relayout_size(&p, g->Og, g->Cg, T), bper = cdiv(g->Og, 16) * 16;
+    int64_t wsz = g->groups * wper, bsz = b ? g->groups * bper : 0;
     float *wr = ml_alloc(sizeof(float) * (size_t)(wsz + bsz));
     if (!wr) {
         free(tp);
@@ -438,10 +596,9 @@ int ml_conv_avx512_forward(const ml_conv_geom *g, const float *x, const float *w
     }
     float *br = b ? wr + wsz : NULL;
     for (int gi = 0; gi < g->groups; gi++) {
-        relayout(w + gi * g->Og * g->Cg * T, g->Cg * T, T, tp->tidx, T, g->Og, g->Cg, nb, p.RB,
-                 wr + (int64_t)gi * nb * 16 * g->Cg * T);
+        relayout(&p, w + gi * g->Og * g->Cg * T, g->Cg * T, T, tp->tidx, T, g->Og, g->Cg, wr + gi * wper);
         if (b)
-            for (int64_t o = 0; o < nb * 16; o++) br[gi * nb * 16 + o] = o < g->Og ? b[gi * g->Og + o] : 0.0f;
+            for (int64_t o = 0; o < bper; o++) br[gi * bper + o] = o < g->Og ? b[gi * g->Og + o] : 0.0f;
     }
     int threads0 = omp_get_max_threads();
     int64_t chunks = row_chunks(g->N, g->Ho, threads0), items = g->N * chunks;
@@ -472,9 +629,8 @@ int ml_conv_avx512_forward(const ml_conv_geom *g, const float *x, const float *w
                 have = n;
             }
             for (int gi = 0; gi < g->groups; gi++)
-                fwd_rows(&p, nb, xb + gi * g->Cg * q->cplane, q->cplane, q->Wq, tp->toff, T, g->Cg,
-                         wr + (int64_t)gi * nb * 16 * g->Cg * T, br ? br + gi * nb * 16 : NULL,
-                         y + (n * g->O + gi * g->Og) * g->P, g->P, g->Wo, g->Wo, g->Og, r0, r1);
+                fwd_rows(&p, xb + gi * g->Cg * q->cplane, q->cplane, q->Wq, tp->toff, T, g->Cg, wr + gi * wper,
+                         br ? br + gi * bper : NULL, y + (n * g->O + gi * g->Og) * g->P, g->P, g->Wo, g->Wo, g->Og, r0, r1);
         }
     }
     ml_free(s.base, s.bytes);
@@ -527,7 +683,6 @@ int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const floa
     prep_init(&tp->q, 1, 1, (int)PT, (int)PL, PT + Ho + PB, PL + Wo + PR, 1);
     const prep_geom *q = &tp->q;
     /* gx channels (Cg per group) are the outputs, gy channels (Og) the inputs */
-    int nb = (int)cdiv(g->Cg, 16);
     int64_t Hamax = cdiv(H, sy), Wamax = cdiv(W, sx), wtot = 0;
     int ntap = 0;
     for (int py = 0; py < sy; py++)
@@ -552,8 +707,8 @@ int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const floa
             if (pp->Ha == 0 || pp->Wa == 0) pp->T = 0;
             pp->woff = wtot;
             if (pp->T) {
-                fwd_choose(pp->Ha, pp->Wa, nb, g->Og * pp->T, &pp->p);
-                wtot += (int64_t)nb * 16 * g->Og * pp->T;
+                fwd_choose(pp->Ha, pp->Wa, q->Wq, g->Cg, g->Og * pp->T, &pp->p);
+                wtot += relayout_size(&pp->p, g->Cg, g->Og, pp->T);
             }
         }
     int64_t KT = g->kh * g->kw;
@@ -567,8 +722,8 @@ int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const floa
         for (int i = 0; i < nph; i++)
             if (ph[i].T)
                 /* new output channel c (input channel of w), new input channel o: w[o][c][tap] */
-                relayout(w + gi * g->Og * g->Cg * KT, KT, g->Cg * KT, tp->tidx + ph[i].toff0, ph[i].T, g->Cg, g->Og, nb,
-                         ph[i].p.RB, wr + gi * wtot + ph[i].woff);
+                relayout(&ph[i].p, w + gi * g->Og * g->Cg * KT, KT, g->Cg * KT, tp->tidx + ph[i].toff0, ph[i].T, g->Cg,
+                         g->Og, wr + gi * wtot + ph[i].woff);
     bool direct = nph == 1;
     int threads0 = omp_get_max_threads();
     int64_t chunks = row_chunks(g->N, Hamax, threads0), items = g->N * chunks;
@@ -606,7 +761,7 @@ int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const floa
                 if (direct) {
                     phase_plan *pp = &ph[0];
                     if (pp->T)
-                        fwd_rows(&pp->p, nb, gin, q->cplane, q->Wq, tp->toff + pp->toff0, pp->T, g->Og, wg + pp->woff,
+                        fwd_rows(&pp->p, gin, q->cplane, q->Wq, tp->toff + pp->toff0, pp->T, g->Og, wg + pp->woff,
                                  NULL, gxs, H * W, W, W, g->Cg, a0, a1);
                     else
                         for (int64_t c = 0; c < g->Cg; c++) memset(gxs + c * H * W + a0 * W, 0, sizeof(float) * (size_t)((a1 - a0) * W));
@@ -616,7 +771,7 @@ int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const floa
                     phase_plan *pp = &ph[i];
                     int64_t b1 = imin(a1, pp->Ha);
                     if (!pp->T || a0 >= b1) continue;
-                    fwd_rows(&pp->p, nb, gin, q->cplane, q->Wq, tp->toff + pp->toff0, pp->T, g->Og, wg + pp->woff, NULL,
+                    fwd_rows(&pp->p, gin, q->cplane, q->Wq, tp->toff + pp->toff0, pp->T, g->Og, wg + pp->woff, NULL,
                              tmp + i * g->Cg * tplane, tplane, pp->Wa, pp->Wa, g->Cg, a0, b1);
                 }
                 /* interleave the phases into gx rows py + sy a */
@@ -737,13 +892,22 @@ static void wg_choose(int nb, int64_t K, int64_t pixels, wg_plan *p) {
                 break;
             }
             int64_t full = K / v->R, rem = K % v->R;
-            cost += (double)full * ((double)pixels * fma_cost(v->R, rb) + 30 + 3.0 * v->R * rb);
-            if (rem) cost += (double)pixels * fma_cost((int)rem, rb) + 30 + 3.0 * rem * rb;
+            cost += (double)full * ((double)pixels * step_cost(v->R * rb, v->R, rb) + 30 + 3.0 * v->R * rb);
+            if (rem) cost += (double)pixels * step_cost((int)rem * rb, (int)rem, rb) + 30 + 3.0 * rem * rb;
         }
         if (cost < best) {
             best = cost;
             p->R = v->R, p->RB = v->RB;
         }
+    }
+    static const char *e;
+    static int done;
+    if (!done) e = getenv("MOELAB_CONV_WG"), done = 1; /* "RxRB", for tuning */
+    int r, rb;
+    if (e && sscanf(e, "%dx%d", &r, &rb) == 2 && wg_find(r, rb) && rb <= nb && r <= K) {
+        bool ok = true;
+        for (int g0 = 0; g0 < nb; g0 += rb) ok &= wg_find(r, (int)imin(rb, nb - g0)) != NULL;
+        if (ok) p->R = r, p->RB = rb;
     }
 }
 
