@@ -4,8 +4,9 @@
  * [N, O, Ho, Wo], Ho = (H + 2 pad_h - dil_h (kh - 1) - 1) / stride_h + 1.
  * On a CPU with AVX-512 the forward pass and both gradients run on direct
  * convolution kernels of our own (ops/conv_avx512.c: register-tiled, no
- * im2col; see docs/PERFORMANCE.md). Elsewhere, and for shapes those kernels
- * do not take (groups with fewer than 8 output channels), it is im2col +
+ * im2col; see docs/PERFORMANCE.md). Elsewhere, and for what those kernels
+ * do not take (the weight gradient of groups with fewer than 8 output
+ * channels), it is im2col +
  * sgemm per sample (OpenMP over samples, OpenBLAS at one thread inside), 1x1
  * stride-1 convolutions as a plain GEMM; that path is also the reference the
  * tests compare the direct one with. The weight may be a view (a block of

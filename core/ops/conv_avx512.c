@@ -50,7 +50,9 @@
 #if defined(__AVX512F__)
 
 #include <immintrin.h>
+#include <inttypes.h>
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,8 +67,9 @@
 static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 static int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
-/* floor division for possibly negative a, b > 0 */
+/* floor and ceiling division for possibly negative a, b > 0 */
 static int64_t fdiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+static int64_t cdiv_any(int64_t a, int64_t b) { return -fdiv(-a, b); }
 
 /* ---------------------------------------------------------------- 16 x 16 transpose */
 AI void transpose16(__m512 r[16]) {
@@ -114,6 +117,8 @@ typedef struct {
     int64_t npix;        /* output pixels per row; == PW when RT > 1 (rows are contiguous) */
     int rows;            /* valid rows of the band, <= RT */
     int nch;             /* valid output channels, <= RB * 16 */
+    int64_t x0;          /* edge kernels: the tile's first pixel */
+    int kilo, kihi;      /* edge kernels with RT == 1: the tap rows to compute */
 } fwd_args;
 
 typedef void (*fwd_fn)(const fwd_args *);
@@ -245,6 +250,123 @@ AI void pix_band(const int RR, const int VW, const int RC, const fwd_args *a) {
     static void pix_##RR##_##VW##_##RC(const fwd_args *a) { pix_band(RR, VW, RC, a); }
 PIX_VARIANTS(DEF_PIX)
 
+/* ---------------------------------------------------------------- 3x3 tiles that skip the padding */
+/* A 3x3 convolution with padding multiplies zeros at the image border: a
+ * third of the taps of a border pixel, 31% of all products at 4x4, 16% at
+ * 8x8. These tiles unroll the 9 taps (slot t = ki 3 + kj, in the order of
+ * their input offsets) and leave out, at compile time, the products flagged
+ * as reading padding: FL bit 1 pixel 0 of each row with the left tap column,
+ * bit 2 pixel PW - 1 with the right one, bit 4 row 0 of the tile with the top
+ * tap row, bit 8 row RT - 1 with the bottom one. One tile per call (at
+ * a->x0); with RT == 1 whole tap rows are skipped at run time (a->kilo,
+ * a->kihi). Flags are set by fwd_rows only where every left-out product does
+ * read padding, so the results are those of the plain tile. */
+AI void edge_band(const int RT, const int PW, const int RB, const int FL, const fwd_args *a) {
+    const int RP = RT * PW;
+    int64_t roff[4] = {0, a->Wq, 2 * a->Wq, 3 * a->Wq};
+    const int kilo = RT == 1 ? a->kilo : 0, kihi = RT == 1 ? a->kihi : 3;
+    __m512 acc[16][4];
+#pragma GCC unroll 16
+    for (int i = 0; i < RP; i++)
+#pragma GCC unroll 4
+        for (int b = 0; b < RB; b++) acc[i][b] = a->bias ? _mm512_load_ps(a->bias + 16 * b) : _mm512_setzero_ps();
+    const float *xc = a->in + a->x0;
+    const float *wp = a->w;
+    for (int64_t c = 0; c < a->Cin; c++, xc += a->cplane, wp += 9 * 16 * RB) {
+        const float *xr[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < RT; r++) xr[r] = xc + roff[r];
+#pragma GCC unroll 3
+        for (int ki = 0; ki < 3; ki++) {
+            if (RT == 1 && (ki < kilo || ki >= kihi)) continue;
+#pragma GCC unroll 3
+            for (int kj = 0; kj < 3; kj++) {
+                const int t = ki * 3 + kj;
+                const int64_t off = a->toff[t];
+                __m512 wv[4];
+#pragma GCC unroll 4
+                for (int b = 0; b < RB; b++) wv[b] = _mm512_load_ps(wp + 16 * (t * RB + b));
+#pragma GCC unroll 4
+                for (int r = 0; r < RT; r++) {
+                    if ((FL & 4) && RT > 1 && r == 0 && ki == 0) continue;
+                    if ((FL & 8) && RT > 1 && r == RT - 1 && ki == 2) continue;
+#pragma GCC unroll 16
+                    for (int q = 0; q < PW; q++) {
+                        if ((FL & 1) && q == 0 && kj == 0) continue;
+                        if ((FL & 2) && q == PW - 1 && kj == 2) continue;
+                        __m512 xv = _mm512_set1_ps(xr[r][off + q]);
+#pragma GCC unroll 4
+                        for (int b = 0; b < RB; b++) acc[r * PW + q][b] = _mm512_fmadd_ps(xv, wv[b], acc[r * PW + q][b]);
+                    }
+                }
+            }
+        }
+    }
+    int64_t nvalid = RT == 1 ? imin(PW, a->npix - a->x0) : (int64_t)a->rows * PW;
+    __mmask16 m = lanes(nvalid);
+    float *o = a->out + a->x0;
+#pragma GCC unroll 4
+    for (int b = 0; b < RB; b++) {
+        int nc = a->nch - 16 * b;
+        if (nc <= 0) break;
+        if (nc > 16) nc = 16;
+        __m512 v[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) v[i] = i < RP ? acc[i][b] : _mm512_setzero_ps();
+        transpose16(v);
+        float *ob = o + (int64_t)16 * b * a->ostride;
+        for (int ch = 0; ch < nc; ch++) _mm512_mask_storeu_ps(ob + ch * a->ostride, m, v[ch]);
+    }
+}
+
+/* multi-row tiles (whole rows, PW == npix) with all 16 flag sets; row tiles with L and R */
+#define EDGE_MULTI(X) X(4, 4, 1) X(2, 4, 1) X(2, 4, 2) X(2, 8, 1)
+#define EDGE_ROW(X) \
+    X(1, 16, 1) X(1, 8, 1) X(1, 8, 2) X(1, 8, 3) X(1, 4, 1) X(1, 4, 2) X(1, 4, 3) X(1, 4, 4) X(1, 12, 1) X(1, 12, 2)
+#define DEF_EDGE1(RT, PW, RB, FL) \
+    static void edge_##RT##_##PW##_##RB##_##FL(const fwd_args *a) { edge_band(RT, PW, RB, FL, a); }
+#define DEF_EDGE4(RT, PW, RB) \
+    DEF_EDGE1(RT, PW, RB, 0) DEF_EDGE1(RT, PW, RB, 1) DEF_EDGE1(RT, PW, RB, 2) DEF_EDGE1(RT, PW, RB, 3)
+#define DEF_EDGE16(RT, PW, RB) \
+    DEF_EDGE4(RT, PW, RB) DEF_EDGE1(RT, PW, RB, 4) DEF_EDGE1(RT, PW, RB, 5) DEF_EDGE1(RT, PW, RB, 6) \
+    DEF_EDGE1(RT, PW, RB, 7) DEF_EDGE1(RT, PW, RB, 8) DEF_EDGE1(RT, PW, RB, 9) DEF_EDGE1(RT, PW, RB, 10) \
+    DEF_EDGE1(RT, PW, RB, 11) DEF_EDGE1(RT, PW, RB, 12) DEF_EDGE1(RT, PW, RB, 13) DEF_EDGE1(RT, PW, RB, 14) \
+    DEF_EDGE1(RT, PW, RB, 15)
+EDGE_MULTI(DEF_EDGE16)
+EDGE_ROW(DEF_EDGE4)
+
+typedef struct {
+    int RT, PW, RB;
+    fwd_fn fn[16]; /* by flags */
+} edge_variant;
+#define E4(RT, PW, RB) \
+    edge_##RT##_##PW##_##RB##_0, edge_##RT##_##PW##_##RB##_1, edge_##RT##_##PW##_##RB##_2, edge_##RT##_##PW##_##RB##_3
+#define ROW_EDGE16(RT, PW, RB) \
+    {RT, PW, RB, {E4(RT, PW, RB), edge_##RT##_##PW##_##RB##_4, edge_##RT##_##PW##_##RB##_5, \
+                  edge_##RT##_##PW##_##RB##_6, edge_##RT##_##PW##_##RB##_7, edge_##RT##_##PW##_##RB##_8, \
+                  edge_##RT##_##PW##_##RB##_9, edge_##RT##_##PW##_##RB##_10, edge_##RT##_##PW##_##RB##_11, \
+                  edge_##RT##_##PW##_##RB##_12, edge_##RT##_##PW##_##RB##_13, edge_##RT##_##PW##_##RB##_14, \
+                  edge_##RT##_##PW##_##RB##_15}},
+#define ROW_EDGE4(RT, PW, RB) {RT, PW, RB, {E4(RT, PW, RB), E4(RT, PW, RB), E4(RT, PW, RB), E4(RT, PW, RB)}},
+static const edge_variant edge_variants[] = {EDGE_MULTI(ROW_EDGE16) EDGE_ROW(ROW_EDGE4)};
+#define N_EDGE ((int)(sizeof edge_variants / sizeof edge_variants[0]))
+
+static const edge_variant *edge_find(int RT, int PW, int RB) {
+    for (int i = 0; i < N_EDGE; i++)
+        if (edge_variants[i].RT == RT && edge_variants[i].PW == PW && edge_variants[i].RB == RB) return &edge_variants[i];
+    return NULL;
+}
+
+/* For a 3x3 plan: output positions where each tap row / column reads data
+ * (not padding): tap row ki is valid for output rows vy[ki][0] <= r < vy[ki][1]. */
+typedef struct {
+    bool on;
+    int64_t vy[3][2], vx[3][2];
+} edge_geom;
+
+static bool ev_y(const edge_geom *e, int ki, int64_t r) { return r >= e->vy[ki][0] && r < e->vy[ki][1]; }
+static bool ev_x(const edge_geom *e, int kj, int64_t x) { return x >= e->vx[kj][0] && x < e->vx[kj][1]; }
+
 /* ---------------------------------------------------------------- choosing a tile */
 typedef struct {
     int kind; /* 0 channels in lanes (RT, PW, RB), 1 pixels in lanes (RR, VW, RC) */
@@ -275,12 +397,55 @@ static double step_cost(int fma, int bc, int vec) {
 /* Plan of one "stride-1 correlation" over the prepared input: output rows x
  * npix pixels, Cout channels, K steps (input channels x taps) per tile. */
 typedef struct {
-    int kind, a, b, c;  /* the variant of the full groups */
+    int kind, a, b, c;  /* the variant of the full groups; kind 2: edge tiles (RT, PW, RB) */
     int64_t width;      /* output channels per group: RB 16 or RC */
     fwd_fn full, last;  /* for the full groups and the last, narrower one */
+    const edge_variant *efull, *elast; /* kind 2 */
+    edge_geom eg;       /* kind 2: where the taps read padding */
     bool flat;          /* input and output rows are contiguous: run rows as one long row */
 } fwd_plan;
 
+/* Flags of an edge tile at band row r (RT rows, rows valid) and pixel x0. */
+static int edge_flags(const edge_geom *e, int RT, int PW, int rows, int64_t r, int64_t x0, int64_t npix) {
+    int fl = 0;
+    if (!ev_x(e, 0, x0)) fl |= 1;
+    if (x0 + PW - 1 >= npix || !ev_x(e, 2, x0 + PW - 1)) fl |= 2;
+    if (RT > 1) {
+        if (!ev_y(e, 0, r)) fl |= 4;
+        if (rows < RT || !ev_y(e, 2, r + RT - 1)) fl |= 8;
+    }
+    return fl;
+}
+
+/* Tap rows (RT == 1 tiles) to compute for output row r: those reading data. */
+static void edge_rows(const edge_geom *e, int64_t r, int *lo, int *hi) {
+    *lo = 0, *hi = 3;
+    while (*lo < 3 && !ev_y(e, *lo, r)) (*lo)++;
+    while (*hi > *lo && !ev_y(e, *hi - 1, r)) (*hi)--;
+}
+
+/* Fraction of the products an edge tiling computes (the rest read padding). */
+static double edge_fraction(const edge_geom *e, int RT, int PW, int64_t rows, int64_t npix) {
+    double done = 0, all = 0;
+    for (int64_t r = 0; r < rows; r += RT) {
+        int nr = (int)imin(RT, rows - r);
+        for (int64_t x0 = 0; x0 < npix; x0 += PW) {
+            int fl = edge_flags(e, RT, PW, nr, r, x0, npix);
+            for (int i = 0; i < RT; i++) {
+                int lo = 0, hi = 3;
+                if (RT == 1) edge_rows(e, r, &lo, &hi);
+                if ((fl & 4) && i == 0) lo = lo > 1 ? lo : 1;
+                if ((fl & 8) && i == RT - 1) hi = hi < 2 ? hi : 2;
+                int act = hi > lo ? hi - lo : 0;
+                done += act * (3.0 * PW - !!(fl & 1) - !!(fl & 2));
+                all += 9.0 * PW;
+            }
+        }
+    }
+    return all > 0 ? done / all : 1;
+}
+
+static bool env_tile_edge_off(void);
 static const char *env_tile(void) {
     static const char *v;
     static int done;
@@ -289,6 +454,12 @@ static const char *env_tile(void) {
         done = 1;
     }
     return v;
+}
+
+/* MOELAB_CONV_TILE=...:noedge keeps the forced tile's padded products (tuning) */
+static bool env_tile_edge_off(void) {
+    const char *e = env_tile();
+    return e && strstr(e, "noedge");
 }
 
 /* Cost of a variant for the whole plane, or a negative number when it does not apply. */
@@ -314,14 +485,40 @@ static double variant_cost(const fwd_variant *v, int64_t rows, int64_t npix, int
     return (double)cdiv(rows, RR) * (double)cdiv(npix, 16 * VW) * per;
 }
 
-static void fwd_choose(int64_t rows, int64_t npix, int64_t Wq, int64_t Cout, int64_t K, fwd_plan *p) {
+/* Test hook (conv_internal.h): force a tile family where it applies. */
+static _Atomic int forced_kind = -1;
+static _Atomic int64_t kind_counts[3];
+void ml_conv_avx512_force_kind(int kind) { atomic_store(&forced_kind, kind); }
+void ml_conv_avx512_kind_counts(int64_t counts[3]) {
+    for (int i = 0; i < 3; i++) counts[i] = atomic_load(&kind_counts[i]);
+}
+
+/* eg (optional): a 3x3 convolution whose taps are in offset order, with the
+ * output positions where each tap row and column reads data. */
+static void fwd_choose(int64_t rows, int64_t npix, int64_t Wq, int64_t Cout, int64_t K, const edge_geom *eg,
+                       fwd_plan *p) {
     p->flat = Wq == npix && rows > 1;
     if (p->flat) npix *= rows, rows = 1;
+    p->eg.on = false;
     double best = -1;
     const fwd_variant *pick = &fwd_variants[0];
+    bool edge = false;
+    int force = atomic_load(&forced_kind);
+    if (force == 2 && !(eg && eg->on && !p->flat)) force = -1; /* no edge tiles for this plan */
     for (int i = 0; i < N_FWD; i++) {
-        double cost = variant_cost(&fwd_variants[i], rows, npix, Cout, K);
-        if (cost >= 0 && (best < 0 || cost < best)) best = cost, pick = &fwd_variants[i];
+        const fwd_variant *v = &fwd_variants[i];
+        double cost = variant_cost(v, rows, npix, Cout, K);
+        if (force >= 0 && v->kind != (force == 2 ? 0 : force)) continue;
+        if (cost >= 0 && force != 2 && (best < 0 || cost < best)) best = cost, pick = v, edge = false;
+        /* the same tile leaving out the products with padding */
+        if (cost >= 0 && (force < 0 || force == 2) && eg && eg->on && !p->flat && v->kind == 0 &&
+            edge_find(v->a, v->b, v->c)) {
+            int rem = (int)(cdiv(Cout, 16) % v->c);
+            if (rem && !edge_find(v->a, v->b, rem)) continue;
+            double f = edge_fraction(eg, v->a, v->b, rows, npix);
+            cost *= 0.03 + 0.97 * f; /* the stores stay */
+            if (best < 0 || cost < best) best = cost, pick = v, edge = true;
+        }
     }
     const char *e = env_tile();
     int ea, eb, ec;
@@ -329,12 +526,30 @@ static void fwd_choose(int64_t rows, int64_t npix, int64_t Wq, int64_t Cout, int
     if (e && sscanf(e, "%c:%dx%dx%d", &kc, &ea, &eb, &ec) == 4)
         for (int i = 0; i < N_FWD; i++) {
             const fwd_variant *v = &fwd_variants[i];
-            if (v->kind == (kc == 'p') && v->a == ea && v->b == eb && v->c == ec && variant_cost(v, rows, npix, Cout, K) >= 0)
+            if (v->kind == (kc == 'p') && v->a == ea && v->b == eb && v->c == ec && variant_cost(v, rows, npix, Cout, K) >= 0) {
                 pick = v;
+                int rem = (int)(cdiv(Cout, 16) % v->c);
+                edge = eg && eg->on && !p->flat && v->kind == 0 && edge_find(v->a, v->b, v->c) &&
+                       (!rem || edge_find(v->a, v->b, rem)) && !env_tile_edge_off();
+            }
         }
     p->kind = pick->kind, p->a = pick->a, p->b = pick->b, p->c = pick->c;
     p->full = pick->fn;
-    if (p->kind == 0) {
+    if (edge) {
+        p->kind = 2;
+        p->eg = *eg;
+        p->efull = edge_find(p->a, p->b, p->c);
+        int rem = (int)(cdiv(Cout, 16) % p->c);
+        p->elast = rem ? edge_find(p->a, p->b, rem) : p->efull;
+    }
+    atomic_fetch_add(&kind_counts[p->kind], 1);
+    static int verbose = -1;
+    if (verbose < 0) verbose = getenv("MOELAB_CONV_VERBOSE") != NULL;
+    if (verbose)
+        fprintf(stderr, "conv plan: %" PRId64 " rows x %" PRId64 " px, %" PRId64 " channels, K %" PRId64 ": %s %dx%dx%d%s\n",
+                rows, npix, Cout, K, p->kind == 1 ? "pixel-lane" : p->kind == 2 ? "edge" : "channel-lane", p->a, p->b,
+                p->c, p->flat ? " (flat)" : "");
+    if (p->kind == 0 || p->kind == 2) {
         p->width = 16 * p->c;
         int rem = (int)(cdiv(Cout, 16) % p->c);
         p->last = rem ? fwd_find(0, p->a, p->b, rem) : p->full;
@@ -351,22 +566,25 @@ static void fwd_choose(int64_t rows, int64_t npix, int64_t Wq, int64_t Cout, int
  * with zeros to a multiple of 16 for the channel-lane tiles. */
 static void relayout(const fwd_plan *p, const float *src, int64_t so, int64_t sc, const int32_t *tidx, int T,
                      int64_t Cout, int64_t Cin, float *dst) {
-    for (int64_t g0 = 0; g0 < Cout; g0 += p->width) {
-        int64_t gw = imin(p->width, Cout - g0);
-        if (p->kind == 0) gw = cdiv(gw, 16) * 16;
-        float *d = dst + g0 * Cin * T;
-        for (int64_t c = 0; c < Cin; c++)
+    int64_t ngroups = cdiv(Cout, p->width);
+    /* in parallel over (group, input channel) when it is big enough to matter */
+    #pragma omp parallel for collapse(2) schedule(static) if (Cout * Cin * T >= 32768)
+    for (int64_t gi = 0; gi < ngroups; gi++)
+        for (int64_t c = 0; c < Cin; c++) {
+            int64_t g0 = gi * p->width, gw = imin(p->width, Cout - g0);
+            if (p->kind != 1) gw = cdiv(gw, 16) * 16;
+            float *d = dst + g0 * Cin * T + c * T * gw;
             for (int t = 0; t < T; t++)
                 for (int64_t l = 0; l < gw; l++) {
                     int64_t o = g0 + l;
                     *d++ = o < Cout ? src[o * so + c * sc + tidx[t]] : 0.0f;
                 }
-    }
+        }
 }
 
 /* Floats of the relayout, rounded up so that the next one stays 64-byte aligned. */
 static int64_t relayout_size(const fwd_plan *p, int64_t Cout, int64_t Cin, int T) {
-    return cdiv((p->kind == 0 ? cdiv(Cout, 16) * 16 : Cout) * Cin * T, 16) * 16;
+    return cdiv((p->kind != 1 ? cdiv(Cout, 16) * 16 : Cout) * Cin * T, 16) * 16;
 }
 
 /* Runs a plan over output rows [r0, r1): in/out point at row 0 of channel 0;
@@ -393,6 +611,18 @@ static void fwd_rows(const fwd_plan *p, const float *in, int64_t cplane, int64_t
         a.w = wr + g0 * Cin * T;
         a.bias = bias ? bias + g0 : NULL;
         a.nch = (int)gw;
+        if (p->kind == 2) {
+            const edge_variant *ev = gw == p->width ? p->efull : p->elast;
+            const int RT = p->a, PW = p->b;
+            for (int64_t r = r0; r < r1; r += RT) {
+                a.rows = (int)imin(RT, r1 - r);
+                a.in = in + r * Wq;
+                a.out = out + g0 * ostride + r * a.orow;
+                edge_rows(&p->eg, r, &a.kilo, &a.kihi);
+                for (a.x0 = 0; a.x0 < npix; a.x0 += PW) ev->fn[edge_flags(&p->eg, RT, PW, a.rows, r, a.x0, npix)](&a);
+            }
+            continue;
+        }
         for (int64_t r = p->flat ? 0 : r0; r < r1; r += step) {
             a.rows = (int)imin(step, r1 - r);
             a.in = in + r * Wq;
@@ -436,30 +666,52 @@ static __mmask16 lane_range(int64_t lo, int64_t hi) {
     return hi > lo ? (__mmask16)(lanes(hi) & ~lanes(lo)) : (__mmask16)0;
 }
 
+/* Column masks of a padded row, the same for every data row: chunk k of 16
+ * output columns loads source lanes m[k] (stride 1), or ma[k] and mb[k] for
+ * the two source vectors of a stride-2 split; st[k] are the lanes stored. */
+#define MAX_CHUNKS 64
+typedef struct {
+    int n;
+    __mmask16 m[MAX_CHUNKS], mb[MAX_CHUNKS], st[MAX_CHUNKS];
+} row_masks;
+
+static void row_masks_init(row_masks *rm, int sx, int64_t Wq, int64_t off, int64_t W) {
+    rm->n = (int)cdiv(Wq, 16);
+    for (int k = 0; k < rm->n; k++) {
+        int64_t u0 = 16 * (int64_t)k;
+        rm->st[k] = lanes(Wq - u0);
+        if (sx == 1) {
+            rm->m[k] = lane_range(-(u0 + off), W - (u0 + off));
+            rm->mb[k] = 0;
+        } else {
+            int64_t x0 = 2 * u0 + off; /* source column of P[2 u0] */
+            rm->m[k] = lane_range(-x0, W - x0);
+            rm->mb[k] = lane_range(-x0 - 16, W - x0 - 16);
+        }
+    }
+}
+
 /* One padded row, stride 1: d[u] = src[u + off] where 0 <= u + off < W (in),
- * 0 elsewhere, u < n. Reads only valid source elements (masked loads). */
-static inline void prep_row1(float *d, int64_t n, const float *src, int64_t off, int64_t W, bool in) {
-    for (int64_t u0 = 0; u0 < n; u0 += 16) {
-        __mmask16 valid = in ? lane_range(-(u0 + off), W - (u0 + off)) : 0;
-        __m512 v = valid ? _mm512_maskz_loadu_ps(valid, at(src, u0 + off)) : _mm512_setzero_ps();
-        _mm512_mask_storeu_ps(d + u0, lanes(n - u0), v);
+ * 0 elsewhere. Reads only valid source elements (masked loads). */
+static inline void prep_row1(float *d, const row_masks *rm, const float *src, int64_t off, bool in) {
+    for (int k = 0; k < rm->n; k++) {
+        __m512 v = in && rm->m[k] ? _mm512_maskz_loadu_ps(rm->m[k], at(src, 16 * k + off)) : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(d + 16 * k, rm->st[k], v);
     }
 }
 
 /* One padded row split into its two column phases: with P[X] = src[X + off]
- * (0 outside 0 <= X + off < W or when !in), d0[u] = P[2u], d1[u] = P[2u + 1]
- * for u < n; d0 or d1 may be NULL (phase not read by any tap). */
-static inline void prep_row2(float *d0, float *d1, int64_t n, const float *src, int64_t off, int64_t W, bool in) {
+ * (0 outside 0 <= X + off < W or when !in), d0[u] = P[2u], d1[u] = P[2u + 1];
+ * d0 or d1 may be NULL (phase not read by any tap). */
+static inline void prep_row2(float *d0, float *d1, const row_masks *rm, const float *src, int64_t off, bool in) {
     const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    for (int64_t u0 = 0; u0 < n; u0 += 16) {
-        int64_t x0 = 2 * u0 + off; /* source column of P[2 u0] */
-        __mmask16 ma = in ? lane_range(-x0, W - x0) : 0, mb = in ? lane_range(-x0 - 16, W - x0 - 16) : 0;
-        __m512 a = ma ? _mm512_maskz_loadu_ps(ma, at(src, x0)) : _mm512_setzero_ps();
-        __m512 b = mb ? _mm512_maskz_loadu_ps(mb, at(src, x0 + 16)) : _mm512_setzero_ps();
-        __mmask16 st = lanes(n - u0);
-        if (d0) _mm512_mask_storeu_ps(d0 + u0, st, _mm512_permutex2var_ps(a, ev, b));
-        if (d1) _mm512_mask_storeu_ps(d1 + u0, st, _mm512_permutex2var_ps(a, od, b));
+    for (int k = 0; k < rm->n; k++) {
+        int64_t x0 = 32 * (int64_t)k + off;
+        __m512 a = in && rm->m[k] ? _mm512_maskz_loadu_ps(rm->m[k], at(src, x0)) : _mm512_setzero_ps();
+        __m512 b = in && rm->mb[k] ? _mm512_maskz_loadu_ps(rm->mb[k], at(src, x0 + 16)) : _mm512_setzero_ps();
+        if (d0) _mm512_mask_storeu_ps(d0 + 16 * k, rm->st[k], _mm512_permutex2var_ps(a, ev, b));
+        if (d1) _mm512_mask_storeu_ps(d1 + 16 * k, rm->st[k], _mm512_permutex2var_ps(a, od, b));
     }
 }
 
@@ -469,22 +721,26 @@ static void prep(const prep_geom *q, const float *x, int64_t sstride, int ns, in
                  float *dst) {
     const int sy = q->sy, sx = q->sx;
     const int64_t Hq = q->Hq, Wq = q->Wq;
+    row_masks rm;
+    bool vec = (sx == 1 || sx == 2) && cdiv(Wq, 16) <= MAX_CHUNKS;
+    if (vec) row_masks_init(&rm, sx, Wq, -q->pl, W);
     for (int64_t c = 0; c < C; c++)
         for (int j = 0; j < q->nS; j++) {
             float *dc = dst + c * q->cplane + (int64_t)j * Hq * Wq;
             const float *xs = x + j * sstride + c * H * W;
             /* padded row Y = v sy + ry of phase row (ry, v) reads input row Y - pt */
-            for (int64_t Y = 0; Y < Hq * sy; Y++) {
-                int ry = (int)(Y % sy);
-                int64_t v = Y / sy, iy = Y - q->pt;
+            int ry = 0;
+            int64_t v = 0;
+            for (int64_t Y = 0; Y < Hq * sy; Y++, ry = ry + 1 == sy ? (v++, 0) : ry + 1) {
+                int64_t iy = Y - q->pt;
                 bool in = j < ns && iy >= 0 && iy < H;
                 const float *src = in ? xs + iy * W : xs;
                 float *drow = dc + ry * sx * q->phplane + v * Wq; /* phase (ry, 0) */
-                if (sx == 1) {
-                    if (q->used >> (ry * sx) & 1) prep_row1(drow, Wq, src, -q->pl, W, in);
-                } else if (sx == 2) {
+                if (vec && sx == 1) {
+                    if (q->used >> (ry * sx) & 1) prep_row1(drow, &rm, src, -q->pl, in);
+                } else if (vec) {
                     bool u0 = q->used >> (ry * sx) & 1, u1 = q->used >> (ry * sx + 1) & 1;
-                    if (u0 || u1) prep_row2(u0 ? drow : NULL, u1 ? drow + q->phplane : NULL, Wq, src, -q->pl, W, in);
+                    if (u0 || u1) prep_row2(u0 ? drow : NULL, u1 ? drow + q->phplane : NULL, &rm, src, -q->pl, in);
                 } else {
                     for (int rx = 0; rx < sx; rx++) {
                         if (!(q->used >> (ry * sx + rx) & 1)) continue;
@@ -586,7 +842,15 @@ int ml_conv_avx512_forward(const ml_conv_geom *g, const float *x, const float *w
     const prep_geom *q = &tp->q;
     int T = tp->T;
     fwd_plan p;
-    fwd_choose(g->Ho, g->Wo, q->Wq, g->Og, g->Cg * T, &p);
+    edge_geom eg = {.on = g->kh == 3 && g->kw == 3};
+    for (int k = 0; k < 3 && eg.on; k++) {
+        /* tap row k reads padded row r sh + k dh: data for pt <= . < pt + H */
+        eg.vy[k][0] = imax(0, cdiv_any(g->ph - k * g->dh, g->sh));
+        eg.vy[k][1] = imin(g->Ho, cdiv_any(g->ph + g->H - k * g->dh, g->sh));
+        eg.vx[k][0] = imax(0, cdiv_any(g->pw - k * g->dw, g->sw));
+        eg.vx[k][1] = imin(g->Wo, cdiv_any(g->pw + g->W - k * g->dw, g->sw));
+    }
+    fwd_choose(g->Ho, g->Wo, q->Wq, g->Og, g->Cg * T, &eg, &p);
     int64_t wper = relayout_size(&p, g->Og, g->Cg, T), bper = cdiv(g->Og, 16) * 16;
     int64_t wsz = g->groups * wper, bsz = b ? g->groups * bper : 0;
     float *wr = ml_alloc(sizeof(float) * (size_t)(wsz + bsz));
@@ -640,6 +904,20 @@ int ml_conv_avx512_forward(const ml_conv_geom *g, const float *x, const float *w
 }
 
 /* ---------------------------------------------------------------- input gradient */
+/* dst[2 b] = s0[b] (b < n0), dst[2 b + 1] = s1[b] (b < n1), for a row of W
+ * floats; a NULL phase (no taps) gives zeros. */
+static void interleave2(float *dst, int64_t W, const float *s0, int64_t n0, const float *s1, int64_t n1) {
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    for (int64_t b0 = 0; 2 * b0 < W; b0 += 16) {
+        __m512 e = s0 ? _mm512_maskz_loadu_ps(lanes(imax(0, n0 - b0)), s0 + b0) : _mm512_setzero_ps();
+        __m512 o = s1 ? _mm512_maskz_loadu_ps(lanes(imax(0, n1 - b0)), s1 + b0) : _mm512_setzero_ps();
+        int64_t left = W - 2 * b0;
+        _mm512_mask_storeu_ps(dst + 2 * b0, lanes(left), _mm512_permutex2var_ps(e, lo, o));
+        if (left > 16) _mm512_mask_storeu_ps(dst + 2 * b0 + 16, lanes(left - 16), _mm512_permutex2var_ps(e, hi, o));
+    }
+}
+
 typedef struct {
     int T;                  /* taps of this phase (0: no contribution) */
     int64_t Ha, Wa;         /* rows and columns of gx in this phase */
@@ -692,10 +970,12 @@ int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const floa
             pp->Wa = px < W ? cdiv(W - px, sx) : 0;
             pp->toff0 = ntap;
             pp->T = 0;
-            for (int64_t ki = 0; ki < g->kh; ki++) {
+            /* taps in the order of their offsets in gy (the kernel flipped),
+             * so that a 3x3 stride-1 gradient can use the edge tiles */
+            for (int64_t ki = g->kh - 1; ki >= 0; ki--) {
                 int64_t v = py + g->ph - ki * g->dh;
                 if (((v % sy) + sy) % sy) continue;
-                for (int64_t kj = 0; kj < g->kw; kj++) {
+                for (int64_t kj = g->kw - 1; kj >= 0; kj--) {
                     int64_t u = px + g->pw - kj * g->dw;
                     if (((u % sx) + sx) % sx) continue;
                     tp->toff[ntap] = (int32_t)((fdiv(v, sy) + PT) * q->Wq + fdiv(u, sx) + PL);
@@ -707,7 +987,16 @@ int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const floa
             if (pp->Ha == 0 || pp->Wa == 0) pp->T = 0;
             pp->woff = wtot;
             if (pp->T) {
-                fwd_choose(pp->Ha, pp->Wa, q->Wq, g->Cg, g->Og * pp->T, &pp->p);
+                /* stride 1, 3x3: slot k reads gy row a + e with e = ph - (2 - k) dh */
+                edge_geom eg = {.on = nph == 1 && g->kh == 3 && g->kw == 3 && pp->T == 9};
+                for (int k = 0; k < 3 && eg.on; k++) {
+                    int64_t ey = g->ph - (2 - k) * g->dh, ex = g->pw - (2 - k) * g->dw;
+                    eg.vy[k][0] = imax(0, -ey);
+                    eg.vy[k][1] = imin(pp->Ha, Ho - ey);
+                    eg.vx[k][0] = imax(0, -ex);
+                    eg.vx[k][1] = imin(pp->Wa, Wo - ex);
+                }
+                fwd_choose(pp->Ha, pp->Wa, q->Wq, g->Cg, g->Og * pp->T, &eg, &pp->p);
                 wtot += relayout_size(&pp->p, g->Cg, g->Og, pp->T);
             }
         }
@@ -781,6 +1070,13 @@ int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const floa
                             int64_t iy = py + sy * a;
                             if (iy >= H) break;
                             float *dst = gxs + c * H * W + iy * W;
+                            if (sx == 2) {
+                                const phase_plan *p0 = &ph[py * 2], *p1 = &ph[py * 2 + 1];
+                                const float *s0 = p0->T ? tmp + ((int64_t)(py * 2) * g->Cg + c) * tplane + a * p0->Wa : NULL;
+                                const float *s1 = p1->T ? tmp + ((int64_t)(py * 2 + 1) * g->Cg + c) * tplane + a * p1->Wa : NULL;
+                                interleave2(dst, W, s0, p0->Wa, s1, p1->Wa);
+                                continue;
+                            }
                             for (int px = 0; px < sx; px++) {
                                 phase_plan *pp = &ph[py * sx + px];
                                 const float *src = tmp + ((int64_t)(py * sx + px) * g->Cg + c) * tplane + a * pp->Wa;
@@ -809,7 +1105,9 @@ typedef struct {
     int64_t Opad;
     int nS;
     int64_t Ho, Wo, Hq, Wq;
-    float *part;           /* [R][Opad] at the first column and channel */
+    int64_t ylo, yhi, xlo, xhi; /* the output pixels where the columns' tap reads data */
+    float *part;           /* column r at part + r pstride (first channel of the block group) */
+    int64_t pstride;
 } wg_args;
 
 typedef void (*wg_fn)(const wg_args *);
@@ -824,11 +1122,11 @@ AI void wg_kernel(const int R, const int RB, const wg_args *a) {
 #pragma GCC unroll 4
         for (int b = 0; b < RB; b++) acc[r][b] = _mm512_setzero_ps();
     const int64_t Opad = a->Opad;
-    const float *gp = a->gyT;
     for (int j = 0; j < a->nS; j++)
-        for (int64_t oy = 0; oy < a->Ho; oy++) {
-            int64_t pix = ((int64_t)j * a->Hq + oy) * a->Wq;
-            for (int64_t ox = 0; ox < a->Wo; ox++, pix++, gp += Opad) {
+        for (int64_t oy = a->ylo; oy < a->yhi; oy++) {
+            int64_t pix = ((int64_t)j * a->Hq + oy) * a->Wq + a->xlo;
+            const float *gp = a->gyT + (((int64_t)j * a->Ho + oy) * a->Wo + a->xlo) * Opad;
+            for (int64_t ox = a->xlo; ox < a->xhi; ox++, pix++, gp += Opad) {
                 __m512 gv[4];
 #pragma GCC unroll 4
                 for (int b = 0; b < RB; b++) gv[b] = _mm512_load_ps(gp + 16 * b);
@@ -844,7 +1142,7 @@ AI void wg_kernel(const int R, const int RB, const wg_args *a) {
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int b = 0; b < RB; b++) {
-            float *d = a->part + r * Opad + 16 * b;
+            float *d = a->part + r * a->pstride + 16 * b;
             _mm512_store_ps(d, _mm512_add_ps(_mm512_load_ps(d), acc[r][b]));
         }
 }
@@ -878,6 +1176,7 @@ typedef struct {
     int R, RB;
 } wg_plan;
 
+/* K: columns per pass group (input channels sharing a tap); pixels: per pass */
 static void wg_choose(int nb, int64_t K, int64_t pixels, wg_plan *p) {
     double best = 1e300;
     p->R = 1, p->RB = 1;
@@ -944,7 +1243,7 @@ int ml_conv_avx512_weight_grad(const ml_conv_geom *g, const float *x, const floa
     int T = tp->T, nb = (int)cdiv(g->Og, 16);
     int64_t K = g->Cg * T, Opad = (int64_t)nb * 16;
     wg_plan p;
-    wg_choose(nb, K, nS * P, &p);
+    wg_choose(nb, g->Cg, nS * P, &p);
     int64_t blocks = cdiv(g->N, nS);
     int threads = pick_threads(blocks);
     if (threads > 256) threads = 256;
@@ -961,6 +1260,22 @@ int ml_conv_avx512_weight_grad(const ml_conv_geom *g, const float *x, const floa
     }
     for (int64_t c = 0; c < g->Cg; c++)
         for (int t = 0; t < T; t++) coff[c * T + t] = c * q->cplane + tp->toff[t];
+    /* the output pixels where tap t reads data rather than padding */
+    int64_t (*vr)[4] = malloc(sizeof *vr * (size_t)T);
+    if (!vr) {
+        free(coff);
+        free(tp);
+        ml_free(s.base, s.bytes);
+        return ml_failc("conv2d: out of memory");
+    }
+    for (int64_t ki = 0; ki < g->kh; ki++)
+        for (int64_t kj = 0; kj < g->kw; kj++) {
+            int64_t t = ki * g->kw + kj;
+            vr[t][0] = imax(0, cdiv_any(g->ph - ki * g->dh, g->sh));
+            vr[t][1] = imin(g->Ho, cdiv_any(g->ph + g->H - ki * g->dh, g->sh));
+            vr[t][2] = imax(0, cdiv_any(g->pw - kj * g->dw, g->sw));
+            vr[t][3] = imin(g->Wo, cdiv_any(g->pw + g->W - kj * g->dw, g->sw));
+        }
     wg_fn full = wg_find(p.R, p.RB);
     #pragma omp parallel num_threads(threads)
     {
@@ -979,21 +1294,29 @@ int ml_conv_avx512_weight_grad(const ml_conv_geom *g, const float *x, const floa
                 transpose_gy(gy + (n0 * g->O + gi * g->Og) * P, g->O * P, ns, g->Og, P, Opad, gyT);
                 const float *xg = xb + gi * g->Cg * q->cplane;
                 float *pg = part + gi * K * Opad;
+                /* passes of R input channels that share a tap: the same valid
+                 * output region, so the products with padding are left out */
+                a.pstride = T * Opad;
                 for (int g0 = 0; g0 < nb; g0 += p.RB) {
                     int rb = (int)imin(p.RB, nb - g0);
                     a.gyT = gyT + g0 * 16;
-                    for (int64_t k0 = 0; k0 < K; k0 += p.R) {
-                        int R = (int)imin(p.R, K - k0);
-                        wg_fn fn = (R == p.R && rb == p.RB) ? full : wg_find(R, rb);
-                        for (int r = 0; r < R; r++) a.base[r] = xg + coff[k0 + r];
-                        a.part = pg + k0 * Opad + g0 * 16;
-                        fn(&a);
+                    for (int t = 0; t < T; t++) {
+                        a.ylo = vr[t][0], a.yhi = vr[t][1], a.xlo = vr[t][2], a.xhi = vr[t][3];
+                        if (a.ylo >= a.yhi || a.xlo >= a.xhi) continue;
+                        for (int64_t c0 = 0; c0 < g->Cg; c0 += p.R) {
+                            int R = (int)imin(p.R, g->Cg - c0);
+                            wg_fn fn = (R == p.R && rb == p.RB) ? full : wg_find(R, rb);
+                            for (int r = 0; r < R; r++) a.base[r] = xg + coff[(c0 + r) * T + t];
+                            a.part = pg + (c0 * T + t) * Opad + g0 * 16;
+                            fn(&a);
+                        }
                     }
                 }
             }
         }
     }
     /* reduce the partial sums into gw [O][Cg][kh][kw] = [groups][Og][K] */
+    #pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (g->O * K >= 16384)
     for (int gi = 0; gi < g->groups; gi++)
         for (int64_t o = 0; o < g->Og; o++) {
             float *d = gw + (gi * g->Og + o) * K;
@@ -1004,12 +1327,16 @@ int ml_conv_avx512_weight_grad(const ml_conv_geom *g, const float *x, const floa
             }
         }
     ml_free(s.base, s.bytes);
+    free(vr);
     free(coff);
     free(tp);
     return ml_interrupted() ? -1 : 0;
 }
 
 #else /* no AVX-512 code generation: the im2col path is used */
+
+void ml_conv_avx512_force_kind(int kind) { (void)kind; }
+void ml_conv_avx512_kind_counts(int64_t counts[3]) { counts[0] = counts[1] = counts[2] = 0; }
 
 bool ml_conv_avx512_handles(const ml_conv_geom *g, int which) {
     (void)g;

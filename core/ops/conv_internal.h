@@ -19,14 +19,21 @@ typedef struct {
 
 /* True when the direct kernels were compiled in and the CPU runs them. */
 bool ml_conv_avx512_usable(void);
-/* True when the direct kernels handle this geometry (any stride, padding,
- * dilation and groups, as long as a group has enough output channels to fill
- * the vector lanes and the buffers stay within 32-bit offsets). `which`:
+/* True when the direct kernels handle this geometry: any stride, padding,
+ * dilation and groups, as long as the buffers stay within 32-bit offsets and,
+ * for the weight gradient, a group has at least 8 output channels. `which`:
  * 0 forward, 1 input gradient, 2 weight gradient. */
 bool ml_conv_avx512_handles(const ml_conv_geom *g, int which);
 /* Return 0, or -1 with the error set (out of memory, interrupted). */
 int ml_conv_avx512_forward(const ml_conv_geom *g, const float *x, const float *w, const float *b, float *y);
 int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const float *w, float *gx);
 int ml_conv_avx512_weight_grad(const ml_conv_geom *g, const float *x, const float *gy, float *gw);
+
+/* Test hooks: force the forward / input-gradient tiles to one family where
+ * it applies (0 channels in lanes, 1 pixels in lanes, 2 channel-lane 3x3 tiles
+ * that skip the padding; -1 chooses by cost), and count the plans made per
+ * family. */
+void ml_conv_avx512_force_kind(int kind);
+void ml_conv_avx512_kind_counts(int64_t counts[3]);
 
 #endif

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops/conv_internal.h"
 #include "testlib.h"
 
 typedef struct {
@@ -247,10 +248,35 @@ static bool compare_paths(const cfg *c, int64_t wrows, int64_t wstart) {
 /* The shapes the brief of the direct kernels names: channels 1, 3, 8, 15,
  * 16, 17, 33, 64; spatial sizes 1..33; stride 1/2; padding 0/1; kernel 1 and
  * 3; batch 1 and several; plus bias, groups, dilation and weight views. */
+/* Run with each family of forward / input-gradient tiles forced in turn
+ * (channels in lanes, pixels in lanes, 3x3 tiles that skip the padding), then
+ * with the cost model's choice: every family meets every shape it can take. */
+static void direct_matches_im2col_with(int kind);
 TEST(direct_matches_im2col) {
+    int64_t before[3], after[3];
+    for (int kind = 0; kind < 3; kind++) {
+        ml_conv_avx512_kind_counts(before);
+        ml_conv_avx512_force_kind(kind);
+        direct_matches_im2col_with(kind);
+        ml_conv_avx512_force_kind(-1);
+        ml_conv_avx512_kind_counts(after);
+        if (ml_conv_direct_available()) CHECK(after[kind] > before[kind] + 50);
+    }
+    ml_conv_avx512_kind_counts(before);
+    direct_matches_im2col_with(-1);
+    ml_conv_avx512_kind_counts(after);
+    if (ml_conv_direct_available()) {
+        /* the cost model picks each family somewhere */
+        CHECK(after[0] > before[0] && after[1] > before[1] && after[2] > before[2]);
+        printf("     cost model's plans: %lld channel-lane, %lld pixel-lane, %lld edge\n",
+               (long long)(after[0] - before[0]), (long long)(after[1] - before[1]), (long long)(after[2] - before[2]));
+    }
+}
+
+static void direct_matches_im2col_with(int kind) {
     static const int chans[] = {1, 3, 8, 15, 16, 17, 33, 64};
-    ml_seed(11);
-    uint64_t st = 12345;
+    ml_seed(11 + kind);
+    uint64_t st = 12345 + (uint64_t)(kind + 1) * 7777;
     int direct = 0, total = 0;
     for (int i = 0; i < 120; i++) {
         /* a small deterministic generator, independent of the tensor RNG */
@@ -314,7 +340,8 @@ TEST(direct_matches_im2col) {
         total++;
         if (ml_conv_direct_available()) CHECK(dir);
     }
-    printf("     %d of %d shapes ran on the direct kernels%s\n", direct, total,
+    printf("     tiles %s: %d of %d shapes ran on the direct kernels%s\n",
+           kind == 0 ? "channel-lane" : kind == 1 ? "pixel-lane" : kind == 2 ? "edge" : "by cost", direct, total,
            ml_conv_direct_available() ? "" : " (not available on this CPU: im2col compared with itself)");
 }
 
