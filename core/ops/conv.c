@@ -44,7 +44,8 @@ bool ml_conv_direct_available(void) {
     static int ok = -1;
     if (ok < 0) {
         __builtin_cpu_init();
-        ok = __builtin_cpu_supports("avx512f") ? 1 : 0;
+        const char *e = getenv("MOELAB_CONV"); /* "noavx512": behave as on a CPU without it */
+        ok = __builtin_cpu_supports("avx512f") && !(e && !strcmp(e, "noavx512")) ? 1 : 0;
     }
     return ok == 1;
 #else

@@ -26,7 +26,9 @@ ml_tensor *ml_conv2d(ml_tensor *x, ml_tensor *w, ml_tensor *b, const ml_conv_opt
 /* Implementation choice, for tests and benchmarks. ML_CONV_AUTO takes the
  * direct kernels wherever the CPU and the shape allow; ML_CONV_IM2COL forces
  * im2col + sgemm everywhere. The environment variable MOELAB_CONV=im2col sets
- * the initial choice. A backward pass uses the choice in force when it runs. */
+ * the initial choice; MOELAB_CONV=noavx512 makes the engine behave as on a CPU
+ * without AVX-512 (for testing the fallback). A backward pass uses the choice
+ * in force when it runs. */
 typedef enum { ML_CONV_AUTO = 0, ML_CONV_IM2COL = 1 } ml_conv_impl;
 void ml_conv_set_impl(ml_conv_impl impl);
 ml_conv_impl ml_conv_get_impl(void);
