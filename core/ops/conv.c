@@ -170,11 +170,18 @@ static void col2im(const geom *g, const float *col, float *x) {
 }
 
 /* ------------------------------------------------------------ forward */
+static int conv_forward_im2col(const geom *g, const float *x, const float *w, const float *b, float *y);
+
+/* The forward pass on the path use_direct() chooses. */
 static int conv_forward(const geom *g, const float *x, const float *w, const float *b, float *y) {
     if (use_direct(g, 0)) {
         ml_flops_add(2 * g->N * g->O * g->K * g->P);
         return ml_conv_avx512_forward(g, x, w, b, y);
     }
+    return conv_forward_im2col(g, x, w, b, y);
+}
+
+static int conv_forward_im2col(const geom *g, const float *x, const float *w, const float *b, float *y) {
     int threads = omp_get_max_threads();
     if (threads > g->N) threads = (int)(g->N > 0 ? g->N : 1);
     size_t colsz = g->direct ? 1 : sizeof(float) * (size_t)(g->K * g->P);
@@ -210,12 +217,13 @@ static int conv_forward(const geom *g, const float *x, const float *w, const flo
 }
 
 /* ------------------------------------------------------------ backward */
-static int conv_backward(ml_node *nd, ml_tensor *gout, ml_tensor **gin) {
-    ml_tensor *x = ml_saved(nd, 0), *w = ml_saved(nd, 1);
-    if (!x || !w) return -1;
-    geom g = *(const geom *)nd->ctx;
-    bool need_x = nd->needs[0], need_w = nd->needs[1], need_b = nd->n_in > 2 && nd->needs[2];
-    const float *gy = ml_f32(gout), *xx = ml_f32(x), *ww = ml_f32(w);
+/* Gradients of a convolution w.r.t. x and w for the output gradient gy
+ * (contiguous [N, O, Ho, Wo]): *gxp and *gwp get new tensors (or stay NULL
+ * when not needed). Returns 0 or -1 with the error set. */
+static int conv_grads(const geom *gp, ml_tensor *x, ml_tensor *w, const float *gy, bool need_x, bool need_w,
+                      ml_tensor **gxp, ml_tensor **gwp) {
+    geom g = *gp;
+    const float *xx = ml_f32(x), *ww = ml_f32(w);
     /* the direct kernels write every element; col2im and the partial sums accumulate */
     bool dx = need_x && use_direct(&g, 1), dw = need_w && use_direct(&g, 2);
     bool ix = need_x && !dx, iw = need_w && !dw; /* left to im2col + sgemm */
@@ -304,8 +312,18 @@ static int conv_backward(ml_node *nd, ml_tensor *gout, ml_tensor **gin) {
             return -1;
         }
     }
-    gin[0] = gx;
-    gin[1] = gw;
+    *gxp = gx;
+    *gwp = gw;
+    return 0;
+}
+
+static int conv_backward(ml_node *nd, ml_tensor *gout, ml_tensor **gin) {
+    ml_tensor *x = ml_saved(nd, 0), *w = ml_saved(nd, 1);
+    if (!x || !w) return -1;
+    geom g = *(const geom *)nd->ctx;
+    bool need_b = nd->n_in > 2 && nd->needs[2];
+    const float *gy = ml_f32(gout);
+    if (conv_grads(&g, x, w, gy, nd->needs[0], nd->needs[1], &gin[0], &gin[1])) return -1;
     if (need_b) {
         ml_tensor *gb = ml_zeros(ML_F32, 1, &g.O);
         if (!gb) return -1;
@@ -348,5 +366,137 @@ ml_tensor *ml_conv2d(ml_tensor *x, ml_tensor *w, ml_tensor *b, const ml_conv_opt
     ml_release(xc);
     ml_release(wc);
     ml_release(bc);
+    return y;
+}
+
+/* ------------------------------------------------------------ conv2d + per-channel affine map (+ ReLU) */
+/* y = act(z scale[o] + shift[o]) with z = conv2d(x, w). Backward: with
+ * m = (y > 0) for ReLU (1 otherwise), gz = gy m scale[o] goes through the
+ * convolution's gradients; gshift[o] = sum gy m, and gscale[o] = sum gy m z
+ * (z recomputed, only when the scale needs a gradient). */
+static int conv_affine_backward(ml_node *nd, ml_tensor *gout, ml_tensor **gin) {
+    ml_tensor *x = ml_saved(nd, 0), *w = ml_saved(nd, 1), *y = ml_saved(nd, 2), *sc = ml_saved(nd, 3);
+    if (!x || !w || !y || !sc) return -1;
+    geom g = *(const geom *)nd->ctx;
+    bool relu = nd->i[0], need_s = nd->needs[2], need_t = nd->needs[3];
+    const float *gy = ml_f32(gout), *yy = ml_f32(y), *scale = ml_f32(sc);
+    ml_tensor *gz = ml_empty(ML_F32, 4, gout->shape);
+    float *z = NULL;
+    size_t zsz = sizeof(float) * (size_t)ml_numel(y);
+    if (!gz) return -1;
+    if (need_s) {
+        /* the convolution alone, again: z is not kept by the forward */
+        z = ml_alloc(zsz);
+        if (!z || conv_forward(&g, ml_f32(x), ml_f32(w), NULL, z)) {
+            ml_free(z, zsz);
+            ml_release(gz);
+            return -1;
+        }
+    }
+    ml_tensor *gs = need_s ? ml_zeros(ML_F32, 1, &g.O) : NULL, *gt = need_t ? ml_zeros(ML_F32, 1, &g.O) : NULL;
+    float *gzp = ml_f32(gz);
+    #pragma omp parallel for schedule(static) if (g.N * g.O * g.P >= 65536)
+    for (int64_t no = 0; no < g.N * g.O; no++) {
+        /* branch-free, so that it vectorises (the ReLU's sign is a coin flip) */
+        const float *gr = gy + no * g.P, *yr = yy + no * g.P;
+        float *o = gzp + no * g.P, s = scale[no % g.O];
+        if (relu)
+            for (int64_t p = 0; p < g.P; p++) {
+                float gi = gr[p];
+                o[p] = (yr[p] > 0 ? gi : 0.0f) * s;
+            }
+        else
+            for (int64_t p = 0; p < g.P; p++) o[p] = gr[p] * s;
+    }
+    if (gs || gt) {
+        /* the parameters' sums, only when they are needed (not in an attack) */
+        #pragma omp parallel for schedule(static) if (g.N * g.O * g.P >= 65536)
+        for (int64_t o = 0; o < g.O; o++) {
+            double st = 0, ss = 0;
+            for (int64_t n = 0; n < g.N; n++) {
+                int64_t base = (n * g.O + o) * g.P;
+                for (int64_t p = 0; p < g.P; p++) {
+                    float gm = relu && !(yy[base + p] > 0) ? 0.0f : gy[base + p];
+                    st += gm;
+                    if (z) ss += (double)gm * z[base + p];
+                }
+            }
+            if (gt) ml_f32(gt)[o] = (float)st;
+            if (gs) ml_f32(gs)[o] = (float)ss;
+        }
+    }
+    ml_free(z, zsz);
+    int rc = conv_grads(&g, x, w, gzp, nd->needs[0], nd->needs[1], &gin[0], &gin[1]);
+    ml_release(gz);
+    if (rc) {
+        ml_release(gs);
+        ml_release(gt);
+        return -1;
+    }
+    gin[2] = gs;
+    gin[3] = gt;
+    return 0;
+}
+
+static int check_channel_vec(const char *what, const ml_tensor *t, int64_t O) {
+    if (t->dtype != ML_F32 || t->ndim != 1 || t->shape[0] != O)
+        return ml_failc("conv2d_affine: %s has shape %s, expected [%" PRId64 "] (one per output channel)", what,
+                        ML_SHAPE_STR(t), O);
+    return 0;
+}
+
+ml_tensor *ml_conv2d_affine(ml_tensor *x, ml_tensor *w, ml_tensor *scale, ml_tensor *shift, bool relu,
+                            const ml_conv_opts *o) {
+    geom g;
+    if (!scale || !shift) return ml_fail("conv2d_affine: scale and shift are required");
+    if (make_geom(x, w, o, &g) || check_channel_vec("scale", scale, g.O) || check_channel_vec("shift", shift, g.O))
+        return NULL;
+    ml_tensor *xc = ml_contiguous(x), *wc = xc ? ml_contiguous(w) : NULL;
+    ml_tensor *sc = wc ? ml_contiguous(scale) : NULL, *tc = sc ? ml_contiguous(shift) : NULL;
+    int64_t shape[4] = {g.N, g.O, g.Ho, g.Wo};
+    ml_tensor *y = tc ? ml_empty(ML_F32, 4, shape) : NULL;
+    if (y) {
+        int rc;
+        const float *s = ml_f32(sc), *t = ml_f32(tc);
+        if (use_direct(&g, 0)) {
+            ml_flops_add(2 * g.N * g.O * g.K * g.P);
+            rc = ml_conv_avx512_forward_affine(&g, ml_f32(xc), ml_f32(wc), NULL, s, t, relu, ml_f32(y));
+        } else {
+            rc = conv_forward_im2col(&g, ml_f32(xc), ml_f32(wc), NULL, ml_f32(y));
+            float *yp = ml_f32(y);
+            #pragma omp parallel for schedule(static) if (g.N * g.O * g.P >= 65536)
+            for (int64_t no = 0; no < g.N * g.O; no++) {
+                float a = s[no % g.O], b = t[no % g.O];
+                float *r = yp + no * g.P;
+                for (int64_t p = 0; p < g.P; p++) {
+                    float v = r[p] * a + b;
+                    r[p] = relu && !(v > 0) ? 0.0f : v;
+                }
+            }
+        }
+        if (rc) {
+            ml_release(y);
+            y = NULL;
+        }
+    }
+    if (y) {
+        ml_tensor *ins[4] = {x, w, scale, shift};
+        ml_node *n = ml_record("conv2d_affine", y, 4, ins, conv_affine_backward);
+        if (n) {
+            geom *gc = malloc(sizeof *gc);
+            *gc = g;
+            n->ctx = gc;
+            n->ctx_free = free;
+            n->i[0] = relu;
+            ml_save(n, xc);
+            ml_save(n, wc);
+            ml_save(n, y);
+            ml_save(n, sc);
+        }
+    }
+    ml_release(xc);
+    ml_release(wc);
+    ml_release(sc);
+    ml_release(tc);
     return y;
 }

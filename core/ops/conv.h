@@ -23,6 +23,17 @@ typedef struct {
 
 ml_tensor *ml_conv2d(ml_tensor *x, ml_tensor *w, ml_tensor *b, const ml_conv_opts *o);
 
+/* conv2d followed, per output channel o, by an affine map and optionally a
+ * ReLU: y = act(conv2d(x, w, NULL, o) * scale[o] + shift[o]); scale and
+ * shift are [O]. This is a convolution with an eval-mode BatchNorm folded in
+ * (scale = gamma / sqrt(running_var + eps), shift = beta - running_mean
+ * scale): on the direct kernels the map and the ReLU run in the tile's store,
+ * so the activation is written once instead of three times. Differentiable
+ * w.r.t. x, w, scale and shift (the last two cost a second convolution only
+ * when the scale needs its gradient). */
+ml_tensor *ml_conv2d_affine(ml_tensor *x, ml_tensor *w, ml_tensor *scale, ml_tensor *shift, bool relu,
+                            const ml_conv_opts *o);
+
 /* Implementation choice, for tests and benchmarks. ML_CONV_AUTO takes the
  * direct kernels wherever the CPU and the shape allow; ML_CONV_IM2COL forces
  * im2col + sgemm everywhere. The environment variable MOELAB_CONV=im2col sets

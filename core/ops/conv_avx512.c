@@ -119,7 +119,16 @@ typedef struct {
     int nch;             /* valid output channels, <= RB * 16 */
     int64_t x0;          /* edge kernels: the tile's first pixel */
     int kilo, kihi;      /* edge kernels with RT == 1: the tap rows to compute */
+    const float *scale, *shift; /* epilogue (optional): out = act(out scale[o] + shift[o]) per output channel */
+    bool relu;
 } fwd_args;
+
+/* The epilogue of one output channel's vector: affine map, then ReLU. */
+static inline __m512 epilogue(const fwd_args *a, int64_t ch, __m512 v) {
+    if (a->scale) v = _mm512_fmadd_ps(v, _mm512_set1_ps(a->scale[ch]), _mm512_set1_ps(a->shift[ch]));
+    if (a->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+    return v;
+}
 
 typedef void (*fwd_fn)(const fwd_args *);
 
@@ -168,6 +177,8 @@ AI void fwd_band(const int RT, const int PW, const int RB, const fwd_args *a) {
             for (int i = 0; i < 16; i++) v[i] = i < RP ? acc[i][b] : _mm512_setzero_ps();
             transpose16(v);
             float *ob = o + (int64_t)16 * b * a->ostride;
+            if (a->scale || a->relu)
+                for (int ch = 0; ch < nc; ch++) v[ch] = epilogue(a, 16 * b + ch, v[ch]);
             for (int ch = 0; ch < nc; ch++) _mm512_mask_storeu_ps(ob + ch * a->ostride, m, v[ch]);
         }
     }
@@ -228,14 +239,19 @@ AI void pix_band(const int RR, const int VW, const int RC, const fwd_args *a) {
                     }
             }
         }
-        for (int k = 0; k < RC && k < a->nch; k++)
+        /* fully unrolled, so that the accumulators stay in registers */
+#pragma GCC unroll 8
+        for (int k = 0; k < RC; k++) {
+            if (k >= a->nch) break;
 #pragma GCC unroll 2
             for (int r = 0; r < RR; r++) {
                 if (r >= a->rows) break;
                 float *o = a->out + k * a->ostride + r * a->orow + x0;
 #pragma GCC unroll 4
-                for (int v = 0; v < VW; v++) _mm512_mask_storeu_ps(o + 16 * v, m[v], acc[k][r][v]);
+                for (int v = 0; v < VW; v++)
+                    _mm512_mask_storeu_ps(o + 16 * v, m[v], a->scale || a->relu ? epilogue(a, k, acc[k][r][v]) : acc[k][r][v]);
             }
+        }
     }
 }
 
@@ -315,6 +331,8 @@ AI void edge_band(const int RT, const int PW, const int RB, const int FL, const 
         for (int i = 0; i < 16; i++) v[i] = i < RP ? acc[i][b] : _mm512_setzero_ps();
         transpose16(v);
         float *ob = o + (int64_t)16 * b * a->ostride;
+        if (a->scale || a->relu)
+            for (int ch = 0; ch < nc; ch++) v[ch] = epilogue(a, 16 * b + ch, v[ch]);
         for (int ch = 0; ch < nc; ch++) _mm512_mask_storeu_ps(ob + ch * a->ostride, m, v[ch]);
     }
 }
@@ -589,11 +607,16 @@ static int64_t relayout_size(const fwd_plan *p, int64_t Cout, int64_t Cin, int T
 
 /* Runs a plan over output rows [r0, r1): in/out point at row 0 of channel 0;
  * wr is the relayout, bias (optional) has the output channels padded to 16. */
+typedef struct {
+    const float *scale, *shift; /* [Cout] each, or NULL */
+    bool relu;
+} fwd_epi;
+
 static void fwd_rows(const fwd_plan *p, const float *in, int64_t cplane, int64_t Wq, const int32_t *toff, int T,
                      int64_t Cin, const float *wr, const float *bias, float *out, int64_t ostride, int64_t orow,
-                     int64_t npix, int64_t Cout, int64_t r0, int64_t r1) {
+                     int64_t npix, int64_t Cout, int64_t r0, int64_t r1, const fwd_epi *epi) {
     fwd_args a = {.cplane = cplane, .Wq = Wq, .toff = toff, .T = T, .Cin = Cin, .ostride = ostride, .orow = orow,
-                  .npix = npix};
+                  .npix = npix, .relu = epi && epi->relu};
     int step = p->a; /* rows per band: RT or RR */
     if (p->flat) {
         /* rows contiguous in input (Wq == npix) and output (orow == npix) */
@@ -611,6 +634,8 @@ static void fwd_rows(const fwd_plan *p, const float *in, int64_t cplane, int64_t
         a.w = wr + g0 * Cin * T;
         a.bias = bias ? bias + g0 : NULL;
         a.nch = (int)gw;
+        a.scale = epi && epi->scale ? epi->scale + g0 : NULL;
+        a.shift = a.scale ? epi->shift + g0 : NULL;
         if (p->kind == 2) {
             const edge_variant *ev = gw == p->width ? p->efull : p->elast;
             const int RT = p->a, PW = p->b;
@@ -836,6 +861,11 @@ static void forward_taps(const ml_conv_geom *g, int nS, tap_plan *tp) {
 }
 
 int ml_conv_avx512_forward(const ml_conv_geom *g, const float *x, const float *w, const float *b, float *y) {
+    return ml_conv_avx512_forward_affine(g, x, w, b, NULL, NULL, false, y);
+}
+
+int ml_conv_avx512_forward_affine(const ml_conv_geom *g, const float *x, const float *w, const float *b,
+                                  const float *scale, const float *shift, bool relu, float *y) {
     tap_plan *tp = malloc(sizeof *tp);
     if (!tp) return ml_failc("conv2d: out of memory");
     forward_taps(g, 1, tp);
@@ -892,9 +922,12 @@ int ml_conv_avx512_forward(const ml_conv_geom *g, const float *x, const float *w
                 prep(q, x + n * g->C * g->H * g->W, 0, 1, g->C, g->H, g->W, xb);
                 have = n;
             }
-            for (int gi = 0; gi < g->groups; gi++)
+            for (int gi = 0; gi < g->groups; gi++) {
+                fwd_epi epi = {scale ? scale + gi * g->Og : NULL, scale ? shift + gi * g->Og : NULL, relu};
                 fwd_rows(&p, xb + gi * g->Cg * q->cplane, q->cplane, q->Wq, tp->toff, T, g->Cg, wr + gi * wper,
-                         br ? br + gi * bper : NULL, y + (n * g->O + gi * g->Og) * g->P, g->P, g->Wo, g->Wo, g->Og, r0, r1);
+                         br ? br + gi * bper : NULL, y + (n * g->O + gi * g->Og) * g->P, g->P, g->Wo, g->Wo, g->Og, r0, r1,
+                         &epi);
+            }
         }
     }
     ml_free(s.base, s.bytes);
@@ -1051,7 +1084,7 @@ int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const floa
                     phase_plan *pp = &ph[0];
                     if (pp->T)
                         fwd_rows(&pp->p, gin, q->cplane, q->Wq, tp->toff + pp->toff0, pp->T, g->Og, wg + pp->woff,
-                                 NULL, gxs, H * W, W, W, g->Cg, a0, a1);
+                                 NULL, gxs, H * W, W, W, g->Cg, a0, a1, NULL);
                     else
                         for (int64_t c = 0; c < g->Cg; c++) memset(gxs + c * H * W + a0 * W, 0, sizeof(float) * (size_t)((a1 - a0) * W));
                     continue;
@@ -1061,7 +1094,7 @@ int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const floa
                     int64_t b1 = imin(a1, pp->Ha);
                     if (!pp->T || a0 >= b1) continue;
                     fwd_rows(&pp->p, gin, q->cplane, q->Wq, tp->toff + pp->toff0, pp->T, g->Og, wg + pp->woff, NULL,
-                             tmp + i * g->Cg * tplane, tplane, pp->Wa, pp->Wa, g->Cg, a0, b1);
+                             tmp + i * g->Cg * tplane, tplane, pp->Wa, pp->Wa, g->Cg, a0, b1, NULL);
                 }
                 /* interleave the phases into gx rows py + sy a */
                 for (int64_t c = 0; c < g->Cg; c++)
@@ -1345,6 +1378,11 @@ bool ml_conv_avx512_handles(const ml_conv_geom *g, int which) {
 }
 int ml_conv_avx512_forward(const ml_conv_geom *g, const float *x, const float *w, const float *b, float *y) {
     (void)g, (void)x, (void)w, (void)b, (void)y;
+    return -1;
+}
+int ml_conv_avx512_forward_affine(const ml_conv_geom *g, const float *x, const float *w, const float *b,
+                                  const float *scale, const float *shift, bool relu, float *y) {
+    (void)g, (void)x, (void)w, (void)b, (void)scale, (void)shift, (void)relu, (void)y;
     return -1;
 }
 int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const float *w, float *gx) {

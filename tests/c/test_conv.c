@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd.h"
 #include "ops/conv_internal.h"
 #include "testlib.h"
 
@@ -423,6 +424,141 @@ TEST(path_selection) {
     ml_release(x); ml_release(w); ml_release(w4);
 }
 
+/* ---------------------------------------------------------------- conv2d + affine (+ ReLU) */
+
+/* ml_conv2d_affine against the same computation from separate ops (conv2d,
+ * mul, add, relu), on both paths, forward and all four gradients. */
+static void check_affine(int N, int C, int H, int W, int O, int k, int s, int p, bool relu) {
+    int64_t xs[4] = {N, C, H, W}, ws[4] = {O, C, k, k}, cs[1] = {O}, v4[4] = {1, O, 1, 1};
+    ml_tensor *x = ml_randn(4, xs), *w = ml_randn(4, ws), *sc = ml_randn(1, cs), *sh = ml_randn(1, cs);
+    ml_tensor *ins[4] = {x, w, sc, sh};
+    for (int i = 0; i < 4; i++) ml_requires_grad_(ins[i], true);
+    ml_conv_opts o = {s, s, p, p, 1, 1, 1};
+    /* the reference: conv, then * scale + shift (broadcast over [N, O, H, W]), then ReLU */
+    ml_conv_set_impl(ML_CONV_IM2COL);
+    ml_tensor *z = ml_conv2d(x, w, NULL, &o), *s4 = ml_reshape(sc, 4, v4), *t4 = ml_reshape(sh, 4, v4);
+    ml_tensor *zs = ml_mul(z, s4), *za = ml_add(zs, t4), *ref = relu ? ml_relu(za) : ml_retain(za);
+    ml_conv_set_impl(ML_CONV_AUTO);
+    ml_tensor *r = ml_randn(4, ref->shape);
+    ml_tensor *g_ref[4] = {0}, *rr = ml_mul(ref, r), *Lr = ml_sum(rr, ML_ALL_DIMS, false);
+    CHECK(ml_grad(Lr, NULL, 4, ins, g_ref, false) == 0);
+    for (int impl = 0; impl < 2; impl++) {
+        ml_conv_set_impl(impl ? ML_CONV_IM2COL : ML_CONV_AUTO);
+        ml_tensor *y = ml_conv2d_affine(x, w, sc, sh, relu, &o);
+        CHECK(y && test_close_ratio(y, ref, 1e-4, 1e-4) <= 1);
+        ml_tensor *g[4] = {0}, *yr = y ? ml_mul(y, r) : NULL, *L = yr ? ml_sum(yr, ML_ALL_DIMS, false) : NULL;
+        CHECK(L && ml_grad(L, NULL, 4, ins, g, false) == 0);
+        for (int i = 0; i < 4; i++) CHECK(g[i] && g_ref[i] && test_close_ratio(g[i], g_ref[i], 1e-4, 1e-3) <= 1);
+        if (test_failures)
+            fprintf(stderr, "  affine case N%d C%d %dx%d O%d k%d s%d p%d relu%d impl %d\n", N, C, H, W, O, k, s, p, relu,
+                    impl);
+        for (int i = 0; i < 4; i++) ml_release(g[i]);
+        ml_release(y); ml_release(yr); ml_release(L);
+    }
+    ml_conv_set_impl(ML_CONV_AUTO);
+    for (int i = 0; i < 4; i++) ml_release(g_ref[i]);
+    ml_release(rr); ml_release(Lr); ml_release(r); ml_release(ref); ml_release(za); ml_release(zs);
+    ml_release(s4); ml_release(t4); ml_release(z);
+    for (int i = 0; i < 4; i++) ml_release(ins[i]);
+}
+
+TEST(conv_affine_matches_ops) {
+    ml_seed(21);
+    for (int kind = -1; kind < 3; kind++) {
+        ml_conv_avx512_force_kind(kind); /* each tile family's epilogue */
+        check_affine(2, 16, 8, 8, 16, 3, 1, 1, true);
+        check_affine(3, 5, 9, 7, 19, 3, 2, 1, true);
+        check_affine(2, 32, 4, 4, 40, 3, 1, 1, false);
+        check_affine(2, 8, 12, 12, 8, 1, 2, 0, true);
+        check_affine(1, 3, 17, 33, 16, 3, 1, 1, true);
+    }
+    ml_conv_avx512_force_kind(-1);
+    /* argument checks */
+    int64_t xs[4] = {1, 3, 5, 5}, ws[4] = {4, 3, 3, 3}, c3[1] = {3}, c4[1] = {4};
+    ml_tensor *x = ml_zeros(ML_F32, 4, xs), *w = ml_zeros(ML_F32, 4, ws), *s3 = ml_zeros(ML_F32, 1, c3),
+              *s4 = ml_zeros(ML_F32, 1, c4);
+    ml_conv_opts o = {0};
+    CHECK_FAILS(ml_conv2d_affine(x, w, s3, s4, true, &o) != NULL, "conv2d_affine: scale has shape [3], expected [4]");
+    CHECK_FAILS(ml_conv2d_affine(x, w, s4, NULL, true, &o) != NULL, "conv2d_affine: scale and shift are required");
+    ml_release(x); ml_release(w); ml_release(s3); ml_release(s4);
+}
+
+/* Nodes of the autograd graph behind t whose op is `op` (each node once). */
+static int count_ops(const ml_tensor *t, const char *op) {
+    const ml_node *seen[4096], *stack[4096];
+    int ns = 0, top = 0, count = 0;
+    if (t->grad_fn) stack[top++] = t->grad_fn;
+    while (top > 0) {
+        const ml_node *n = stack[--top];
+        bool dup = false;
+        for (int i = 0; i < ns && !dup; i++) dup = seen[i] == n;
+        if (dup || ns == 4096) continue;
+        seen[ns++] = n;
+        count += !strcmp(n->op, op);
+        for (int i = 0; i < n->n_in; i++)
+            if (n->in[i] && n->in[i]->grad_fn && top < 4096) stack[top++] = n->in[i]->grad_fn;
+    }
+    return count;
+}
+
+/* ResNet-18 in eval mode: BatchNorm folded into the convolutions (the
+ * default) gives the logits and the input gradient of the model run layer by
+ * layer; in train mode nothing is folded. */
+TEST(resnet_folded_batchnorm) {
+    ml_seed(4);
+    ml_module *m = ml_zoo_build("resnet18", NULL);
+    CHECK(m != NULL);
+    if (!m) return;
+    int64_t xs[4] = {3, 3, 32, 32}, ls[1] = {3};
+    ml_tensor *x = ml_rand(4, xs), *lab = ml_zeros(ML_I64, 1, ls);
+    for (int i = 0; i < 3; i++) ml_i64(lab)[i] = i;
+    /* non-trivial BatchNorm statistics: one train-mode forward */
+    ml_module_set_training(m, true);
+    ml_release(ml_module_forward(m, x, NULL));
+    ml_module_set_training(m, false);
+    ml_tensor *logits[2], *gx[2];
+    int64_t before[6], after[6];
+    for (int fuse = 1; fuse >= 0; fuse--) {
+        ml_nn_set_fuse(fuse);
+        ml_tensor *xr = ml_detach(x);
+        ml_requires_grad_(xr, true);
+        ml_conv_path_counts(before);
+        logits[fuse] = ml_module_forward(m, xr, NULL);
+        if (logits[fuse]) {
+            /* stem, 16 convolutions in the blocks, 3 shortcuts: each folded or not */
+            CHECK(count_ops(logits[fuse], "conv2d_affine") == (fuse ? 20 : 0));
+            CHECK(count_ops(logits[fuse], "batch_norm") == (fuse ? 0 : 20));
+            CHECK(count_ops(logits[fuse], "conv2d") == (fuse ? 0 : 20));
+        }
+        ml_tensor *loss = logits[fuse] ? ml_cross_entropy(logits[fuse], lab, ML_MEAN, 0.0) : NULL;
+        gx[fuse] = NULL;
+        CHECK(loss && ml_grad(loss, NULL, 1, &xr, &gx[fuse], false) == 0);
+        ml_conv_path_counts(after);
+        /* 20 convolutions either way */
+        CHECK(after[0] + after[3] - before[0] - before[3] == 20);
+        ml_release(loss);
+        ml_release(xr);
+    }
+    ml_nn_set_fuse(true);
+    /* train mode: never folded (BatchNorm uses the batch's statistics) */
+    ml_module_set_training(m, true);
+    ml_tensor *xt = ml_detach(x);
+    ml_requires_grad_(xt, true);
+    ml_tensor *lt = ml_module_forward(m, xt, NULL);
+    CHECK(lt && count_ops(lt, "conv2d_affine") == 0 && count_ops(lt, "batch_norm") == 20);
+    ml_release(lt);
+    ml_release(xt);
+    ml_module_set_training(m, false);
+    CHECK(logits[0] && logits[1] && test_close_ratio(logits[1], logits[0], 1e-4, 1e-5) <= 1);
+    CHECK(gx[0] && gx[1] && test_close_ratio(gx[1], gx[0], 1e-3, 1e-6) <= 1);
+    for (int i = 0; i < 2; i++) {
+        ml_release(logits[i]);
+        ml_release(gx[i]);
+    }
+    ml_release(x); ml_release(lab);
+    ml_module_release(m);
+}
+
 TEST(pooling_matches_naive) {
     int64_t xs[4] = {2, 3, 7, 6};
     ml_tensor *x = ml_randn(4, xs);
@@ -482,6 +618,8 @@ int main(void) {
     RUN(direct_matches_im2col);
     RUN(direct_finite_differences);
     RUN(path_selection);
+    RUN(conv_affine_matches_ops);
+    RUN(resnet_folded_batchnorm);
     RUN(pooling_matches_naive);
     RUN(bad_input);
     return test_summary();
