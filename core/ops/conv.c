@@ -1,4 +1,7 @@
-/* conv.c -- conv2d forward and backward: im2col + sgemm per sample.
+/* conv.c -- conv2d forward and backward: the API, the checks, the autograd
+ * nodes and the portable path (im2col + sgemm per sample); on a CPU with
+ * AVX-512 the three passes go to the direct kernels of conv_avx512.c
+ * (use_direct; docs/PERFORMANCE.md describes them).
  *
  * For sample n and group g, with K = (C/groups) kh kw and P = Ho Wo:
  *   forward       out[n, g] [O/g, P]  = W_g [O/g, K] x col(x[n, g]) [K, P]
@@ -6,7 +9,9 @@
  *   weight grad   gW_g [O/g, K]       += gout[n, g] [O/g, P] x col^T
  * Samples run in parallel (OpenMP), each GEMM on one BLAS thread; each thread
  * owns its column buffer and, for the weight gradient, its partial sum. A 1x1
- * stride-1 unpadded convolution needs no im2col: col(x[n]) is x[n] itself. */
+ * stride-1 unpadded convolution needs no im2col: col(x[n]) is x[n] itself.
+ * ml_conv2d_affine (a convolution with a per-channel affine map and ReLU, for
+ * an eval-mode BatchNorm folded in) is at the end. */
 #include "conv.h"
 
 #include <inttypes.h>
