@@ -1,8 +1,10 @@
 /* conv_avx512.c -- direct 2-d convolution with AVX-512: forward, input
- * gradient and weight gradient, without im2col.
+ * gradient and weight gradient, without im2col. docs/PERFORMANCE.md has the
+ * design and the figures.
  *
  * Built with AVX-512 code generation for this file only (CMakeLists.txt);
- * conv.c calls in here only after checking the CPU (ml_conv_avx512_usable).
+ * conv.c calls in here only after checking the CPU (ml_conv_direct_available)
+ * and the geometry (ml_conv_avx512_handles).
  *
  * Prepared input. Each sample's input (or a block of nS samples) is copied
  * once into a zero-bordered buffer, split into sy x sx phases for a strided
@@ -15,36 +17,42 @@
  * base oy Wq + ox, and consecutive output pixels read consecutive floats:
  * stride, padding and dilation only change the offsets.
  *
- * Forward kernel (the register tile). 16 output channels sit in the lanes of
- * a zmm register. A tile is RT rows x PW pixels (RP = RT PW <= 16) times RB
- * blocks of 16 output channels, RP RB <= 28 accumulators. For every input
- * channel and tap: RB weight vectors are loaded, each of the RP input values
- * is broadcast (a memory operand of the FMA) and RP RB FMAs are issued. The
- * weights are re-laid out once per call as [O/16 groups of RB][C][taps][RB][16]
- * (zero-padded last block), so the loop reads them sequentially. The tile is
- * stored by a 16 x 16 transpose into NCHW rows with masked stores (partial
- * pixel and channel blocks never touch memory outside the output). Tiles with
- * RT > 1 cover whole output rows (PW = Wo) for small images (4x4, 8x8).
+ * Register tiles, three families (the cost model, step_cost, picks one per
+ * call and plane):
+ *  - fwd_band: 16 output channels in the lanes of a zmm; RT rows x PW pixels
+ *    (RP = RT PW <= 16) x RB blocks of 16 channels, RP RB <= 28
+ *    accumulators. Per input channel and tap: RB weight vectors loaded, each
+ *    of the RP inputs broadcast (a memory operand of the FMA), RP RB FMAs.
+ *    Stored by a 16 x 16 transpose into NCHW rows with masked stores.
+ *    Tiles with RT > 1 cover whole output rows (PW = Wo): 4x4, 8x8 images.
+ *  - pix_band: 16 pixels of a row in the lanes, RC channels x RR rows x VW
+ *    vectors; weights broadcast, stores straight to NCHW. For few output
+ *    channels and 1x1 convolutions.
+ *  - edge_band: fwd_band for 3x3 with the 9 taps unrolled, leaving out the
+ *    products that read padding (flags per tile).
+ * Weights are re-laid out once per call (relayout) so that a tile reads them
+ * sequentially; an optional epilogue (scale, shift, ReLU per output channel)
+ * runs in the store.
  *
  * Input gradient. gx = "transposed convolution" of gy: for input row phase
  * py (iy = py + sy a) and column phase px only the taps with
  * (py + ph - ki dh) % sy == 0 contribute, and each reads gy at row
  * a + (py + ph - ki dh) / sy. So each phase is a stride-1 correlation of a
  * zero-padded gy with a tap subset of the (channel-transposed) weights: the
- * forward kernel again, writing to a per-phase buffer that is interleaved
+ * forward tiles again, writing to a per-phase buffer that is interleaved
  * into gx (or straight into gx when the stride is 1).
  *
  * Weight gradient. gw[o][c,t] = sum over samples and pixels of
- * gy[o][p] x[c, t](p). Accumulators are R columns (c, t) x RB blocks of 16
- * output channels; per output pixel RB vectors of the transposed gy
- * (gyT[p][o]) are loaded and R input values broadcast. Samples are processed
- * in blocks of nS (stacked in the prepared buffer) so that a pass has enough
- * pixels even at 4x4; every thread sums into its own partial, reduced at the
- * end.
+ * gy[o][p] x[c, t](p). Accumulators are R input channels sharing a tap x RB
+ * blocks of 16 output channels; per output pixel RB vectors of the
+ * transposed gy (gyT[p][o]) are loaded and R input values broadcast, over
+ * the tap's valid output region only. Samples are processed in blocks of nS
+ * (stacked in the prepared buffer) so that a pass has enough pixels even at
+ * 4x4; every thread sums into its own partial, reduced at the end.
  *
  * Work is split over (sample, band of output rows) with OpenMP; buffers are
  * allocated once per call, per thread (ml_alloc); nothing is allocated per
- * tile. Tile shapes are chosen per call by a small cost model (step_cost). */
+ * tile. */
 #include "conv_internal.h"
 
 #if defined(__AVX512F__)

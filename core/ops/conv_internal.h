@@ -17,8 +17,7 @@ typedef struct {
     bool direct;          /* 1x1, stride 1, no padding: col = x */
 } ml_conv_geom;
 
-/* True when the direct kernels were compiled in and the CPU runs them. */
-bool ml_conv_avx512_usable(void);
+/* Whether the CPU runs these kernels is conv.c's ml_conv_direct_available(). */
 /* True when the direct kernels handle this geometry: any stride, padding,
  * dilation and groups, as long as the buffers stay within 32-bit offsets and,
  * for the weight gradient, a group has at least 8 output channels. `which`:
