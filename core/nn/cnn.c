@@ -4,6 +4,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +116,61 @@ static cJSON *bn_config(const ml_module *m) {
 
 static const ml_module_type bn_type = {.name = "BatchNorm2d", .forward = bn_forward, .destroy = free_state,
                                        .describe = bn_describe, .config = bn_config};
+
+/* ------------------------------------------------------------ Conv2d + BatchNorm2d (+ ReLU) */
+static _Atomic int fuse_mode = -1; /* -1: not read from the environment yet */
+
+void ml_nn_set_fuse(bool on) { atomic_store(&fuse_mode, on ? 1 : 0); }
+
+bool ml_nn_fuse(void) {
+    int m = atomic_load(&fuse_mode);
+    if (m < 0) {
+        const char *e = getenv("MOELAB_FUSE");
+        m = e && !strcmp(e, "0") ? 0 : 1;
+        atomic_store(&fuse_mode, m);
+    }
+    return m == 1;
+}
+
+ml_tensor *ml_nn_conv_bn_forward(ml_module *parent, int ic, int ib, ml_tensor *x, ml_ctx *ctx, bool relu) {
+    ml_module *cm = parent->children[ic].m, *bm = parent->children[ib].m;
+    const conv_state *cs = cm->type == &conv_type ? cm->state : NULL;
+    const bn_state *bs = bm->type == &bn_type ? bm->state : NULL;
+    if (ml_nn_fuse() && cs && bs && !bm->training && bs->c == cs->cout && !(ctx && ctx->on_module)) {
+        /* the BatchNorm folded into a per-channel scale and shift, through
+         * differentiable ops so that its parameters still get gradients */
+        ml_tensor *gamma = ml_module_param(bm, "weight"), *beta = ml_module_param(bm, "bias");
+        ml_tensor *rm = ml_module_param(bm, "running_mean"), *rv = ml_module_param(bm, "running_var");
+        ml_tensor *ve = ml_add_scalar(rv, bs->eps), *sd = ve ? ml_sqrt(ve) : NULL;
+        ml_tensor *scale = sd ? ml_div(gamma, sd) : NULL, *ms = scale ? ml_mul(rm, scale) : NULL;
+        ml_tensor *shift = ms ? ml_sub(beta, ms) : NULL;
+        if (shift && cs->bias) {
+            ml_tensor *bsc = ml_mul(ml_module_param(cm, "bias"), scale), *t = bsc ? ml_add(shift, bsc) : NULL;
+            ml_release(bsc);
+            ml_release(shift);
+            shift = t;
+        }
+        ml_conv_opts o = {.stride_h = cs->stride, .stride_w = cs->stride, .pad_h = cs->pad, .pad_w = cs->pad,
+                          .dil_h = 1, .dil_w = 1, .groups = cs->groups};
+        ml_tensor *y = shift ? ml_conv2d_affine(x, ml_module_param(cm, "weight"), scale, shift, relu, &o) : NULL;
+        if (!y && strcmp(ml_last_error(), "interrupted") != 0)
+            ml_error_prefix("in modules '%s' and '%s' (Conv2d, BatchNorm2d) of %s: ", parent->children[ic].name,
+                            parent->children[ib].name, parent->type->name);
+        ml_release(ve);
+        ml_release(sd);
+        ml_release(scale);
+        ml_release(ms);
+        ml_release(shift);
+        return y;
+    }
+    ml_tensor *h = ml_module_forward_child(parent, ic, x, ctx);
+    ml_tensor *b = h ? ml_module_forward_child(parent, ib, h, ctx) : NULL;
+    ml_release(h);
+    if (!relu || !b) return b;
+    ml_tensor *r = ml_relu(b);
+    ml_release(b);
+    return r;
+}
 
 ml_module *ml_nn_batchnorm2d(int64_t c, double eps, double momentum) {
     if (c <= 0) return ml_fail("BatchNorm2d: channels must be positive, got %" PRId64, c);

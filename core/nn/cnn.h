@@ -15,6 +15,16 @@ ml_module *ml_nn_dropout(double p);
 /* Sets the momentum of every BatchNorm2d in a tree (1 = running statistics
  * become the next batch's statistics). */
 void ml_nn_set_bn_momentum(ml_module *m, double momentum);
+/* Child ic (a Conv2d) of parent, then child ib (a BatchNorm2d), then ReLU when
+ * relu. In eval mode, with nobody watching the children (ctx->on_module), the
+ * three run as one op, ml_conv2d_affine, with the BatchNorm folded into a
+ * per-channel scale and shift (one pass over the activation instead of three).
+ * Any other pair of children simply runs one after the other. */
+ml_tensor *ml_nn_conv_bn_forward(ml_module *parent, int ic, int ib, ml_tensor *x, ml_ctx *ctx, bool relu);
+/* Folding on (default) or off; the environment variable MOELAB_FUSE=0 sets
+ * the initial choice to off. */
+void ml_nn_set_fuse(bool on);
+bool ml_nn_fuse(void);
 /* The residual block of ResNet (children conv1, bn1, conv2, bn2, [shortcut]):
  * out = ReLU(BN(conv3x3(ReLU(BN(conv3x3(x))))) + shortcut(x)), shortcut =
  * identity or conv1x1 + BN when the stride or the width changes. */

@@ -87,17 +87,15 @@ typedef struct {
 
 static ml_tensor *basic_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     block_state *s = m->state;
-    ml_tensor *h = ml_module_forward_child(m, 0, x, ctx); /* conv1 */
-    ml_tensor *b = h ? ml_module_forward_child(m, 1, h, ctx) : NULL; /* bn1 */
-    ml_release(h);
-    ml_tensor *a = b ? ml_relu(b) : NULL;
-    ml_release(b);
-    ml_tensor *h2 = a ? ml_module_forward_child(m, 2, a, ctx) : NULL; /* conv2 */
+    /* conv1 + bn1 + ReLU, conv2 + bn2: one op each in eval mode (ml_nn_conv_bn_forward) */
+    ml_tensor *a = ml_nn_conv_bn_forward(m, 0, 1, x, ctx, true);
+    ml_tensor *b2 = a ? ml_nn_conv_bn_forward(m, 2, 3, a, ctx, false) : NULL;
     ml_release(a);
-    ml_tensor *b2 = h2 ? ml_module_forward_child(m, 3, h2, ctx) : NULL; /* bn2 */
-    ml_release(h2);
     if (!b2) return NULL;
-    ml_tensor *sc = s->has_shortcut ? ml_module_forward_child(m, 4, x, ctx) : ml_retain(x);
+    ml_module *scm = s->has_shortcut ? m->children[4].m : NULL;
+    ml_tensor *sc = !scm ? ml_retain(x)
+                    : scm->n_children == 2 && !(ctx && ctx->on_module) ? ml_nn_conv_bn_forward(scm, 0, 1, x, ctx, false)
+                                                                       : ml_module_forward_child(m, 4, x, ctx);
     ml_tensor *sum = sc ? ml_add(b2, sc) : NULL;
     ml_release(b2);
     ml_release(sc);
@@ -212,6 +210,9 @@ static ml_tensor *resnet_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
             ml_tensor *p = ml_global_avg_pool2d(h);
             next = p ? ml_module_forward_child(m, i, p, ctx) : NULL;
             ml_release(p);
+        } else if (!strcmp(name, "conv1") && i + 1 < m->n_children && !strcmp(m->children[i + 1].name, "bn1")) {
+            next = ml_nn_conv_bn_forward(m, i, i + 1, h, ctx, true); /* the stem: conv1 + bn1 + ReLU */
+            i++;
         } else {
             next = ml_module_forward_child(m, i, h, ctx);
             if (next && !strcmp(name, "bn1")) {

@@ -1,4 +1,7 @@
-/* conv.c -- conv2d forward and backward: im2col + sgemm per sample.
+/* conv.c -- conv2d forward and backward: the API, the checks, the autograd
+ * nodes and the portable path (im2col + sgemm per sample); on a CPU with
+ * AVX-512 the three passes go to the direct kernels of conv_avx512.c
+ * (use_direct; docs/PERFORMANCE.md describes them).
  *
  * For sample n and group g, with K = (C/groups) kh kw and P = Ho Wo:
  *   forward       out[n, g] [O/g, P]  = W_g [O/g, K] x col(x[n, g]) [K, P]
@@ -6,24 +9,65 @@
  *   weight grad   gW_g [O/g, K]       += gout[n, g] [O/g, P] x col^T
  * Samples run in parallel (OpenMP), each GEMM on one BLAS thread; each thread
  * owns its column buffer and, for the weight gradient, its partial sum. A 1x1
- * stride-1 unpadded convolution needs no im2col: col(x[n]) is x[n] itself. */
+ * stride-1 unpadded convolution needs no im2col: col(x[n]) is x[n] itself.
+ * ml_conv2d_affine (a convolution with a per-channel affine map and ReLU, for
+ * an eval-mode BatchNorm folded in) is at the end. */
 #include "conv.h"
 
 #include <inttypes.h>
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../autograd.h"
 #include "../parallel.h"
+#include "conv_internal.h"
 #include "linalg.h"
 
-typedef struct {
-    int64_t N, C, H, W, O, kh, kw, Ho, Wo;
-    int sh, sw, ph, pw, dh, dw, groups;
-    int64_t Cg, Og, K, P; /* per-group channels in/out, rows of col, output pixels */
-    bool direct;          /* 1x1, stride 1, no padding: col = x */
-} geom;
+typedef ml_conv_geom geom;
+
+/* ------------------------------------------------------------ choosing the implementation */
+static _Atomic int impl_mode = -1; /* ml_conv_impl, -1 until read from the environment */
+static _Atomic int64_t path_counts[6];
+
+static int conv_mode(void) {
+    int m = atomic_load(&impl_mode);
+    if (m < 0) {
+        const char *e = getenv("MOELAB_CONV");
+        m = e && !strcmp(e, "im2col") ? ML_CONV_IM2COL : ML_CONV_AUTO;
+        atomic_store(&impl_mode, m);
+    }
+    return m;
+}
+
+void ml_conv_set_impl(ml_conv_impl impl) { atomic_store(&impl_mode, (int)impl); }
+ml_conv_impl ml_conv_get_impl(void) { return (ml_conv_impl)conv_mode(); }
+
+bool ml_conv_direct_available(void) {
+#if defined(MOELAB_HAVE_AVX512_KERNELS) && (defined(__x86_64__) || defined(__i386__))
+    static int ok = -1;
+    if (ok < 0) {
+        __builtin_cpu_init();
+        const char *e = getenv("MOELAB_CONV"); /* "noavx512": behave as on a CPU without it */
+        ok = __builtin_cpu_supports("avx512f") && !(e && !strcmp(e, "noavx512")) ? 1 : 0;
+    }
+    return ok == 1;
+#else
+    return false;
+#endif
+}
+
+void ml_conv_path_counts(int64_t counts[6]) {
+    for (int i = 0; i < 6; i++) counts[i] = atomic_load(&path_counts[i]);
+}
+
+/* which: 0 forward, 1 input gradient, 2 weight gradient */
+static bool use_direct(const geom *g, int which) {
+    bool d = conv_mode() == ML_CONV_AUTO && ml_conv_direct_available() && ml_conv_avx512_handles(g, which);
+    atomic_fetch_add(&path_counts[(d ? 0 : 3) + which], 1);
+    return d;
+}
 
 static int make_geom(const ml_tensor *x, const ml_tensor *w, const ml_conv_opts *o, geom *g) {
     if (x->dtype != ML_F32 || w->dtype != ML_F32) return ml_failc("conv2d: expects float32 tensors");
@@ -131,7 +175,18 @@ static void col2im(const geom *g, const float *col, float *x) {
 }
 
 /* ------------------------------------------------------------ forward */
+static int conv_forward_im2col(const geom *g, const float *x, const float *w, const float *b, float *y);
+
+/* The forward pass on the path use_direct() chooses. */
 static int conv_forward(const geom *g, const float *x, const float *w, const float *b, float *y) {
+    if (use_direct(g, 0)) {
+        ml_flops_add(2 * g->N * g->O * g->K * g->P);
+        return ml_conv_avx512_forward(g, x, w, b, y);
+    }
+    return conv_forward_im2col(g, x, w, b, y);
+}
+
+static int conv_forward_im2col(const geom *g, const float *x, const float *w, const float *b, float *y) {
     int threads = omp_get_max_threads();
     if (threads > g->N) threads = (int)(g->N > 0 ? g->N : 1);
     size_t colsz = g->direct ? 1 : sizeof(float) * (size_t)(g->K * g->P);
@@ -167,45 +222,65 @@ static int conv_forward(const geom *g, const float *x, const float *w, const flo
 }
 
 /* ------------------------------------------------------------ backward */
-static int conv_backward(ml_node *nd, ml_tensor *gout, ml_tensor **gin) {
-    ml_tensor *x = ml_saved(nd, 0), *w = ml_saved(nd, 1);
-    if (!x || !w) return -1;
-    geom g = *(const geom *)nd->ctx;
-    bool need_x = nd->needs[0], need_w = nd->needs[1], need_b = nd->n_in > 2 && nd->needs[2];
-    const float *gy = ml_f32(gout), *xx = ml_f32(x), *ww = ml_f32(w);
-    ml_tensor *gx = need_x ? ml_zeros(ML_F32, 4, x->shape) : NULL;
-    ml_tensor *gw = need_w ? ml_zeros(ML_F32, 4, w->shape) : NULL;
+/* Gradients of a convolution w.r.t. x and w for the output gradient gy
+ * (contiguous [N, O, Ho, Wo]): *gxp and *gwp get new tensors (or stay NULL
+ * when not needed). Returns 0 or -1 with the error set. */
+static int conv_grads(const geom *gp, ml_tensor *x, ml_tensor *w, const float *gy, bool need_x, bool need_w,
+                      ml_tensor **gxp, ml_tensor **gwp) {
+    geom g = *gp;
+    const float *xx = ml_f32(x), *ww = ml_f32(w);
+    /* the direct kernels write every element; col2im and the partial sums accumulate */
+    bool dx = need_x && use_direct(&g, 1), dw = need_w && use_direct(&g, 2);
+    bool ix = need_x && !dx, iw = need_w && !dw; /* left to im2col + sgemm */
+    ml_tensor *gx = need_x ? (dx ? ml_empty(ML_F32, 4, x->shape) : ml_zeros(ML_F32, 4, x->shape)) : NULL;
+    ml_tensor *gw = need_w ? (dw ? ml_empty(ML_F32, 4, w->shape) : ml_zeros(ML_F32, 4, w->shape)) : NULL;
     if ((need_x && !gx) || (need_w && !gw)) {
         ml_release(gx);
         ml_release(gw);
         return -1;
     }
-    if (need_x || need_w) {
+    if (dx || dw) {
+        int rc = 0;
+        if (dx) {
+            ml_flops_add(2 * g.N * g.O * g.K * g.P);
+            rc = ml_conv_avx512_input_grad(&g, gy, ww, ml_f32(gx));
+        }
+        if (dw && rc == 0) {
+            ml_flops_add(2 * g.N * g.O * g.K * g.P);
+            rc = ml_conv_avx512_weight_grad(&g, xx, gy, ml_f32(gw));
+        }
+        if (rc) {
+            ml_release(gx);
+            ml_release(gw);
+            return -1;
+        }
+    }
+    if (ix || iw) {
         int threads = omp_get_max_threads();
         if (threads > g.N) threads = (int)(g.N > 0 ? g.N : 1);
         size_t colsz = sizeof(float) * (size_t)(g.K * g.P), wsz = sizeof(float) * (size_t)ml_numel(w);
         float *cols = ml_alloc(colsz * (size_t)threads);
-        float *wpart = need_w ? ml_alloc(wsz * (size_t)threads) : NULL;
-        if (!cols || (need_w && !wpart)) {
+        float *wpart = iw ? ml_alloc(wsz * (size_t)threads) : NULL;
+        if (!cols || (iw && !wpart)) {
             ml_free(cols, colsz * (size_t)threads);
             ml_release(gx);
             ml_release(gw);
             return -1;
         }
-        if (need_w) memset(wpart, 0, wsz * (size_t)threads);
+        if (iw) memset(wpart, 0, wsz * (size_t)threads);
         int saved = ml_blas_single_begin();
         #pragma omp parallel num_threads(threads)
         {
             int t = omp_get_thread_num();
             float *col = (float *)((char *)cols + colsz * (size_t)t);
-            float *gwt = need_w ? (float *)((char *)wpart + wsz * (size_t)t) : NULL;
+            float *gwt = iw ? (float *)((char *)wpart + wsz * (size_t)t) : NULL;
             #pragma omp for schedule(dynamic, 1)
             for (int64_t n = 0; n < g.N; n++) {
                 if (ml_interrupt_pending()) continue;
                 for (int grp = 0; grp < g.groups; grp++) {
                     const float *gys = gy + (n * g.O + grp * g.Og) * g.P;
                     const float *wg = ww + grp * g.Og * g.K;
-                    if (need_w) {
+                    if (iw) {
                         const float *src = xx + (n * g.C + grp * g.Cg) * g.H * g.W;
                         if (!g.direct) {
                             im2col(&g, src, col);
@@ -213,7 +288,7 @@ static int conv_backward(ml_node *nd, ml_tensor *gout, ml_tensor **gin) {
                         }
                         ml_sgemm(false, true, g.Og, g.K, g.P, 1.0f, gys, g.P, src, g.P, 1.0f, gwt + grp * g.Og * g.K, g.K);
                     }
-                    if (need_x) {
+                    if (ix) {
                         float *gxs = ml_f32(gx) + (n * g.C + grp * g.Cg) * g.H * g.W;
                         if (g.direct) {
                             ml_sgemm(true, false, g.K, g.P, g.Og, 1.0f, wg, g.K, gys, g.P, 0.0f, gxs, g.P);
@@ -226,7 +301,7 @@ static int conv_backward(ml_node *nd, ml_tensor *gout, ml_tensor **gin) {
             }
         }
         ml_blas_single_end(saved);
-        if (need_w) {
+        if (iw) {
             float *dst = ml_f32(gw);
             int64_t nw = ml_numel(w);
             for (int t = 0; t < threads; t++) {
@@ -242,8 +317,18 @@ static int conv_backward(ml_node *nd, ml_tensor *gout, ml_tensor **gin) {
             return -1;
         }
     }
-    gin[0] = gx;
-    gin[1] = gw;
+    *gxp = gx;
+    *gwp = gw;
+    return 0;
+}
+
+static int conv_backward(ml_node *nd, ml_tensor *gout, ml_tensor **gin) {
+    ml_tensor *x = ml_saved(nd, 0), *w = ml_saved(nd, 1);
+    if (!x || !w) return -1;
+    geom g = *(const geom *)nd->ctx;
+    bool need_b = nd->n_in > 2 && nd->needs[2];
+    const float *gy = ml_f32(gout);
+    if (conv_grads(&g, x, w, gy, nd->needs[0], nd->needs[1], &gin[0], &gin[1])) return -1;
     if (need_b) {
         ml_tensor *gb = ml_zeros(ML_F32, 1, &g.O);
         if (!gb) return -1;
@@ -286,5 +371,137 @@ ml_tensor *ml_conv2d(ml_tensor *x, ml_tensor *w, ml_tensor *b, const ml_conv_opt
     ml_release(xc);
     ml_release(wc);
     ml_release(bc);
+    return y;
+}
+
+/* ------------------------------------------------------------ conv2d + per-channel affine map (+ ReLU) */
+/* y = act(z scale[o] + shift[o]) with z = conv2d(x, w). Backward: with
+ * m = (y > 0) for ReLU (1 otherwise), gz = gy m scale[o] goes through the
+ * convolution's gradients; gshift[o] = sum gy m, and gscale[o] = sum gy m z
+ * (z recomputed, only when the scale needs a gradient). */
+static int conv_affine_backward(ml_node *nd, ml_tensor *gout, ml_tensor **gin) {
+    ml_tensor *x = ml_saved(nd, 0), *w = ml_saved(nd, 1), *y = ml_saved(nd, 2), *sc = ml_saved(nd, 3);
+    if (!x || !w || !y || !sc) return -1;
+    geom g = *(const geom *)nd->ctx;
+    bool relu = nd->i[0], need_s = nd->needs[2], need_t = nd->needs[3];
+    const float *gy = ml_f32(gout), *yy = ml_f32(y), *scale = ml_f32(sc);
+    ml_tensor *gz = ml_empty(ML_F32, 4, gout->shape);
+    float *z = NULL;
+    size_t zsz = sizeof(float) * (size_t)ml_numel(y);
+    if (!gz) return -1;
+    if (need_s) {
+        /* the convolution alone, again: z is not kept by the forward */
+        z = ml_alloc(zsz);
+        if (!z || conv_forward(&g, ml_f32(x), ml_f32(w), NULL, z)) {
+            ml_free(z, zsz);
+            ml_release(gz);
+            return -1;
+        }
+    }
+    ml_tensor *gs = need_s ? ml_zeros(ML_F32, 1, &g.O) : NULL, *gt = need_t ? ml_zeros(ML_F32, 1, &g.O) : NULL;
+    float *gzp = ml_f32(gz);
+    #pragma omp parallel for schedule(static) if (g.N * g.O * g.P >= 65536)
+    for (int64_t no = 0; no < g.N * g.O; no++) {
+        /* branch-free, so that it vectorises (the ReLU's sign is a coin flip) */
+        const float *gr = gy + no * g.P, *yr = yy + no * g.P;
+        float *o = gzp + no * g.P, s = scale[no % g.O];
+        if (relu)
+            for (int64_t p = 0; p < g.P; p++) {
+                float gi = gr[p];
+                o[p] = (yr[p] > 0 ? gi : 0.0f) * s;
+            }
+        else
+            for (int64_t p = 0; p < g.P; p++) o[p] = gr[p] * s;
+    }
+    if (gs || gt) {
+        /* the parameters' sums, only when they are needed (not in an attack) */
+        #pragma omp parallel for schedule(static) if (g.N * g.O * g.P >= 65536)
+        for (int64_t o = 0; o < g.O; o++) {
+            double st = 0, ss = 0;
+            for (int64_t n = 0; n < g.N; n++) {
+                int64_t base = (n * g.O + o) * g.P;
+                for (int64_t p = 0; p < g.P; p++) {
+                    float gm = relu && !(yy[base + p] > 0) ? 0.0f : gy[base + p];
+                    st += gm;
+                    if (z) ss += (double)gm * z[base + p];
+                }
+            }
+            if (gt) ml_f32(gt)[o] = (float)st;
+            if (gs) ml_f32(gs)[o] = (float)ss;
+        }
+    }
+    ml_free(z, zsz);
+    int rc = conv_grads(&g, x, w, gzp, nd->needs[0], nd->needs[1], &gin[0], &gin[1]);
+    ml_release(gz);
+    if (rc) {
+        ml_release(gs);
+        ml_release(gt);
+        return -1;
+    }
+    gin[2] = gs;
+    gin[3] = gt;
+    return 0;
+}
+
+static int check_channel_vec(const char *what, const ml_tensor *t, int64_t O) {
+    if (t->dtype != ML_F32 || t->ndim != 1 || t->shape[0] != O)
+        return ml_failc("conv2d_affine: %s has shape %s, expected [%" PRId64 "] (one per output channel)", what,
+                        ML_SHAPE_STR(t), O);
+    return 0;
+}
+
+ml_tensor *ml_conv2d_affine(ml_tensor *x, ml_tensor *w, ml_tensor *scale, ml_tensor *shift, bool relu,
+                            const ml_conv_opts *o) {
+    geom g;
+    if (!scale || !shift) return ml_fail("conv2d_affine: scale and shift are required");
+    if (make_geom(x, w, o, &g) || check_channel_vec("scale", scale, g.O) || check_channel_vec("shift", shift, g.O))
+        return NULL;
+    ml_tensor *xc = ml_contiguous(x), *wc = xc ? ml_contiguous(w) : NULL;
+    ml_tensor *sc = wc ? ml_contiguous(scale) : NULL, *tc = sc ? ml_contiguous(shift) : NULL;
+    int64_t shape[4] = {g.N, g.O, g.Ho, g.Wo};
+    ml_tensor *y = tc ? ml_empty(ML_F32, 4, shape) : NULL;
+    if (y) {
+        int rc;
+        const float *s = ml_f32(sc), *t = ml_f32(tc);
+        if (use_direct(&g, 0)) {
+            ml_flops_add(2 * g.N * g.O * g.K * g.P);
+            rc = ml_conv_avx512_forward_affine(&g, ml_f32(xc), ml_f32(wc), NULL, s, t, relu, ml_f32(y));
+        } else {
+            rc = conv_forward_im2col(&g, ml_f32(xc), ml_f32(wc), NULL, ml_f32(y));
+            float *yp = ml_f32(y);
+            #pragma omp parallel for schedule(static) if (g.N * g.O * g.P >= 65536)
+            for (int64_t no = 0; no < g.N * g.O; no++) {
+                float a = s[no % g.O], b = t[no % g.O];
+                float *r = yp + no * g.P;
+                for (int64_t p = 0; p < g.P; p++) {
+                    float v = r[p] * a + b;
+                    r[p] = relu && !(v > 0) ? 0.0f : v;
+                }
+            }
+        }
+        if (rc) {
+            ml_release(y);
+            y = NULL;
+        }
+    }
+    if (y) {
+        ml_tensor *ins[4] = {x, w, scale, shift};
+        ml_node *n = ml_record("conv2d_affine", y, 4, ins, conv_affine_backward);
+        if (n) {
+            geom *gc = malloc(sizeof *gc);
+            *gc = g;
+            n->ctx = gc;
+            n->ctx_free = free;
+            n->i[0] = relu;
+            ml_save(n, xc);
+            ml_save(n, wc);
+            ml_save(n, y);
+            ml_save(n, sc);
+        }
+    }
+    ml_release(xc);
+    ml_release(wc);
+    ml_release(sc);
+    ml_release(tc);
     return y;
 }

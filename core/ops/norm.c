@@ -10,6 +10,35 @@
 #include "vmath.h"
 
 /* ------------------------------------------------------------ batch norm */
+/* Sums in double with four independent partial sums (a single chain of
+ * double adds waits on the add latency at every element). */
+static double row_sum(const float *x, int64_t n) {
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        a0 += x[i];
+        a1 += x[i + 1];
+        a2 += x[i + 2];
+        a3 += x[i + 3];
+    }
+    for (; i < n; i++) a0 += x[i];
+    return (a0 + a1) + (a2 + a3);
+}
+
+static double row_sqdev(const float *x, int64_t n, double m) {
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        double d0 = x[i] - m, d1 = x[i + 1] - m, d2 = x[i + 2] - m, d3 = x[i + 3] - m;
+        a0 += d0 * d0;
+        a1 += d1 * d1;
+        a2 += d2 * d2;
+        a3 += d3 * d3;
+    }
+    for (; i < n; i++) a0 += (x[i] - m) * (x[i] - m);
+    return (a0 + a1) + (a2 + a3);
+}
+
 static int bn_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
     ml_tensor *x = ml_saved(n, 0), *mean = ml_saved(n, 1), *invstd = ml_saved(n, 2);
     if (!x || !mean || !invstd) return -1;
@@ -27,16 +56,35 @@ static int bn_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
         ml_release(gb);
         return -1;
     }
+    /* the sums are needed for the parameters' gradients and, in training, for
+     * gx; an attack in eval mode with frozen parameters needs neither */
+    bool sums = gw || gb || (gx && training);
     #pragma omp parallel for schedule(static) if (M * C >= 65536)
     for (int64_t c = 0; c < C; c++) {
         double sg = 0, sgx = 0;
         float m = mu[c], s = is[c];
-        for (int64_t b = 0; b < N; b++) {
+        for (int64_t b = 0; b < N && sums; b++) {
             const float *xr = xx + (b * C + c) * inner, *gr = gg + (b * C + c) * inner;
-            for (int64_t i = 0; i < inner; i++) {
-                sg += gr[i];
-                sgx += (double)gr[i] * (xr[i] - m) * s;
+            /* four independent partial sums: a single chain of double adds
+             * waits on the add latency at every element */
+            double a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+            int64_t i = 0;
+            for (; i + 4 <= inner; i += 4) {
+                a0 += gr[i];
+                a1 += gr[i + 1];
+                a2 += gr[i + 2];
+                a3 += gr[i + 3];
+                b0 += (double)gr[i] * (xr[i] - m);
+                b1 += (double)gr[i + 1] * (xr[i + 1] - m);
+                b2 += (double)gr[i + 2] * (xr[i + 2] - m);
+                b3 += (double)gr[i + 3] * (xr[i + 3] - m);
             }
+            for (; i < inner; i++) {
+                a0 += gr[i];
+                b0 += (double)gr[i] * (xr[i] - m);
+            }
+            sg += (a0 + a1) + (a2 + a3);
+            sgx += ((b0 + b1) + (b2 + b3)) * s;
         }
         if (gw) ml_f32(gw)[c] = (float)sgx;
         if (gb) ml_f32(gb)[c] = (float)sg;
@@ -100,15 +148,9 @@ ml_tensor *ml_batch_norm(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, ml_te
         double m, var;
         if (training) {
             double s = 0, ss = 0;
-            for (int64_t b = 0; b < N; b++) {
-                const float *xr = xx + (b * C + c) * inner;
-                for (int64_t i = 0; i < inner; i++) s += xr[i];
-            }
+            for (int64_t b = 0; b < N; b++) s += row_sum(xx + (b * C + c) * inner, inner);
             m = s / (double)M;
-            for (int64_t b = 0; b < N; b++) {
-                const float *xr = xx + (b * C + c) * inner;
-                for (int64_t i = 0; i < inner; i++) ss += (xr[i] - m) * (xr[i] - m);
-            }
+            for (int64_t b = 0; b < N; b++) ss += row_sqdev(xx + (b * C + c) * inner, inner, m);
             var = ss / (double)M;
             if (rm) ml_f32(rm)[c] = (float)((1.0 - momentum) * ml_f32(rm)[c] + momentum * m);
             if (rv) ml_f32(rv)[c] = (float)((1.0 - momentum) * ml_f32(rv)[c] + momentum * var * (double)M / (double)(M - 1));

@@ -194,9 +194,18 @@ ml_tensor *ml_global_avg_pool2d(ml_tensor *x) {
         const float *xp = ml_f32(xc);
         #pragma omp parallel for schedule(static) if (planes * HW >= 65536)
         for (int64_t pl = 0; pl < planes; pl++) {
-            double s = 0;
-            for (int64_t i = 0; i < HW; i++) s += xp[pl * HW + i];
-            ml_f32(y)[pl] = (float)(s / (double)HW);
+            /* four partial sums: one chain of double adds waits on the add latency */
+            const float *r = xp + pl * HW;
+            double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            int64_t i = 0;
+            for (; i + 4 <= HW; i += 4) {
+                s0 += r[i];
+                s1 += r[i + 1];
+                s2 += r[i + 2];
+                s3 += r[i + 3];
+            }
+            for (; i < HW; i++) s0 += r[i];
+            ml_f32(y)[pl] = (float)(((s0 + s1) + (s2 + s3)) / (double)HW);
         }
         ml_record("global_avg_pool", y, 1, &x, gap_backward);
     }
