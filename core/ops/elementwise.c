@@ -8,6 +8,7 @@
 
 #include "../autograd.h"
 #include "iter.h"
+#include "vmath.h"
 
 
 /* ------------------------------------------------------------ broadcasting */
@@ -385,12 +386,15 @@ static const char *const unary_names[ML_UNARY_COUNT] = {
 const char *ml_unary_name(ml_unary_op op) { return op < ML_UNARY_COUNT ? unary_names[op] : "?"; }
 
 static inline float sigmoidf(float x) {
-    return x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x));
+    float e = ml_vexpf(x >= 0 ? -x : x); /* exp(-|x|) never overflows */
+    float r = 1.0f / (1.0f + e);
+    return x >= 0 ? r : e * r;
 }
 static inline float softplusf(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 #define INV_SQRT2 0.70710678118654752440f
 #define INV_SQRT_2PI 0.39894228040143267794f
 
+ML_SIMD_CLONES
 static void unary_kernel(ml_unary_op op, int64_t n, float *o, const float *x) {
     switch (op) {
     case ML_NEG: for (int64_t i = 0; i < n; i++) o[i] = -x[i]; break;
@@ -400,7 +404,8 @@ static void unary_kernel(ml_unary_op op, int64_t n, float *o, const float *x) {
     case ML_ABS: for (int64_t i = 0; i < n; i++) o[i] = fabsf(x[i]); break;
     case ML_SIGN: for (int64_t i = 0; i < n; i++) o[i] = (float)((x[i] > 0) - (x[i] < 0)); break;
     case ML_RELU: for (int64_t i = 0; i < n; i++) o[i] = x[i] > 0 ? x[i] : 0.0f; break;
-    case ML_GELU: for (int64_t i = 0; i < n; i++) o[i] = 0.5f * x[i] * (1.0f + erff(x[i] * INV_SQRT2)); break;
+    /* GELU with the vectorisable erf (vmath.h: its error is relative to 1 + erf) */
+    case ML_GELU: for (int64_t i = 0; i < n; i++) o[i] = 0.5f * x[i] * (1.0f + ml_verff(x[i] * INV_SQRT2)); break;
     case ML_SIGMOID: for (int64_t i = 0; i < n; i++) o[i] = sigmoidf(x[i]); break;
     case ML_TANH: for (int64_t i = 0; i < n; i++) o[i] = tanhf(x[i]); break;
     case ML_SOFTPLUS: for (int64_t i = 0; i < n; i++) o[i] = softplusf(x[i]); break;
@@ -419,6 +424,7 @@ static void unary_kernel(ml_unary_op op, int64_t n, float *o, const float *x) {
 }
 
 /* d out / d x as a function of x and y = f(x); gx = g * f'(x). */
+ML_SIMD_CLONES
 static void unary_grad_kernel(ml_unary_op op, int64_t n, float *gx, const float *g, const float *x,
                               const float *y) {
     switch (op) {
@@ -437,8 +443,8 @@ static void unary_grad_kernel(ml_unary_op op, int64_t n, float *gx, const float 
         break;
     case ML_GELU:
         for (int64_t i = 0; i < n; i++) {
-            float cdf = 0.5f * (1.0f + erff(x[i] * INV_SQRT2));
-            float pdf = INV_SQRT_2PI * expf(-0.5f * x[i] * x[i]);
+            float cdf = 0.5f * (1.0f + ml_verff(x[i] * INV_SQRT2));
+            float pdf = INV_SQRT_2PI * ml_vexpf(-0.5f * x[i] * x[i]);
             gx[i] = g[i] * (cdf + x[i] * pdf);
         }
         break;
