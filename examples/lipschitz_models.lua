@@ -39,7 +39,8 @@ local rows = {}
 for _, m in ipairs(models) do
   ml.seed(1)
   local model = m.build()
-  print(("== %s: %s parameters"):format(m.name, model:summary({1, 28, 28}, {quiet = true}).params))
+  local summary = model:summary({1, 28, 28}, {quiet = true})
+  print(("== %s: %s parameters (%s active per input)"):format(m.name, summary.params, summary.active))
   local o = {schedule = "cosine", eval = test, seed = 2}
   for k, v in pairs(m.train) do o[k] = v end
   if quick then o.epochs, o.warmup = 1, nil end
@@ -49,7 +50,8 @@ for _, m in ipairs(models) do
   local gl = th.grad_norm_stats(logits, x_probe, {reduce = "loss", labels = y_probe})
   local gf = th.grad_norm_stats(logits, x_probe)
   local lr = th.local_lipschitz(logits, x_probe, {eps = 0.5, steps = quick and 3 or 10, seed = 3})
-  rows[#rows + 1] = {name = m.name, acc = hist[#hist].test_acc, gl = gl, gf = gf, lr = lr}
+  rows[#rows + 1] = {name = m.name, acc = hist[#hist].test_acc, gl = gl, gf = gf, lr = lr, params = summary.params,
+                     active = summary.active}
 end
 
 print(("\nInput-gradient norms and local ratios on %d test images (l2; pixels in [0, 1])"):format(probe_n))
@@ -59,6 +61,16 @@ for _, r in ipairs(rows) do
   print(("%-20s %7.2f%% %12.4f %12.4f %12.4f %12.4f %12.4f"):format(r.name, 100 * r.acc, r.gl.mean, r.gl.p90,
     r.gf.mean, r.lr.mean, r.lr.max))
 end
+-- Bubeck and Sellke: fitting n noisy points in dimension d with P parameters needs a
+-- Lipschitz constant of order sqrt(n d / P); an MoE has more parameters for its compute.
+print(("\nBubeck-Sellke scale sqrt(n d / P) (n = %d training images, d = 784, noise 1; constants dropped):"):format(
+  train:size()))
+for _, r in ipairs(rows) do
+  print(("%-20s %8d parameters: %8.3f     %8d active: %8.3f"):format(r.name, r.params,
+    th.bubeck_sellke{n = train:size(), dim = 784, params = r.params}, r.active,
+    th.bubeck_sellke{n = train:size(), dim = 784, params = r.active}))
+end
+print()
 for p = 1, #rows, 2 do
   local d, m = rows[p], rows[p + 1]
   local g, l = m.gl.mean / d.gl.mean, m.lr.mean / d.lr.mean
