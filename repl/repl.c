@@ -141,17 +141,28 @@ static bool incomplete(lua_State *L, int status) {
     return len >= 5 && !strcmp(msg + len - 5, "<eof>");
 }
 
-/* Prints every value on the stack (tab-separated) through tostring, protected. */
+/* Prints every value on the stack (tab-separated) through ml.repr (tables show
+ * their contents) or tostring, protected. */
 static int print_values(lua_State *L) {
     int n = lua_gettop(L);
+    bool repr = lua_getglobal(L, "ml") == LUA_TTABLE && lua_getfield(L, -1, "repr") == LUA_TFUNCTION;
+    int fn = lua_gettop(L);
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     for (int i = 1; i <= n; i++) {
-        size_t len;
-        const char *s = luaL_tolstring(L, i, &len);
+        if (repr) {
+            lua_pushvalue(L, fn);
+            lua_pushvalue(L, i);
+            lua_call(L, 1, 1);
+            if (!lua_isstring(L, -1)) {
+                lua_pop(L, 1);
+                luaL_tolstring(L, i, NULL);
+            }
+        } else {
+            luaL_tolstring(L, i, NULL);
+        }
         if (i > 1) luaL_addchar(&b, '\t');
         luaL_addvalue(&b);
-        (void)s;
     }
     luaL_pushresult(&b);
     puts(lua_tostring(L, -1));

@@ -9,5 +9,6 @@ require "moelab.nn"
 require "moelab.train"
 require "moelab.data"
 require "moelab.theory"
+require "moelab.repr"
 
 return true

@@ -130,6 +130,9 @@ TEST(prompt_prints_and_continues) {
     send(&s, "t * 3\r");
     CHECK(expect(&s, m, "[float32 tensor of shape 2x2]", 5));
     m = s.len;
+    send(&s, "{b = 2, a = t:shape()}\r"); /* a table shows its contents */
+    CHECK(expect(&s, m, "{a = {2, 2}, b = 2}", 5));
+    m = s.len;
     send(&s, "t * 4;\r");             /* a trailing ; silences */
     CHECK(expect(&s, m, "moelab> ", 5));
     CHECK(strstr(s.buf + m, "4.") == NULL);
