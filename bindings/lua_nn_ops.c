@@ -13,6 +13,14 @@ static int l_log_softmax(lua_State *L) {
     return mlua_push_tensor(L, ml_log_softmax(x, mlua_opt_dim(L, 2, "log_softmax", -1)));
 }
 
+/* ml.attention(qkv [B, T, 3D], heads) -> [B, T, D] */
+static int l_attention(lua_State *L) {
+    ml_tensor *qkv = mlua_check_tensor(L, 1);
+    lua_Integer heads = luaL_checkinteger(L, 2);
+    if (heads < 1 || heads > 1 << 20) return luaL_error(L, "attention: heads must be a positive integer, got %d", (int)heads);
+    return mlua_push_tensor(L, ml_attention(qkv, (int)heads));
+}
+
 static ml_tensor *opt_tensor(lua_State *L, int idx) { return lua_isnoneornil(L, idx) ? NULL : mlua_check_tensor(L, idx); }
 
 /* ml.batch_norm(x, running_mean, running_var, [weight], [bias], [{training = false, momentum = 0.1, eps = 1e-5}]) */
@@ -117,7 +125,7 @@ static const luaL_Reg methods[] = {{"softmax", l_softmax},         {"log_softmax
                                    {"dropout", l_dropout},         {"cross_entropy", l_cross_entropy},
                                    {"nll_loss", l_nll_loss},       {"kl_div", l_kl_div},
                                    {"mse", l_mse},                 {"bce_with_logits", l_bce},
-                                   {NULL, NULL}};
+                                   {"attention", l_attention},     {NULL, NULL}};
 
 void mlua_open_nn_ops(lua_State *L);
 void mlua_open_nn_ops(lua_State *L) { mlua_register(L, methods, true); }

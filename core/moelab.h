@@ -16,6 +16,7 @@
 #include "ops/reduce.h"
 #include "ops/shape.h"
 #include "ops/softmax.h"
+#include "ops/attention.h"
 #include "ops/loss.h"
 #include "ops/norm.h"
 #include "ops/index.h"

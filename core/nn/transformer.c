@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../ops/attention.h"
 #include "../ops/conv.h"
 #include "../ops/elementwise.h"
 #include "../ops/linalg.h"
@@ -83,35 +84,12 @@ static ml_tensor *attn_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     attn_state *s = m->state;
     if (x->ndim != 3 || x->shape[2] != s->dim)
         return ml_fail("Attention: input has shape %s, expected [B, T, %" PRId64 "]", ML_SHAPE_STR(x), s->dim);
-    int64_t B = x->shape[0], T = x->shape[1], H = s->heads, hd = s->dim / s->heads;
     ml_tensor *qkv = ml_module_forward_child(m, 0, x, ctx); /* [B, T, 3D] */
     if (!qkv) return NULL;
-    int64_t s5[5] = {B, T, 3, H, hd};
-    ml_tensor *q5 = ml_reshape(qkv, 5, s5);
+    /* softmax(q k^T / sqrt(D/H)) v per head, heads concatenated: one fused op */
+    ml_tensor *cat = ml_attention(qkv, s->heads); /* [B, T, D] */
     ml_release(qkv);
-    ml_tensor *p = q5 ? ml_permute(q5, (int[]){2, 0, 3, 1, 4}) : NULL; /* [3, B, H, T, hd] */
-    ml_release(q5);
-    if (!p) return NULL;
-    ml_tensor *q = ml_select(p, 0, 0), *k = ml_select(p, 0, 1), *v = ml_select(p, 0, 2);
-    ml_release(p);
-    ml_tensor *kt = k ? ml_transpose(k, 2, 3) : NULL;
-    ml_tensor *sc = q && kt ? ml_matmul(q, kt) : NULL; /* [B, H, T, T] */
-    ml_tensor *scs = sc ? ml_mul_scalar(sc, 1.0 / sqrt((double)hd)) : NULL;
-    ml_tensor *a = scs ? ml_softmax(scs, -1) : NULL;
-    ml_tensor *o = a && v ? ml_matmul(a, v) : NULL; /* [B, H, T, hd] */
-    ml_tensor *ot = o ? ml_permute(o, (int[]){0, 2, 1, 3}) : NULL;
-    int64_t s3[3] = {B, T, s->dim};
-    ml_tensor *cat = ot ? ml_reshape(ot, 3, s3) : NULL;
     ml_tensor *y = cat ? ml_module_forward_child(m, 1, cat, ctx) : NULL;
-    ml_release(q);
-    ml_release(k);
-    ml_release(v);
-    ml_release(kt);
-    ml_release(sc);
-    ml_release(scs);
-    ml_release(a);
-    ml_release(o);
-    ml_release(ot);
     ml_release(cat);
     return y;
 }

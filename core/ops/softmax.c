@@ -25,7 +25,7 @@ static int make_layout(const char *fn, const ml_tensor *x, int dim, layout *l, i
  * arrays instead of scalar accumulators, so that max, exp and sum vectorise. */
 #define LANES 16
 ML_SIMD_CLONES
-static void row_softmax(const float *x, float *y, int64_t R, bool log_out) {
+void ml_softmax_row(const float *x, float *y, int64_t R, bool log_out) {
     float mx[LANES];
     for (int l = 0; l < LANES; l++) mx[l] = -INFINITY;
     int64_t r = 0;
@@ -68,7 +68,7 @@ static void forward_kernel(const float *x, float *y, const layout *l, bool log_o
     int64_t R = l->R, inner = l->inner;
     if (inner == 1) {
         #pragma omp parallel for schedule(static) if (l->outer * R >= 32768 && l->outer > 1)
-        for (int64_t a = 0; a < l->outer; a++) row_softmax(x + a * R, y + a * R, R, log_out);
+        for (int64_t a = 0; a < l->outer; a++) ml_softmax_row(x + a * R, y + a * R, R, log_out);
         return;
     }
     #pragma omp parallel for schedule(static) if (l->outer * R * inner >= 65536 && l->outer > 1)
@@ -98,7 +98,7 @@ static void forward_kernel(const float *x, float *y, const layout *l, bool log_o
 /* Backward of one contiguous row: softmax gx = y (g - sum(g y)), log-softmax
  * gx = g - exp(y) sum(g). */
 ML_SIMD_CLONES
-static void row_backward(const float *g, const float *y, float *o, int64_t R, bool log_out) {
+void ml_softmax_row_backward(const float *g, const float *y, float *o, int64_t R, bool log_out) {
     float acc[LANES] = {0};
     int64_t r = 0;
     if (log_out)
@@ -130,7 +130,7 @@ static int backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
     int64_t R = l.R, inner = l.inner;
     if (inner == 1) {
         #pragma omp parallel for schedule(static) if (l.outer * R >= 32768 && l.outer > 1)
-        for (int64_t a = 0; a < l.outer; a++) row_backward(gg + a * R, yy + a * R, o + a * R, R, log_out);
+        for (int64_t a = 0; a < l.outer; a++) ml_softmax_row_backward(gg + a * R, yy + a * R, o + a * R, R, log_out);
         gin[0] = gx;
         return 0;
     }

@@ -8,4 +8,10 @@
 ml_tensor *ml_softmax(ml_tensor *x, int dim);
 ml_tensor *ml_log_softmax(ml_tensor *x, int dim);
 
+/* Kernels on one contiguous row of R values, for fused ops (attention):
+ * y = softmax(x) (or log_softmax), and the backward from the output y and
+ * its gradient g into o. No autograd, no threads. */
+void ml_softmax_row(const float *x, float *y, int64_t R, bool log_out);
+void ml_softmax_row_backward(const float *g, const float *y, float *o, int64_t R, bool log_out);
+
 #endif

@@ -121,6 +121,7 @@ local texts = {
   ["flops"] = "ml.flops([reset]) -> floating-point operations counted so far by GEMMs and convolutions (2 x MACs)",
   -- nn ops
   ["softmax"] = "t:softmax([dim = -1]) -> exp(t) / sum(exp(t)) along dim",
+  ["attention"] = "ml.attention(qkv [B, T, 3D], heads) -> [B, T, D]: softmax(q k^T / sqrt(D/heads)) v for every head, heads\n  concatenated; qkv laid out [B, T, 3, heads, D/heads] (a fused q/k/v projection). One op, with its backward.",
   ["log_softmax"] = "t:log_softmax([dim = -1]) -> log of the softmax, computed stably",
   ["batch_norm"] = "ml.batch_norm(x, running_mean, running_var, [weight], [bias], [{training = false, momentum = 0.1, eps = 1e-5}])\n  Batch normalisation over dim 2 (channels) of x [N, C, ...]; training mode uses the batch statistics\n  and updates the running ones in place (unbiased variance, as PyTorch).",
   ["layer_norm"] = "ml.layer_norm(x, n | {shape}, [weight], [bias], [{eps = 1e-5}]) -> x normalised over its last n dimensions",

@@ -67,6 +67,36 @@ T.test("layer norm", function()
   end
 end)
 
+T.test("fused attention against the composed ops", function()
+  ml.seed(4)
+  local function composed(qkv, H)
+    local B, L, D3 = qkv:size(1), qkv:size(2), qkv:size(3)
+    local D = D3 // 3
+    local p = qkv:reshape(B, L, 3, H, D // H):permute(3, 1, 4, 2, 5) -- [3, B, H, T, hd]
+    local q, k, v = p:select(1, 1), p:select(1, 2), p:select(1, 3)
+    local a = (ml.matmul(q, k:transpose(3, 4)) * (1 / math.sqrt(D // H))):softmax(-1)
+    return ml.matmul(a, v):permute(1, 3, 2, 4):reshape(B, L, D)
+  end
+  T.gradcheck("attention", function(x) return ml.attention(x, 2) end, {ml.randn(2, 3, 12)})
+  -- a batch large enough for the threaded path, rows longer than the vector lanes
+  for _, c in ipairs{{4, 37, 48, 4}, {16, 50, 64, 4}, {3, 5, 24, 1}} do
+    local B, L, D, H = table.unpack(c)
+    local x, g = ml.randn(B, L, 3 * D), ml.randn(B, L, D)
+    local grads, outs = {}, {}
+    for i, f in ipairs{function(a) return ml.attention(a, H) end, function(a) return composed(a, H) end} do
+      local xr = x:clone():requires_grad()
+      local y = f(xr)
+      outs[i] = y:detach()
+      grads[i] = ml.grad((y * g):sum(), xr)
+    end
+    T.close(outs[1], outs[2], 1e-4, 1e-5, ("attention B=%d T=%d D=%d H=%d: output"):format(B, L, D, H))
+    T.close(grads[1], grads[2], 1e-4, 1e-5, ("attention B=%d T=%d D=%d H=%d: gradient"):format(B, L, D, H))
+  end
+  T.raises(function() ml.attention(ml.randn(2, 3, 10), 2) end, "expects qkv [B, T, 3 D]")
+  T.raises(function() ml.attention(ml.randn(2, 3, 12), 3) end, "3 heads do not divide the model width 4")
+  T.raises(function() ml.attention(ml.randn(2, 12), 2) end, "expects qkv [B, T, 3 D]")
+end)
+
 T.test("dropout", function()
   ml.seed(9)
   local x = ml.ones(200, 50)
