@@ -273,6 +273,8 @@ moelab -- a lab bench for the adversarial robustness of Mixture-of-Experts model
   Autograd     x:requires_grad(); loss:backward(); x.grad; ml.grad(loss, x); ml.no_grad(fn)
   Ops          conv2d, max_pool2d, softmax, cross_entropy, topk, batch_norm, ... (help(ml.conv2d))
   Modules      ml.nn.Linear, ml.nn.Sequential, ... ; model(x), model:summary()     help("Module")
+  Models       ml.nn.resnet18{}, ml.nn.moe_cnn{experts = 2}, ml.nn.vit{}, ml.nn.vmoe{}  help(ml.nn)
+  Routing      y, trace = model:forward(x, {trace = true}); trace[layer].experts  (1-based ids)
   Data         ml.data.mnist(), ml.data.cifar10(), ds:batches(128)                  help("Dataset")
   Training     ml.train.fit(model, ds, {epochs, lr, ...}), ml.optim.sgd/adam        help("Optimizer")
   MoE          ml.moe.route, gather/combine, auxiliary losses
