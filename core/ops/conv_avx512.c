@@ -127,13 +127,18 @@ typedef struct {
     int nch;             /* valid output channels, <= RB * 16 */
     int64_t x0;          /* edge kernels: the tile's first pixel */
     int kilo, kihi;      /* edge kernels with RT == 1: the tap rows to compute */
-    const float *scale, *shift; /* epilogue (optional): out = act(out scale[o] + shift[o]) per output channel */
-    bool relu;
+    const float *scale, *shift; /* epilogue (optional): out = act(out scale[o] + shift[o] [+ res]) per output channel */
+    bool relu, epi;             /* epi: some epilogue at all */
+    bool res;                   /* a residual is added before the activation, at out + rdelta */
+    int64_t rdelta;
 } fwd_args;
 
-/* The epilogue of one output channel's vector: affine map, then ReLU. */
-static inline __m512 epilogue(const fwd_args *a, int64_t ch, __m512 v) {
+/* The epilogue of one output channel's vector, to be stored at dst (lanes m):
+ * affine map, residual, then ReLU. */
+static inline __m512 epilogue(const fwd_args *a, int64_t ch, __m512 v, const float *dst, __mmask16 m) {
     if (a->scale) v = _mm512_fmadd_ps(v, _mm512_set1_ps(a->scale[ch]), _mm512_set1_ps(a->shift[ch]));
+    if (a->res)
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, (const float *)((uintptr_t)dst + (uintptr_t)(a->rdelta * 4))));
     if (a->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
     return v;
 }
@@ -185,8 +190,8 @@ AI void fwd_band(const int RT, const int PW, const int RB, const fwd_args *a) {
             for (int i = 0; i < 16; i++) v[i] = i < RP ? acc[i][b] : _mm512_setzero_ps();
             transpose16(v);
             float *ob = o + (int64_t)16 * b * a->ostride;
-            if (a->scale || a->relu)
-                for (int ch = 0; ch < nc; ch++) v[ch] = epilogue(a, 16 * b + ch, v[ch]);
+            if (a->epi)
+                for (int ch = 0; ch < nc; ch++) v[ch] = epilogue(a, 16 * b + ch, v[ch], ob + ch * a->ostride, m);
             for (int ch = 0; ch < nc; ch++) _mm512_mask_storeu_ps(ob + ch * a->ostride, m, v[ch]);
         }
     }
@@ -257,7 +262,7 @@ AI void pix_band(const int RR, const int VW, const int RC, const fwd_args *a) {
                 float *o = a->out + k * a->ostride + r * a->orow + x0;
 #pragma GCC unroll 4
                 for (int v = 0; v < VW; v++)
-                    _mm512_mask_storeu_ps(o + 16 * v, m[v], a->scale || a->relu ? epilogue(a, k, acc[k][r][v]) : acc[k][r][v]);
+                    _mm512_mask_storeu_ps(o + 16 * v, m[v], a->epi ? epilogue(a, k, acc[k][r][v], o + 16 * v, m[v]) : acc[k][r][v]);
             }
         }
     }
@@ -339,8 +344,8 @@ AI void edge_band(const int RT, const int PW, const int RB, const int FL, const 
         for (int i = 0; i < 16; i++) v[i] = i < RP ? acc[i][b] : _mm512_setzero_ps();
         transpose16(v);
         float *ob = o + (int64_t)16 * b * a->ostride;
-        if (a->scale || a->relu)
-            for (int ch = 0; ch < nc; ch++) v[ch] = epilogue(a, 16 * b + ch, v[ch]);
+        if (a->epi)
+            for (int ch = 0; ch < nc; ch++) v[ch] = epilogue(a, 16 * b + ch, v[ch], ob + ch * a->ostride, m);
         for (int ch = 0; ch < nc; ch++) _mm512_mask_storeu_ps(ob + ch * a->ostride, m, v[ch]);
     }
 }
@@ -622,6 +627,7 @@ static int64_t relayout_size(const fwd_plan *p, int64_t Cout, int64_t Cin, int T
 typedef struct {
     const float *scale, *shift; /* [Cout] each, or NULL */
     bool relu;
+    const float *res; /* residual laid out as out (NULL: none) */
 } fwd_epi;
 
 static void fwd_rows(const fwd_plan *p, const float *in, int64_t cplane, int64_t Wq, const int32_t *toff, int T,
@@ -629,6 +635,9 @@ static void fwd_rows(const fwd_plan *p, const float *in, int64_t cplane, int64_t
                      int64_t npix, int64_t Cout, int64_t r0, int64_t r1, const fwd_epi *epi) {
     fwd_args a = {.cplane = cplane, .Wq = Wq, .toff = toff, .T = T, .Cin = Cin, .ostride = ostride, .orow = orow,
                   .npix = npix, .relu = epi && epi->relu};
+    a.res = epi && epi->res;
+    a.rdelta = a.res ? (int64_t)((intptr_t)epi->res - (intptr_t)out) / (int64_t)sizeof(float) : 0;
+    a.epi = a.relu || a.res || (epi && epi->scale);
     int step = p->a; /* rows per band: RT or RR */
     if (p->flat) {
         /* rows contiguous in input (Wq == npix) and output (orow == npix) */
@@ -873,11 +882,11 @@ static void forward_taps(const ml_conv_geom *g, int nS, tap_plan *tp) {
 }
 
 int ml_conv_avx512_forward(const ml_conv_geom *g, const float *x, const float *w, const float *b, float *y) {
-    return ml_conv_avx512_forward_affine(g, x, w, b, NULL, NULL, false, y);
+    return ml_conv_avx512_forward_affine(g, x, w, b, NULL, NULL, NULL, false, y);
 }
 
 int ml_conv_avx512_forward_affine(const ml_conv_geom *g, const float *x, const float *w, const float *b,
-                                  const float *scale, const float *shift, bool relu, float *y) {
+                                  const float *scale, const float *shift, const float *res, bool relu, float *y) {
     tap_plan *tp = malloc(sizeof *tp);
     if (!tp) return ml_failc("conv2d: out of memory");
     forward_taps(g, 1, tp);
@@ -935,7 +944,8 @@ int ml_conv_avx512_forward_affine(const ml_conv_geom *g, const float *x, const f
                 have = n;
             }
             for (int gi = 0; gi < g->groups; gi++) {
-                fwd_epi epi = {scale ? scale + gi * g->Og : NULL, scale ? shift + gi * g->Og : NULL, relu};
+                fwd_epi epi = {scale ? scale + gi * g->Og : NULL, scale ? shift + gi * g->Og : NULL, relu,
+                               res ? res + (n * g->O + gi * g->Og) * g->P : NULL};
                 fwd_rows(&p, xb + gi * g->Cg * q->cplane, q->cplane, q->Wq, tp->toff, T, g->Cg, wr + gi * wper,
                          br ? br + gi * bper : NULL, y + (n * g->O + gi * g->Og) * g->P, g->P, g->Wo, g->Wo, g->Og, r0, r1,
                          &epi);
@@ -1393,8 +1403,8 @@ int ml_conv_avx512_forward(const ml_conv_geom *g, const float *x, const float *w
     return -1;
 }
 int ml_conv_avx512_forward_affine(const ml_conv_geom *g, const float *x, const float *w, const float *b,
-                                  const float *scale, const float *shift, bool relu, float *y) {
-    (void)g, (void)x, (void)w, (void)b, (void)scale, (void)shift, (void)relu, (void)y;
+                                  const float *scale, const float *shift, const float *res, bool relu, float *y) {
+    (void)g, (void)x, (void)w, (void)b, (void)scale, (void)shift, (void)res, (void)relu, (void)y;
     return -1;
 }
 int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const float *w, float *gx) {

@@ -9,101 +9,272 @@
 #include "../autograd.h"
 #include "vmath.h"
 
-/* ------------------------------------------------------------ batch norm */
-/* Sums in double with four independent partial sums (a single chain of
- * double adds waits on the add latency at every element). */
-static double row_sum(const float *x, int64_t n) {
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        a0 += x[i];
-        a1 += x[i + 1];
-        a2 += x[i + 2];
-        a3 += x[i + 3];
-    }
-    for (; i < n; i++) a0 += x[i];
-    return (a0 + a1) + (a2 + a3);
+/* ------------------------------------------------------------ batch norm (+ residual, + ReLU) */
+/* One channel c is the N rows x[b, c, :] of `inner` floats, `cs` = C inner
+ * floats apart. Its sums run in float lane accumulators (so they vectorise),
+ * flushed into double lanes every BN_FLUSH elements per lane, so that the
+ * accuracy across a batch is that of a double sum. The kernels are SIMD clones
+ * (vmath.h) called once per channel or per block of rows. */
+#define BN_LANES 16
+#define BN_FLUSH 64
+
+static inline double lanes_total(const double *d) {
+    double t = 0;
+    for (int l = 0; l < BN_LANES; l++) t += d[l];
+    return t;
 }
 
-static double row_sqdev(const float *x, int64_t n, double m) {
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        double d0 = x[i] - m, d1 = x[i + 1] - m, d2 = x[i + 2] - m, d3 = x[i + 3] - m;
-        a0 += d0 * d0;
-        a1 += d1 * d1;
-        a2 += d2 * d2;
-        a3 += d3 * d3;
+/* Training statistics of one channel: the mean, and the biased variance from
+ * the deviations from the (float) mean, corrected by their mean. */
+ML_SIMD_CLONES
+static void bn_chan_stats(const float *x, int64_t N, int64_t cs, int64_t inner, double *mean, double *var) {
+    const int64_t M = N * inner, per_row = inner / BN_LANES;
+    float f[BN_LANES] = {0};
+    double d[BN_LANES] = {0}, tail = 0;
+    int64_t cnt = 0;
+    for (int64_t b = 0; b < N; b++) {
+        const float *r = x + b * cs;
+        int64_t j = 0;
+        for (; j + BN_LANES <= inner; j += BN_LANES)
+            for (int l = 0; l < BN_LANES; l++) f[l] += r[j + l];
+        for (; j < inner; j++) tail += r[j];
+        if ((cnt += per_row) >= BN_FLUSH) {
+            for (int l = 0; l < BN_LANES; l++) {
+                d[l] += f[l];
+                f[l] = 0;
+            }
+            cnt = 0;
+        }
     }
-    for (; i < n; i++) a0 += (x[i] - m) * (x[i] - m);
-    return (a0 + a1) + (a2 + a3);
+    for (int l = 0; l < BN_LANES; l++) d[l] += f[l];
+    double m = (lanes_total(d) + tail) / (double)M;
+    const float mf = (float)m;
+    float f1[BN_LANES] = {0}, f2[BN_LANES] = {0};
+    double d1[BN_LANES] = {0}, d2[BN_LANES] = {0}, t1 = 0, t2 = 0;
+    cnt = 0;
+    for (int64_t b = 0; b < N; b++) {
+        const float *r = x + b * cs;
+        int64_t j = 0;
+        for (; j + BN_LANES <= inner; j += BN_LANES)
+            for (int l = 0; l < BN_LANES; l++) {
+                float dv = r[j + l] - mf;
+                f1[l] += dv;
+                f2[l] += dv * dv;
+            }
+        for (; j < inner; j++) {
+            double dv = (double)r[j] - mf;
+            t1 += dv;
+            t2 += dv * dv;
+        }
+        if ((cnt += per_row) >= BN_FLUSH) {
+            for (int l = 0; l < BN_LANES; l++) {
+                d1[l] += f1[l];
+                d2[l] += f2[l];
+                f1[l] = f2[l] = 0;
+            }
+            cnt = 0;
+        }
+    }
+    for (int l = 0; l < BN_LANES; l++) {
+        d1[l] += f1[l];
+        d2[l] += f2[l];
+    }
+    double s1 = (lanes_total(d1) + t1) / (double)M, s2 = (lanes_total(d2) + t2) / (double)M;
+    double v = s2 - s1 * s1;
+    *mean = (double)mf + s1;
+    *var = v > 0 ? v : 0;
 }
 
+/* y = act(a x + bb [+ r]) over `rows` rows of `inner` floats, `cs` apart
+ * (one channel), or over consecutive rows with per-row coefficients when
+ * `a_row` is given (channel of row k: (row0 + k) % C). */
+ML_SIMD_CLONES
+static void bn_apply(const float *x, const float *r, float *y, int64_t rows, int64_t cs, int64_t inner, float a,
+                     float bb, const float *a_row, const float *b_row, int64_t row0, int64_t C, bool relu) {
+    for (int64_t k = 0; k < rows; k++) {
+        const float *xr = x + k * cs;
+        const float *rr = r ? r + k * cs : NULL;
+        float *yr = y + k * cs;
+        if (a_row) {
+            a = a_row[(row0 + k) % C];
+            bb = b_row[(row0 + k) % C];
+        }
+        if (rr && relu)
+            for (int64_t i = 0; i < inner; i++) {
+                float v = a * xr[i] + bb + rr[i];
+                yr[i] = v > 0 ? v : 0.0f;
+            }
+        else if (rr)
+            for (int64_t i = 0; i < inner; i++) yr[i] = a * xr[i] + bb + rr[i];
+        else if (relu)
+            for (int64_t i = 0; i < inner; i++) {
+                float v = a * xr[i] + bb;
+                yr[i] = v > 0 ? v : 0.0f;
+            }
+        else
+            for (int64_t i = 0; i < inner; i++) yr[i] = a * xr[i] + bb;
+    }
+}
+
+/* The gradient reaching the pre-activation, gm = g (y > 0) with a ReLU (y
+ * NULL: g), optionally stored into gr; returns sum gm and sum gm (x - m)
+ * over one channel. */
+ML_SIMD_CLONES
+static void bn_chan_grad_sums(const float *x, const float *g, const float *y, float *gr, int64_t N, int64_t cs,
+                              int64_t inner, float m, double *sg, double *sgx) {
+    const int64_t per_row = inner / BN_LANES;
+    float f1[BN_LANES] = {0}, f2[BN_LANES] = {0};
+    double d1[BN_LANES] = {0}, d2[BN_LANES] = {0}, t1 = 0, t2 = 0;
+    int64_t cnt = 0;
+    for (int64_t b = 0; b < N; b++) {
+        const float *xr = x + b * cs, *gg = g + b * cs, *yr = y ? y + b * cs : NULL;
+        float *gro = gr ? gr + b * cs : NULL;
+        int64_t j = 0;
+        for (; j + BN_LANES <= inner; j += BN_LANES)
+            for (int l = 0; l < BN_LANES; l++) {
+                float gi = gg[j + l];
+                float gm = yr ? (yr[j + l] > 0 ? gi : 0.0f) : gi;
+                if (gro) gro[j + l] = gm;
+                f1[l] += gm;
+                f2[l] += gm * (xr[j + l] - m);
+            }
+        for (; j < inner; j++) {
+            float gi = gg[j];
+            float gm = yr ? (yr[j] > 0 ? gi : 0.0f) : gi;
+            if (gro) gro[j] = gm;
+            t1 += gm;
+            t2 += (double)gm * (xr[j] - m);
+        }
+        if ((cnt += per_row) >= BN_FLUSH) {
+            for (int l = 0; l < BN_LANES; l++) {
+                d1[l] += f1[l];
+                d2[l] += f2[l];
+                f1[l] = f2[l] = 0;
+            }
+            cnt = 0;
+        }
+    }
+    for (int l = 0; l < BN_LANES; l++) {
+        d1[l] += f1[l];
+        d2[l] += f2[l];
+    }
+    *sg = lanes_total(d1) + t1;
+    *sgx = lanes_total(d2) + t2;
+}
+
+/* gx over `rows` rows (`cs` apart) of one channel, or of consecutive rows
+ * with per-row channel coefficients (k0_row given): training
+ * gx = k0 (gm - mg - (x - m) s mgx), eval gx = k0 gm, gm as above; gr (if
+ * given) gets gm. */
+ML_SIMD_CLONES
+static void bn_grad_x(const float *x, const float *g, const float *y, float *gx, float *gr, int64_t rows, int64_t cs,
+                      int64_t inner, bool training, float k0, float m, float s, float mg, float mgx,
+                      const float *k0_row, int64_t row0, int64_t C) {
+    for (int64_t k = 0; k < rows; k++) {
+        const float *gg = g + k * cs, *yr = y ? y + k * cs : NULL, *xr = x + k * cs;
+        float *o = gx ? gx + k * cs : NULL, *gro = gr ? gr + k * cs : NULL;
+        if (k0_row) k0 = k0_row[(row0 + k) % C];
+        if (!o) {
+            if (gro)
+                for (int64_t i = 0; i < inner; i++) {
+                    float gi = gg[i];
+                    gro[i] = yr ? (yr[i] > 0 ? gi : 0.0f) : gi;
+                }
+            continue;
+        }
+        if (training && yr)
+            for (int64_t i = 0; i < inner; i++) {
+                float gi = gg[i], gm = yr[i] > 0 ? gi : 0.0f;
+                o[i] = k0 * (gm - mg - (xr[i] - m) * s * mgx);
+            }
+        else if (training)
+            for (int64_t i = 0; i < inner; i++) o[i] = k0 * (gg[i] - mg - (xr[i] - m) * s * mgx);
+        else if (yr && gro)
+            for (int64_t i = 0; i < inner; i++) {
+                float gi = gg[i], gm = yr[i] > 0 ? gi : 0.0f;
+                gro[i] = gm;
+                o[i] = k0 * gm;
+            }
+        else if (yr)
+            for (int64_t i = 0; i < inner; i++) {
+                float gi = gg[i];
+                o[i] = k0 * (yr[i] > 0 ? gi : 0.0f);
+            }
+        else
+            for (int64_t i = 0; i < inner; i++) o[i] = k0 * gg[i];
+    }
+}
+
+/* saved: 0 x, 1 mean, 2 invstd, [weight], [y when relu]; inputs: x, weight,
+ * bias, [residual]; i[0] training, i[1] inner, i[2] relu, i[3] has weight */
 static int bn_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
     ml_tensor *x = ml_saved(n, 0), *mean = ml_saved(n, 1), *invstd = ml_saved(n, 2);
     if (!x || !mean || !invstd) return -1;
-    ml_tensor *w = n->n_saved > 3 ? ml_saved(n, 3) : NULL;
-    if (n->n_saved > 3 && !w) return -1;
-    bool training = n->i[0];
-    int64_t N = x->shape[0], C = x->shape[1], inner = n->i[1], M = N * inner;
+    bool training = n->i[0], relu = n->i[2], has_w = n->i[3];
+    int k = 3;
+    ml_tensor *w = has_w ? ml_saved(n, k++) : NULL;
+    ml_tensor *yo = relu ? ml_saved(n, k++) : NULL;
+    if ((has_w && !w) || (relu && !yo)) return -1;
+    int64_t N = x->shape[0], C = x->shape[1], inner = n->i[1], M = N * inner, cs = C * inner;
     const float *xx = ml_f32(x), *gg = ml_f32(g), *mu = ml_f32(mean), *is = ml_f32(invstd);
+    const float *yy = yo ? ml_f32(yo) : NULL;
+    bool want_r = n->n_in > 3 && n->needs[3];
     ml_tensor *gx = n->needs[0] ? ml_empty(ML_F32, x->ndim, x->shape) : NULL;
     ml_tensor *gw = n->n_in > 1 && n->needs[1] ? ml_empty(ML_F32, 1, &C) : NULL;
     ml_tensor *gb = n->n_in > 2 && n->needs[2] ? ml_empty(ML_F32, 1, &C) : NULL;
-    if ((n->needs[0] && !gx) || (n->n_in > 1 && n->needs[1] && !gw) || (n->n_in > 2 && n->needs[2] && !gb)) {
+    ml_tensor *gr = want_r ? ml_empty(ML_F32, x->ndim, x->shape) : NULL;
+    if ((n->needs[0] && !gx) || (n->n_in > 1 && n->needs[1] && !gw) || (n->n_in > 2 && n->needs[2] && !gb) ||
+        (want_r && !gr)) {
         ml_release(gx);
         ml_release(gw);
         ml_release(gb);
+        ml_release(gr);
         return -1;
     }
+    float *gxp = gx ? ml_f32(gx) : NULL, *grp = gr ? ml_f32(gr) : NULL;
     /* the sums are needed for the parameters' gradients and, in training, for
      * gx; an attack in eval mode with frozen parameters needs neither */
     bool sums = gw || gb || (gx && training);
-    #pragma omp parallel for schedule(static) if (M * C >= 65536)
-    for (int64_t c = 0; c < C; c++) {
-        double sg = 0, sgx = 0;
-        float m = mu[c], s = is[c];
-        for (int64_t b = 0; b < N && sums; b++) {
-            const float *xr = xx + (b * C + c) * inner, *gr = gg + (b * C + c) * inner;
-            /* four independent partial sums: a single chain of double adds
-             * waits on the add latency at every element */
-            double a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
-            int64_t i = 0;
-            for (; i + 4 <= inner; i += 4) {
-                a0 += gr[i];
-                a1 += gr[i + 1];
-                a2 += gr[i + 2];
-                a3 += gr[i + 3];
-                b0 += (double)gr[i] * (xr[i] - m);
-                b1 += (double)gr[i + 1] * (xr[i + 1] - m);
-                b2 += (double)gr[i + 2] * (xr[i + 2] - m);
-                b3 += (double)gr[i + 3] * (xr[i + 3] - m);
-            }
-            for (; i < inner; i++) {
-                a0 += gr[i];
-                b0 += (double)gr[i] * (xr[i] - m);
-            }
-            sg += (a0 + a1) + (a2 + a3);
-            sgx += ((b0 + b1) + (b2 + b3)) * s;
-        }
-        if (gw) ml_f32(gw)[c] = (float)sgx;
-        if (gb) ml_f32(gb)[c] = (float)sg;
-        if (gx) {
-            float gamma = w ? ml_f32(w)[c] : 1.0f;
-            float mg = (float)(sg / (double)M), mgx = (float)(sgx / (double)M);
-            for (int64_t b = 0; b < N; b++) {
-                const float *xr = xx + (b * C + c) * inner, *gr = gg + (b * C + c) * inner;
-                float *o = ml_f32(gx) + (b * C + c) * inner;
-                if (training)
-                    for (int64_t i = 0; i < inner; i++) o[i] = gamma * s * (gr[i] - mg - (xr[i] - m) * s * mgx);
-                else
-                    for (int64_t i = 0; i < inner; i++) o[i] = gamma * s * gr[i];
+    if (sums) {
+        #pragma omp parallel for schedule(static) if (M * C >= 65536)
+        for (int64_t c = 0; c < C; c++) {
+            double sg, sgx;
+            float m = mu[c], s = is[c];
+            bn_chan_grad_sums(xx + c * inner, gg + c * inner, yy ? yy + c * inner : NULL, grp ? grp + c * inner : NULL,
+                              N, cs, inner, m, &sg, &sgx);
+            sgx *= s;
+            if (gw) ml_f32(gw)[c] = (float)sgx;
+            if (gb) ml_f32(gb)[c] = (float)sg;
+            if (gx) {
+                float gamma = w ? ml_f32(w)[c] : 1.0f;
+                float mg = (float)(sg / (double)M), mgx = (float)(sgx / (double)M);
+                /* gm was stored into gr by the sums: read it from there */
+                bn_grad_x(xx + c * inner, grp ? grp + c * inner : gg + c * inner, grp ? NULL : yy ? yy + c * inner : NULL,
+                          gxp + c * inner, NULL, N, cs, inner, training, gamma * s, m, s, mg, mgx, NULL, 0, C);
             }
         }
+    } else if (gx || gr) {
+        /* one pass over the rows, in parallel: gr = gm, gx = gamma s gm */
+        float k0s[4096], *k0 = C <= 4096 ? k0s : ml_alloc(sizeof(float) * (size_t)C);
+        if (!k0) {
+            ml_release(gx);
+            ml_release(gr);
+            return -1;
+        }
+        for (int64_t c = 0; c < C; c++) k0[c] = (w ? ml_f32(w)[c] : 1.0f) * is[c];
+        int64_t rows = N * C, blk = inner >= 256 ? 1 : 256 / inner;
+        #pragma omp parallel for schedule(static) if (M * C >= 65536)
+        for (int64_t r0 = 0; r0 < rows; r0 += blk) {
+            int64_t nr = rows - r0 < blk ? rows - r0 : blk;
+            bn_grad_x(xx + r0 * inner, gg + r0 * inner, yy ? yy + r0 * inner : NULL, gxp ? gxp + r0 * inner : NULL,
+                      grp ? grp + r0 * inner : NULL, nr, inner, inner, false, 0, 0, 0, 0, 0, k0, r0, C);
+        }
+        if (k0 != k0s) ml_free(k0, sizeof(float) * (size_t)C);
     }
     gin[0] = gx;
     if (n->n_in > 1) gin[1] = gw;
     if (n->n_in > 2) gin[2] = gb;
+    if (n->n_in > 3) gin[3] = gr;
     return 0;
 }
 
@@ -115,8 +286,8 @@ static int check_vec(const char *what, const ml_tensor *t, int64_t C) {
     return 0;
 }
 
-ml_tensor *ml_batch_norm(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, ml_tensor *rm, ml_tensor *rv, bool training,
-                         double momentum, double eps) {
+ml_tensor *ml_batch_norm_act(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, ml_tensor *rm, ml_tensor *rv,
+                             bool training, double momentum, double eps, ml_tensor *residual, bool relu) {
     if (x->dtype != ML_F32 || x->ndim < 2)
         return ml_fail("batch_norm: expects a float32 input [N, C, ...], got %s", ML_SHAPE_STR(x));
     int64_t N = x->shape[0], C = x->shape[1], inner = 1;
@@ -124,34 +295,43 @@ ml_tensor *ml_batch_norm(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, ml_te
     if (check_vec("weight", weight, C) || check_vec("bias", bias, C) || check_vec("running_mean", rm, C) ||
         check_vec("running_var", rv, C))
         return NULL;
+    if (residual) {
+        bool same = residual->dtype == ML_F32 && residual->ndim == x->ndim;
+        for (int d = 0; same && d < x->ndim; d++) same = residual->shape[d] == x->shape[d];
+        if (!same)
+            return ml_fail("batch_norm: the residual has shape %s, expected the input's %s", ML_SHAPE_STR(residual),
+                           ML_SHAPE_STR(x));
+    }
     if (!training && (!rm || !rv)) return ml_fail("batch_norm: evaluation mode needs running_mean and running_var");
     if (training && N * inner < 2)
         return ml_fail("batch_norm: training needs more than one value per channel (input %s)", ML_SHAPE_STR(x));
     if (!(eps > 0)) return ml_fail("batch_norm: eps must be positive");
     if ((rm && rm->requires_grad) || (rv && rv->requires_grad))
         return ml_fail("batch_norm: running statistics must not require grad");
-    ml_tensor *xc = ml_contiguous(x);
-    ml_tensor *y = xc ? ml_empty(ML_F32, x->ndim, x->shape) : NULL;
+    ml_tensor *xc = ml_contiguous(x), *rc = residual ? ml_contiguous(residual) : NULL;
+    ml_tensor *y = xc && (!residual || rc) ? ml_empty(ML_F32, x->ndim, x->shape) : NULL;
     ml_tensor *mean = ml_empty(ML_F32, 1, &C), *invstd = ml_empty(ML_F32, 1, &C);
-    if (!y || !mean || !invstd) {
+    float as[256], bs[256], *a = C <= 256 ? as : ml_alloc(sizeof(float) * 2 * (size_t)C);
+    float *bsh = C <= 256 ? bs : a ? a + C : NULL;
+    if (!y || !mean || !invstd || !a) {
         ml_release(xc);
+        ml_release(rc);
         ml_release(y);
         ml_release(mean);
         ml_release(invstd);
+        if (a && a != as) ml_free(a, sizeof(float) * 2 * (size_t)C);
         return NULL;
     }
-    int64_t M = N * inner;
-    const float *xx = ml_f32(xc);
+    int64_t M = N * inner, cs = C * inner;
+    const float *xx = ml_f32(xc), *rr = rc ? ml_f32(rc) : NULL;
     float *o = ml_f32(y);
-    #pragma omp parallel for schedule(static) if (M * C >= 65536)
+    /* training: per channel (statistics, then y while the channel is in cache);
+     * eval: the coefficients, then y over blocks of rows */
+    #pragma omp parallel for schedule(static) if (training && M * C >= 65536)
     for (int64_t c = 0; c < C; c++) {
         double m, var;
         if (training) {
-            double s = 0, ss = 0;
-            for (int64_t b = 0; b < N; b++) s += row_sum(xx + (b * C + c) * inner, inner);
-            m = s / (double)M;
-            for (int64_t b = 0; b < N; b++) ss += row_sqdev(xx + (b * C + c) * inner, inner, m);
-            var = ss / (double)M;
+            bn_chan_stats(xx + c * inner, N, cs, inner, &m, &var);
             if (rm) ml_f32(rm)[c] = (float)((1.0 - momentum) * ml_f32(rm)[c] + momentum * m);
             if (rv) ml_f32(rv)[c] = (float)((1.0 - momentum) * ml_f32(rv)[c] + momentum * var * (double)M / (double)(M - 1));
         } else {
@@ -160,38 +340,53 @@ ml_tensor *ml_batch_norm(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, ml_te
         }
         float s = (float)(1.0 / sqrt(var + eps)), mf = (float)m;
         float gamma = weight ? ml_f32(weight)[c] : 1.0f, beta = bias ? ml_f32(bias)[c] : 0.0f;
-        float a = gamma * s, bb = beta - mf * a; /* y = a x + bb */
+        a[c] = gamma * s;
+        bsh[c] = beta - mf * a[c]; /* y = a x + b */
         ml_f32(mean)[c] = mf;
         ml_f32(invstd)[c] = s;
-        for (int64_t b = 0; b < N; b++) {
-            const float *xr = xx + (b * C + c) * inner;
-            float *yr = o + (b * C + c) * inner;
-            for (int64_t i = 0; i < inner; i++) yr[i] = a * xr[i] + bb;
+        if (training)
+            bn_apply(xx + c * inner, rr ? rr + c * inner : NULL, o + c * inner, N, cs, inner, a[c], bsh[c], NULL, NULL, 0,
+                     C, relu);
+    }
+    if (!training) {
+        int64_t rows = N * C, blk = inner >= 256 ? 1 : 256 / inner;
+        #pragma omp parallel for schedule(static) if (M * C >= 65536)
+        for (int64_t r0 = 0; r0 < rows; r0 += blk) {
+            int64_t nr = rows - r0 < blk ? rows - r0 : blk;
+            bn_apply(xx + r0 * inner, rr ? rr + r0 * inner : NULL, o + r0 * inner, nr, inner, inner, 0, 0, a, bsh, r0, C,
+                     relu);
         }
     }
+    if (a != as) ml_free(a, sizeof(float) * 2 * (size_t)C);
     if (training) {
         if (rm) ml_bump_version(rm);
         if (rv) ml_bump_version(rv);
     }
-    ml_tensor *ins[3] = {x, weight, bias};
-    int nin = bias ? 3 : weight ? 2 : 1;
-    if (bias && !weight) {
-        /* keep input positions fixed: weight slot holds a constant ones vector */
-        ins[1] = NULL;
-    }
-    ml_node *n = ml_record("batch_norm", y, nin, ins, bn_backward);
+    /* input positions fixed: x, weight, bias, residual (absent ones NULL) */
+    ml_tensor *ins[4] = {x, weight, bias, residual};
+    int nin = residual ? 4 : bias ? 3 : weight ? 2 : 1;
+    ml_node *n = ml_record(residual || relu ? "batch_norm_act" : "batch_norm", y, nin, ins, bn_backward);
     if (n) {
         n->i[0] = training;
         n->i[1] = inner;
+        n->i[2] = relu;
+        n->i[3] = weight != NULL;
         ml_save(n, xc);
         ml_save(n, mean);
         ml_save(n, invstd);
         if (weight) ml_save(n, weight);
+        if (relu) ml_save(n, y);
     }
     ml_release(xc);
+    ml_release(rc);
     ml_release(mean);
     ml_release(invstd);
     return y;
+}
+
+ml_tensor *ml_batch_norm(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, ml_tensor *rm, ml_tensor *rv, bool training,
+                         double momentum, double eps) {
+    return ml_batch_norm_act(x, weight, bias, rm, rv, training, momentum, eps, NULL, false);
 }
 
 /* ------------------------------------------------------------ layer norm */

@@ -122,7 +122,7 @@ local texts = {
   -- nn ops
   ["softmax"] = "t:softmax([dim = -1]) -> exp(t) / sum(exp(t)) along dim",
   ["log_softmax"] = "t:log_softmax([dim = -1]) -> log of the softmax, computed stably",
-  ["batch_norm"] = "ml.batch_norm(x, running_mean, running_var, [weight], [bias], [{training = false, momentum = 0.1, eps = 1e-5}])\n  Batch normalisation over dim 2 (channels) of x [N, C, ...]; training mode uses the batch statistics\n  and updates the running ones in place (unbiased variance, as PyTorch).",
+  ["batch_norm"] = "ml.batch_norm(x, running_mean, running_var, [weight], [bias], [{training = false, momentum = 0.1, eps = 1e-5, residual = nil, relu = false}])\n  Batch normalisation over dim 2 (channels) of x [N, C, ...]; training mode uses the batch statistics\n  and updates the running ones in place (unbiased variance, as PyTorch). residual (x's shape) is added\n  after the normalisation and relu = true applies a ReLU last, in the same pass (a ResNet block's end).",
   ["layer_norm"] = "ml.layer_norm(x, n | {shape}, [weight], [bias], [{eps = 1e-5}]) -> x normalised over its last n dimensions",
   ["dropout"] = "ml.dropout(x, p, [training = true]) -> x with elements zeroed with probability p and the rest scaled by 1/(1-p)",
   ["cross_entropy"] = "ml.cross_entropy(logits, labels, [{reduction = \"mean\", label_smoothing = 0}]) -> softmax cross-entropy\n  logits [N, K], labels 1..K (int64 tensor or table); reduction \"mean\", \"sum\" or \"none\".\n  e.g. loss = ml.cross_entropy(model(x), y)",
