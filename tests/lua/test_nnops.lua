@@ -95,6 +95,35 @@ T.test("batch norm + residual + ReLU in one op", function()
     "the residual has shape [4, 3, 2], expected the input's [4, 3, 2, 3]")
 end)
 
+T.test("moe.mask_channels: the mask form of a channel-MoE layer in one op", function()
+  local N, C, H, W = 5, 6, 3, 2
+  local full, gates = ml.randn(N, C, H, W), ml.rand(N) + 0.5
+  local first = {1, 4, 3, 1, 4} -- 1-based first channel of each sample's block of 3
+  T.gradcheck("full and gates", function(f, g) return ml.moe.mask_channels(f, first, 3, g) end, {full, gates})
+  -- against a zero/one mask times the gates, in parallel-sized shapes too
+  for _, sh in ipairs{{N, C, H, W}, {64, 16, 16, 16}, {7, 8, 5}} do
+    local n, c = sh[1], sh[2]
+    local f = ml.randn(table.unpack(sh)):requires_grad()
+    local g = (ml.rand(n) + 0.5):requires_grad()
+    local fs, mask = {}, ml.zeros(n, c)
+    for i = 1, n do
+      fs[i] = 1 + (i * 7) % (c - c // 2 + 1)
+      for j = fs[i], fs[i] + c // 2 - 1 do mask[i][j] = 1 end
+    end
+    local shape4 = {n, c}
+    for _ = 3, #sh do shape4[#shape4 + 1] = 1 end
+    local y = ml.moe.mask_channels(f, fs, c // 2, g)
+    local ref = f * (mask * g:reshape(n, 1)):reshape(table.unpack(shape4))
+    T.close(y, ref, 1e-6, 1e-6, "mask_channels values " .. table.concat(sh, "x"))
+    local gy = ml.randn(table.unpack(sh))
+    local g1, g2 = ml.grad((y * gy):sum(), {f, g}), ml.grad((ref * gy):sum(), {f, g})
+    T.close(g1[1], g2[1], 1e-6, 1e-6, "gradient of full")
+    T.close(g1[2], g2[2], 1e-4, 1e-4, "gradient of the gates")
+    T.close(ml.moe.mask_channels(f, fs, c // 2), f * mask:reshape(table.unpack(shape4)), 0, 0, "no gates: weight 1")
+  end
+  T.raises(function() ml.moe.mask_channels(full, {1, 5, 1, 1, 1}, 3) end, "falls outside 6")
+end)
+
 T.test("layer norm", function()
   local x = ml.randn(2, 3, 4)
   T.gradcheck("layer_norm with affine", function(a, w, b) return ml.layer_norm(a, 1, w, b) end,
