@@ -221,6 +221,7 @@ local texts = {
   ["moe.route"] = "ml.moe.route(probs [T, E], {k = 1, capacity_factor = 0, round_capacity, batch_priority, random_ties})\n  -> {experts [T, k], kept, load, token, offsets, capacity}: top-k routing with capacity; all top-1\n  choices take slots before any top-2 choice; assignments past capacity are dropped.",
   ["moe.gather"] = "ml.moe.gather(x, ids) -> rows of x at the 1-based ids (the dispatch of tokens to experts)",
   ["moe.combine"] = "ml.moe.combine(y [A, D], w [A], ids [A], T) -> [T, D] with out[ids[a]] += w[a] y[a]",
+  ["moe.mask_channels"] = "ml.moe.mask_channels(full, first, c, [gates]) -> full's shape: sample n keeps its block of c\n  channels from first[n] (1-based), scaled by gates[n]; zeros elsewhere (the mask form of channel MoE, one op)",
   ["moe.place_channels"] = "ml.moe.place_channels({parts}, {ids}, gates, N, [C, {starts}]) -> [N, C, ...]: each sample's expert\n  output placed in its expert's block of channels (channel MoE), zeros elsewhere",
   ["moe.importance_loss"] = "ml.moe.importance_loss(probs) -> CV^2 of the per-expert summed probabilities",
   ["moe.load_loss"] = "ml.moe.load_loss(logits, noisy_logits, k, sigma) -> CV^2 of the expected per-expert load (V-MoE)",
