@@ -10,95 +10,64 @@
 #include "vmath.h"
 
 /* ------------------------------------------------------------ batch norm (+ residual, + ReLU) */
-/* One channel c is the N rows x[b, c, :] of `inner` floats, `cs` = C inner
- * floats apart. Its sums run in float lane accumulators (so they vectorise),
- * flushed into double lanes every BN_FLUSH elements per lane, so that the
- * accuracy across a batch is that of a double sum. The kernels are SIMD clones
- * (vmath.h) called once per channel or per block of rows. */
+/* Every pass runs over consecutive rows x[b, c, :] of `inner` floats (row k
+ * of the tensor has channel k % C), so that memory is read in order whatever
+ * the image size (one channel's rows are C inner floats apart: walking a
+ * channel at a time read 4x4 and 8x8 activations at a fraction of the
+ * bandwidth). The per-channel sums of a pass are per-thread double lanes
+ * [C][BN_LANES], added up after the pass; within a row they run in float
+ * lanes (flushed every 1024 elements), so the kernels vectorise. The kernels
+ * are SIMD clones (vmath.h). The training statistics take one pass: sums of
+ * d = x - K[c] and d^2 around a shift K[c] (the mean of the channel's first
+ * row), var = E[d^2] - E[d]^2, which keeps the cancellation small. */
 #define BN_LANES 16
-#define BN_FLUSH 64
 
-static inline double lanes_total(const double *d) {
-    double t = 0;
-    for (int l = 0; l < BN_LANES; l++) t += d[l];
-    return t;
-}
-
-/* Training statistics of one channel: the mean, and the biased variance from
- * the deviations from the (float) mean, corrected by their mean. */
+/* rows [row0, row0 + rows): d1[c] += sum (x - K[c]), d2[c] += sum (x - K[c])^2 */
 ML_SIMD_CLONES
-static void bn_chan_stats(const float *x, int64_t N, int64_t cs, int64_t inner, double *mean, double *var) {
-    const int64_t M = N * inner, per_row = inner / BN_LANES;
-    float f[BN_LANES] = {0};
-    double d[BN_LANES] = {0}, tail = 0;
-    int64_t cnt = 0;
-    for (int64_t b = 0; b < N; b++) {
-        const float *r = x + b * cs;
-        int64_t j = 0;
-        for (; j + BN_LANES <= inner; j += BN_LANES)
-            for (int l = 0; l < BN_LANES; l++) f[l] += r[j + l];
-        for (; j < inner; j++) tail += r[j];
-        if ((cnt += per_row) >= BN_FLUSH) {
-            for (int l = 0; l < BN_LANES; l++) {
-                d[l] += f[l];
-                f[l] = 0;
-            }
-            cnt = 0;
-        }
-    }
-    for (int l = 0; l < BN_LANES; l++) d[l] += f[l];
-    double m = (lanes_total(d) + tail) / (double)M;
-    const float mf = (float)m;
-    float f1[BN_LANES] = {0}, f2[BN_LANES] = {0};
-    double d1[BN_LANES] = {0}, d2[BN_LANES] = {0}, t1 = 0, t2 = 0;
-    cnt = 0;
-    for (int64_t b = 0; b < N; b++) {
-        const float *r = x + b * cs;
-        int64_t j = 0;
-        for (; j + BN_LANES <= inner; j += BN_LANES)
-            for (int l = 0; l < BN_LANES; l++) {
-                float dv = r[j + l] - mf;
-                f1[l] += dv;
-                f2[l] += dv * dv;
-            }
-        for (; j < inner; j++) {
-            double dv = (double)r[j] - mf;
-            t1 += dv;
-            t2 += dv * dv;
-        }
-        if ((cnt += per_row) >= BN_FLUSH) {
-            for (int l = 0; l < BN_LANES; l++) {
-                d1[l] += f1[l];
-                d2[l] += f2[l];
-                f1[l] = f2[l] = 0;
-            }
-            cnt = 0;
-        }
-    }
-    for (int l = 0; l < BN_LANES; l++) {
-        d1[l] += f1[l];
-        d2[l] += f2[l];
-    }
-    double s1 = (lanes_total(d1) + t1) / (double)M, s2 = (lanes_total(d2) + t2) / (double)M;
-    double v = s2 - s1 * s1;
-    *mean = (double)mf + s1;
-    *var = v > 0 ? v : 0;
-}
-
-/* y = act(a x + bb [+ r]) over `rows` rows of `inner` floats, `cs` apart
- * (one channel), or over consecutive rows with per-row coefficients when
- * `a_row` is given (channel of row k: (row0 + k) % C). */
-ML_SIMD_CLONES
-static void bn_apply(const float *x, const float *r, float *y, int64_t rows, int64_t cs, int64_t inner, float a,
-                     float bb, const float *a_row, const float *b_row, int64_t row0, int64_t C, bool relu) {
+static void bn_rows_stats(const float *x, int64_t rows, int64_t row0, int64_t C, int64_t inner, const float *K,
+                          double *d1, double *d2) {
     for (int64_t k = 0; k < rows; k++) {
-        const float *xr = x + k * cs;
-        const float *rr = r ? r + k * cs : NULL;
-        float *yr = y + k * cs;
-        if (a_row) {
-            a = a_row[(row0 + k) % C];
-            bb = b_row[(row0 + k) % C];
+        int64_t c = (row0 + k) % C;
+        const float *r = x + k * inner;
+        const float kc = K[c];
+        double *a1 = d1 + c * BN_LANES, *a2 = d2 + c * BN_LANES;
+        float f1[BN_LANES] = {0}, f2[BN_LANES] = {0};
+        int64_t j = 0;
+        for (; j + BN_LANES <= inner; j += BN_LANES) {
+            for (int l = 0; l < BN_LANES; l++) {
+                float d = r[j + l] - kc;
+                f1[l] += d;
+                f2[l] += d * d;
+            }
+            if ((j & 1023) == 1024 - BN_LANES) {
+                for (int l = 0; l < BN_LANES; l++) {
+                    a1[l] += f1[l];
+                    a2[l] += f2[l];
+                    f1[l] = f2[l] = 0;
+                }
+            }
         }
+        for (int l = 0; l < BN_LANES; l++) {
+            a1[l] += f1[l];
+            a2[l] += f2[l];
+        }
+        for (; j < inner; j++) {
+            double d = (double)r[j] - kc;
+            a1[0] += d;
+            a2[0] += d * d;
+        }
+    }
+}
+
+/* y = act(a[c] x + b[c] [+ r]) over rows [row0, row0 + rows) */
+ML_SIMD_CLONES
+static void bn_apply(const float *x, const float *r, float *y, int64_t rows, int64_t row0, int64_t C, int64_t inner,
+                     const float *a_c, const float *b_c, bool relu) {
+    for (int64_t k = 0; k < rows; k++) {
+        const float *xr = x + k * inner;
+        const float *rr = r ? r + k * inner : NULL;
+        float *yr = y + k * inner;
+        const float a = a_c[(row0 + k) % C], bb = b_c[(row0 + k) % C];
         if (rr && relu)
             for (int64_t i = 0; i < inner; i++) {
                 float v = a * xr[i] + bb + rr[i];
@@ -117,20 +86,20 @@ static void bn_apply(const float *x, const float *r, float *y, int64_t rows, int
 }
 
 /* The gradient reaching the pre-activation, gm = g (y > 0) with a ReLU (y
- * NULL: g), optionally stored into gr; returns sum gm and sum gm (x - m)
- * over one channel. */
+ * NULL: g), optionally stored into gr; d1[c] += sum gm, d2[c] += sum gm (x -
+ * m[c]) over rows [row0, row0 + rows). */
 ML_SIMD_CLONES
-static void bn_chan_grad_sums(const float *x, const float *g, const float *y, float *gr, int64_t N, int64_t cs,
-                              int64_t inner, float m, double *sg, double *sgx) {
-    const int64_t per_row = inner / BN_LANES;
-    float f1[BN_LANES] = {0}, f2[BN_LANES] = {0};
-    double d1[BN_LANES] = {0}, d2[BN_LANES] = {0}, t1 = 0, t2 = 0;
-    int64_t cnt = 0;
-    for (int64_t b = 0; b < N; b++) {
-        const float *xr = x + b * cs, *gg = g + b * cs, *yr = y ? y + b * cs : NULL;
-        float *gro = gr ? gr + b * cs : NULL;
+static void bn_rows_grad_sums(const float *x, const float *g, const float *y, float *gr, int64_t rows, int64_t row0,
+                              int64_t C, int64_t inner, const float *mean, double *d1, double *d2) {
+    for (int64_t k = 0; k < rows; k++) {
+        int64_t c = (row0 + k) % C;
+        const float *xr = x + k * inner, *gg = g + k * inner, *yr = y ? y + k * inner : NULL;
+        float *gro = gr ? gr + k * inner : NULL;
+        const float m = mean[c];
+        double *a1 = d1 + c * BN_LANES, *a2 = d2 + c * BN_LANES;
+        float f1[BN_LANES] = {0}, f2[BN_LANES] = {0};
         int64_t j = 0;
-        for (; j + BN_LANES <= inner; j += BN_LANES)
+        for (; j + BN_LANES <= inner; j += BN_LANES) {
             for (int l = 0; l < BN_LANES; l++) {
                 float gi = gg[j + l];
                 float gm = yr ? (yr[j + l] > 0 ? gi : 0.0f) : gi;
@@ -138,42 +107,43 @@ static void bn_chan_grad_sums(const float *x, const float *g, const float *y, fl
                 f1[l] += gm;
                 f2[l] += gm * (xr[j + l] - m);
             }
+            if ((j & 1023) == 1024 - BN_LANES) {
+                for (int l = 0; l < BN_LANES; l++) {
+                    a1[l] += f1[l];
+                    a2[l] += f2[l];
+                    f1[l] = f2[l] = 0;
+                }
+            }
+        }
+        for (int l = 0; l < BN_LANES; l++) {
+            a1[l] += f1[l];
+            a2[l] += f2[l];
+        }
         for (; j < inner; j++) {
             float gi = gg[j];
             float gm = yr ? (yr[j] > 0 ? gi : 0.0f) : gi;
             if (gro) gro[j] = gm;
-            t1 += gm;
-            t2 += (double)gm * (xr[j] - m);
-        }
-        if ((cnt += per_row) >= BN_FLUSH) {
-            for (int l = 0; l < BN_LANES; l++) {
-                d1[l] += f1[l];
-                d2[l] += f2[l];
-                f1[l] = f2[l] = 0;
-            }
-            cnt = 0;
+            a1[0] += gm;
+            a2[0] += (double)gm * (xr[j] - m);
         }
     }
-    for (int l = 0; l < BN_LANES; l++) {
-        d1[l] += f1[l];
-        d2[l] += f2[l];
-    }
-    *sg = lanes_total(d1) + t1;
-    *sgx = lanes_total(d2) + t2;
 }
 
-/* gx over `rows` rows (`cs` apart) of one channel, or of consecutive rows
- * with per-row channel coefficients (k0_row given): training
- * gx = k0 (gm - mg - (x - m) s mgx), eval gx = k0 gm, gm as above; gr (if
- * given) gets gm. */
+/* gx over rows [row0, row0 + rows): training gx = k0 (gm - mg - (x - m) s
+ * mgx), eval gx = k0 gm (coefficients per channel), gm as above; gr (if
+ * given) gets gm; gx NULL: only gr. */
+typedef struct {
+    const float *k0, *m, *s, *mg, *mgx;
+} bn_gcoef;
+
 ML_SIMD_CLONES
-static void bn_grad_x(const float *x, const float *g, const float *y, float *gx, float *gr, int64_t rows, int64_t cs,
-                      int64_t inner, bool training, float k0, float m, float s, float mg, float mgx,
-                      const float *k0_row, int64_t row0, int64_t C) {
+static void bn_rows_grad_x(const float *x, const float *g, const float *y, float *gx, float *gr, int64_t rows,
+                           int64_t row0, int64_t C, int64_t inner, bool training, const bn_gcoef *cf) {
     for (int64_t k = 0; k < rows; k++) {
-        const float *gg = g + k * cs, *yr = y ? y + k * cs : NULL, *xr = x + k * cs;
-        float *o = gx ? gx + k * cs : NULL, *gro = gr ? gr + k * cs : NULL;
-        if (k0_row) k0 = k0_row[(row0 + k) % C];
+        int64_t c = (row0 + k) % C;
+        const float *gg = g + k * inner, *yr = y ? y + k * inner : NULL, *xr = x + k * inner;
+        float *o = gx ? gx + k * inner : NULL, *gro = gr ? gr + k * inner : NULL;
+        const float k0 = cf->k0[c];
         if (!o) {
             if (gro)
                 for (int64_t i = 0; i < inner; i++) {
@@ -182,14 +152,16 @@ static void bn_grad_x(const float *x, const float *g, const float *y, float *gx,
                 }
             continue;
         }
-        if (training && yr)
-            for (int64_t i = 0; i < inner; i++) {
-                float gi = gg[i], gm = yr[i] > 0 ? gi : 0.0f;
-                o[i] = k0 * (gm - mg - (xr[i] - m) * s * mgx);
-            }
-        else if (training)
-            for (int64_t i = 0; i < inner; i++) o[i] = k0 * (gg[i] - mg - (xr[i] - m) * s * mgx);
-        else if (yr && gro)
+        if (training) {
+            const float m = cf->m[c], s = cf->s[c], mg = cf->mg[c], mgx = cf->mgx[c];
+            if (yr)
+                for (int64_t i = 0; i < inner; i++) {
+                    float gi = gg[i], gm = yr[i] > 0 ? gi : 0.0f;
+                    o[i] = k0 * (gm - mg - (xr[i] - m) * s * mgx);
+                }
+            else
+                for (int64_t i = 0; i < inner; i++) o[i] = k0 * (gg[i] - mg - (xr[i] - m) * s * mgx);
+        } else if (yr && gro)
             for (int64_t i = 0; i < inner; i++) {
                 float gi = gg[i], gm = yr[i] > 0 ? gi : 0.0f;
                 gro[i] = gm;
@@ -205,6 +177,34 @@ static void bn_grad_x(const float *x, const float *g, const float *y, float *gx,
     }
 }
 
+/* Rows per work item: whole rows, at least ~4096 floats. */
+static int64_t bn_block(int64_t inner) { return inner >= 4096 ? 1 : 4096 / (inner ? inner : 1); }
+
+/* Per-thread lane sums: threads x 2 x [C][BN_LANES] doubles, zeroed. */
+static double *bn_partials(int threads, int64_t C, size_t *bytes) {
+    *bytes = sizeof(double) * 2 * (size_t)threads * (size_t)C * BN_LANES;
+    double *p = ml_alloc(*bytes);
+    if (p) memset(p, 0, *bytes);
+    return p;
+}
+
+/* The totals per channel of the per-thread lane sums. */
+static void bn_totals(const double *p, int threads, int64_t C, double *t1, double *t2) {
+    for (int64_t c = 0; c < C; c++) {
+        double s1 = 0, s2 = 0;
+        for (int t = 0; t < threads; t++) {
+            const double *a1 = p + ((size_t)t * 2 * (size_t)C + (size_t)c) * BN_LANES;
+            const double *a2 = a1 + (size_t)C * BN_LANES;
+            for (int l = 0; l < BN_LANES; l++) {
+                s1 += a1[l];
+                s2 += a2[l];
+            }
+        }
+        t1[c] = s1;
+        t2[c] = s2;
+    }
+}
+
 /* saved: 0 x, 1 mean, 2 invstd, [weight], [y when relu]; inputs: x, weight,
  * bias, [residual]; i[0] training, i[1] inner, i[2] relu, i[3] has weight */
 static int bn_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
@@ -215,7 +215,7 @@ static int bn_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
     ml_tensor *w = has_w ? ml_saved(n, k++) : NULL;
     ml_tensor *yo = relu ? ml_saved(n, k++) : NULL;
     if ((has_w && !w) || (relu && !yo)) return -1;
-    int64_t N = x->shape[0], C = x->shape[1], inner = n->i[1], M = N * inner, cs = C * inner;
+    int64_t N = x->shape[0], C = x->shape[1], inner = n->i[1], M = N * inner, rows = N * C;
     const float *xx = ml_f32(x), *gg = ml_f32(g), *mu = ml_f32(mean), *is = ml_f32(invstd);
     const float *yy = yo ? ml_f32(yo) : NULL;
     bool want_r = n->n_in > 3 && n->needs[3];
@@ -223,53 +223,79 @@ static int bn_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
     ml_tensor *gw = n->n_in > 1 && n->needs[1] ? ml_empty(ML_F32, 1, &C) : NULL;
     ml_tensor *gb = n->n_in > 2 && n->needs[2] ? ml_empty(ML_F32, 1, &C) : NULL;
     ml_tensor *gr = want_r ? ml_empty(ML_F32, x->ndim, x->shape) : NULL;
+    size_t cbytes = sizeof(float) * 4 * (size_t)C, pbytes = 0;
+    float *coef = ml_alloc(cbytes);
+    double *tot = ml_alloc(sizeof(double) * 2 * (size_t)C);
     if ((n->needs[0] && !gx) || (n->n_in > 1 && n->needs[1] && !gw) || (n->n_in > 2 && n->needs[2] && !gb) ||
-        (want_r && !gr)) {
+        (want_r && !gr) || !coef || !tot) {
+        ml_release(gx);
+        ml_release(gw);
+        ml_release(gb);
+        ml_release(gr);
+        ml_free(coef, cbytes);
+        ml_free(tot, sizeof(double) * 2 * (size_t)C);
+        return -1;
+    }
+    float *gxp = gx ? ml_f32(gx) : NULL, *grp = gr ? ml_f32(gr) : NULL;
+    float *k0 = coef, *mg = coef + C, *mgx = coef + 2 * C, *ss = coef + 3 * C;
+    for (int64_t c = 0; c < C; c++) {
+        k0[c] = (w ? ml_f32(w)[c] : 1.0f) * is[c];
+        ss[c] = is[c];
+    }
+    bool par = M * C >= 65536;
+    int threads = par ? omp_get_max_threads() : 1;
+    int64_t blk = bn_block(inner);
+    /* the sums are needed for the parameters' gradients and, in training, for
+     * gx; an attack in eval mode with frozen parameters needs neither */
+    bool sums = gw || gb || (gx && training);
+    int rc = 0;
+    if (sums) {
+        double *part = bn_partials(threads, C, &pbytes);
+        if (!part) {
+            rc = -1;
+        } else {
+            #pragma omp parallel num_threads(threads)
+            {
+                double *d1 = part + (size_t)omp_get_thread_num() * 2 * (size_t)C * BN_LANES, *d2 = d1 + C * BN_LANES;
+                #pragma omp for schedule(static)
+                for (int64_t r0 = 0; r0 < rows; r0 += blk) {
+                    int64_t nr = rows - r0 < blk ? rows - r0 : blk;
+                    bn_rows_grad_sums(xx + r0 * inner, gg + r0 * inner, yy ? yy + r0 * inner : NULL,
+                                      grp ? grp + r0 * inner : NULL, nr, r0, C, inner, mu, d1, d2);
+                }
+            }
+            bn_totals(part, threads, C, tot, tot + C);
+            ml_free(part, pbytes);
+            for (int64_t c = 0; c < C; c++) {
+                double sg = tot[c], sgx = tot[C + c] * is[c];
+                if (gw) ml_f32(gw)[c] = (float)sgx;
+                if (gb) ml_f32(gb)[c] = (float)sg;
+                mg[c] = (float)(sg / (double)M);
+                mgx[c] = (float)(sgx / (double)M);
+            }
+        }
+    }
+    if (rc == 0 && (gx || (gr && !sums))) {
+        /* gm was stored into gr by the sums: read it from there */
+        const float *gsrc = sums && grp ? grp : gg, *ysrc = sums && grp ? NULL : yy;
+        float *grout = sums ? NULL : grp;
+        bn_gcoef cf = {k0, mu, ss, mg, mgx};
+        #pragma omp parallel for schedule(static) if (par)
+        for (int64_t r0 = 0; r0 < rows; r0 += blk) {
+            int64_t nr = rows - r0 < blk ? rows - r0 : blk;
+            bn_rows_grad_x(xx + r0 * inner, gsrc + r0 * inner, ysrc ? ysrc + r0 * inner : NULL,
+                           gxp ? gxp + r0 * inner : NULL, grout ? grout + r0 * inner : NULL, nr, r0, C, inner, training,
+                           &cf);
+        }
+    }
+    ml_free(coef, cbytes);
+    ml_free(tot, sizeof(double) * 2 * (size_t)C);
+    if (rc) {
         ml_release(gx);
         ml_release(gw);
         ml_release(gb);
         ml_release(gr);
         return -1;
-    }
-    float *gxp = gx ? ml_f32(gx) : NULL, *grp = gr ? ml_f32(gr) : NULL;
-    /* the sums are needed for the parameters' gradients and, in training, for
-     * gx; an attack in eval mode with frozen parameters needs neither */
-    bool sums = gw || gb || (gx && training);
-    if (sums) {
-        #pragma omp parallel for schedule(static) if (M * C >= 65536)
-        for (int64_t c = 0; c < C; c++) {
-            double sg, sgx;
-            float m = mu[c], s = is[c];
-            bn_chan_grad_sums(xx + c * inner, gg + c * inner, yy ? yy + c * inner : NULL, grp ? grp + c * inner : NULL,
-                              N, cs, inner, m, &sg, &sgx);
-            sgx *= s;
-            if (gw) ml_f32(gw)[c] = (float)sgx;
-            if (gb) ml_f32(gb)[c] = (float)sg;
-            if (gx) {
-                float gamma = w ? ml_f32(w)[c] : 1.0f;
-                float mg = (float)(sg / (double)M), mgx = (float)(sgx / (double)M);
-                /* gm was stored into gr by the sums: read it from there */
-                bn_grad_x(xx + c * inner, grp ? grp + c * inner : gg + c * inner, grp ? NULL : yy ? yy + c * inner : NULL,
-                          gxp + c * inner, NULL, N, cs, inner, training, gamma * s, m, s, mg, mgx, NULL, 0, C);
-            }
-        }
-    } else if (gx || gr) {
-        /* one pass over the rows, in parallel: gr = gm, gx = gamma s gm */
-        float k0s[4096], *k0 = C <= 4096 ? k0s : ml_alloc(sizeof(float) * (size_t)C);
-        if (!k0) {
-            ml_release(gx);
-            ml_release(gr);
-            return -1;
-        }
-        for (int64_t c = 0; c < C; c++) k0[c] = (w ? ml_f32(w)[c] : 1.0f) * is[c];
-        int64_t rows = N * C, blk = inner >= 256 ? 1 : 256 / inner;
-        #pragma omp parallel for schedule(static) if (M * C >= 65536)
-        for (int64_t r0 = 0; r0 < rows; r0 += blk) {
-            int64_t nr = rows - r0 < blk ? rows - r0 : blk;
-            bn_grad_x(xx + r0 * inner, gg + r0 * inner, yy ? yy + r0 * inner : NULL, gxp ? gxp + r0 * inner : NULL,
-                      grp ? grp + r0 * inner : NULL, nr, inner, inner, false, 0, 0, 0, 0, 0, k0, r0, C);
-        }
-        if (k0 != k0s) ml_free(k0, sizeof(float) * (size_t)C);
     }
     gin[0] = gx;
     if (n->n_in > 1) gin[1] = gw;
@@ -311,27 +337,50 @@ ml_tensor *ml_batch_norm_act(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, m
     ml_tensor *xc = ml_contiguous(x), *rc = residual ? ml_contiguous(residual) : NULL;
     ml_tensor *y = xc && (!residual || rc) ? ml_empty(ML_F32, x->ndim, x->shape) : NULL;
     ml_tensor *mean = ml_empty(ML_F32, 1, &C), *invstd = ml_empty(ML_F32, 1, &C);
-    float as[256], bs[256], *a = C <= 256 ? as : ml_alloc(sizeof(float) * 2 * (size_t)C);
-    float *bsh = C <= 256 ? bs : a ? a + C : NULL;
-    if (!y || !mean || !invstd || !a) {
+    size_t cbytes = sizeof(float) * 3 * (size_t)C, pbytes = 0;
+    float *coef = ml_alloc(cbytes); /* a, b (y = a x + b) and the shifts K */
+    int64_t M = N * inner, rows = N * C, blk = bn_block(inner);
+    bool par = M * C >= 65536;
+    int threads = par ? omp_get_max_threads() : 1;
+    double *part = training && coef ? bn_partials(threads, C, &pbytes) : NULL;
+    double *tot = training && part ? ml_alloc(sizeof(double) * 2 * (size_t)C) : NULL;
+    if (!y || !mean || !invstd || !coef || (training && (!part || !tot))) {
         ml_release(xc);
         ml_release(rc);
         ml_release(y);
         ml_release(mean);
         ml_release(invstd);
-        if (a && a != as) ml_free(a, sizeof(float) * 2 * (size_t)C);
+        ml_free(coef, cbytes);
+        ml_free(part, pbytes);
+        ml_free(tot, sizeof(double) * 2 * (size_t)C);
         return NULL;
     }
-    int64_t M = N * inner, cs = C * inner;
     const float *xx = ml_f32(xc), *rr = rc ? ml_f32(rc) : NULL;
-    float *o = ml_f32(y);
-    /* training: per channel (statistics, then y while the channel is in cache);
-     * eval: the coefficients, then y over blocks of rows */
-    #pragma omp parallel for schedule(static) if (training && M * C >= 65536)
+    float *o = ml_f32(y), *a = coef, *bsh = coef + C, *K = coef + 2 * C;
+    if (training) {
+        /* the shift of each channel: the mean of its first row */
+        for (int64_t c = 0; c < C; c++) {
+            double s = 0;
+            for (int64_t i = 0; i < inner; i++) s += xx[c * inner + i];
+            K[c] = (float)(s / (double)inner);
+        }
+        #pragma omp parallel num_threads(threads)
+        {
+            double *d1 = part + (size_t)omp_get_thread_num() * 2 * (size_t)C * BN_LANES, *d2 = d1 + C * BN_LANES;
+            #pragma omp for schedule(static)
+            for (int64_t r0 = 0; r0 < rows; r0 += blk) {
+                int64_t nr = rows - r0 < blk ? rows - r0 : blk;
+                bn_rows_stats(xx + r0 * inner, nr, r0, C, inner, K, d1, d2);
+            }
+        }
+        bn_totals(part, threads, C, tot, tot + C);
+    }
     for (int64_t c = 0; c < C; c++) {
         double m, var;
         if (training) {
-            bn_chan_stats(xx + c * inner, N, cs, inner, &m, &var);
+            double e1 = tot[c] / (double)M, e2 = tot[C + c] / (double)M, v = e2 - e1 * e1;
+            m = (double)K[c] + e1;
+            var = v > 0 ? v : 0;
             if (rm) ml_f32(rm)[c] = (float)((1.0 - momentum) * ml_f32(rm)[c] + momentum * m);
             if (rv) ml_f32(rv)[c] = (float)((1.0 - momentum) * ml_f32(rv)[c] + momentum * var * (double)M / (double)(M - 1));
         } else {
@@ -344,20 +393,15 @@ ml_tensor *ml_batch_norm_act(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, m
         bsh[c] = beta - mf * a[c]; /* y = a x + b */
         ml_f32(mean)[c] = mf;
         ml_f32(invstd)[c] = s;
-        if (training)
-            bn_apply(xx + c * inner, rr ? rr + c * inner : NULL, o + c * inner, N, cs, inner, a[c], bsh[c], NULL, NULL, 0,
-                     C, relu);
     }
-    if (!training) {
-        int64_t rows = N * C, blk = inner >= 256 ? 1 : 256 / inner;
-        #pragma omp parallel for schedule(static) if (M * C >= 65536)
-        for (int64_t r0 = 0; r0 < rows; r0 += blk) {
-            int64_t nr = rows - r0 < blk ? rows - r0 : blk;
-            bn_apply(xx + r0 * inner, rr ? rr + r0 * inner : NULL, o + r0 * inner, nr, inner, inner, 0, 0, a, bsh, r0, C,
-                     relu);
-        }
+    #pragma omp parallel for schedule(static) if (par)
+    for (int64_t r0 = 0; r0 < rows; r0 += blk) {
+        int64_t nr = rows - r0 < blk ? rows - r0 : blk;
+        bn_apply(xx + r0 * inner, rr ? rr + r0 * inner : NULL, o + r0 * inner, nr, r0, C, inner, a, bsh, relu);
     }
-    if (a != as) ml_free(a, sizeof(float) * 2 * (size_t)C);
+    ml_free(coef, cbytes);
+    ml_free(part, pbytes);
+    ml_free(tot, sizeof(double) * 2 * (size_t)C);
     if (training) {
         if (rm) ml_bump_version(rm);
         if (rv) ml_bump_version(rv);
