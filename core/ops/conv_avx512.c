@@ -837,6 +837,18 @@ static int pick_threads(int64_t items) {
 }
 
 /* Row chunks so that there are at least about 4 work items per thread. */
+/* Work items are handed out in runs of consecutive samples, so that a thread
+ * knows the sample it prepares next and prefetches it into L2 while it works
+ * on the current one (the copy into the padded buffer otherwise waits on
+ * memory: ~10% of an inference). */
+static int64_t sample_run(int64_t items, int64_t chunks, int threads) {
+    return chunks == 1 ? imax(1, items / (4 * (int64_t)threads)) : 1;
+}
+
+static void prefetch_l2(const float *p, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) _mm_prefetch((const char *)(p + i), _MM_HINT_T1);
+}
+
 static int64_t row_chunks(int64_t N, int64_t rows, int threads) {
     if (threads <= 1 || N >= 4 * threads) return 1;
     return imax(1, imin(rows, cdiv(4 * threads, N)));
@@ -928,20 +940,21 @@ int ml_conv_avx512_forward_affine(const ml_conv_geom *g, const float *x, const f
         free(tp);
         return -1;
     }
-    int64_t rows_per = cdiv(g->Ho, chunks);
+    int64_t rows_per = cdiv(g->Ho, chunks), run = sample_run(items, chunks, threads), xn = g->C * g->H * g->W;
     #pragma omp parallel num_threads(threads)
     {
         float *xb = bufs[omp_get_thread_num()];
         int64_t have = -1;
-        #pragma omp for schedule(dynamic, 1)
+        #pragma omp for schedule(dynamic, run)
         for (int64_t it = 0; it < items; it++) {
             if (ml_interrupt_pending()) continue;
             int64_t n = it / chunks, ch = it % chunks;
             int64_t r0 = ch * rows_per, r1 = imin(g->Ho, r0 + rows_per);
             if (r0 >= r1) continue;
             if (have != n) {
-                prep(q, x + n * g->C * g->H * g->W, 0, 1, g->C, g->H, g->W, xb);
+                prep(q, x + n * xn, 0, 1, g->C, g->H, g->W, xb);
                 have = n;
+                if (chunks == 1 && (it + 1) % run && n + 1 < g->N) prefetch_l2(x + (n + 1) * xn, xn);
             }
             for (int gi = 0; gi < g->groups; gi++) {
                 fwd_epi epi = {scale ? scale + gi * g->Og : NULL, scale ? shift + gi * g->Og : NULL, relu,
@@ -1084,19 +1097,21 @@ int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const floa
         return -1;
     }
     int64_t rows_per = cdiv(Hamax, chunks), tplane = Hamax * Wamax;
+    int64_t run = sample_run(items, chunks, threads), yn = g->O * Ho * Wo;
     #pragma omp parallel num_threads(threads)
     {
         float *gb = bufs[2 * omp_get_thread_num()], *tmp = bufs[2 * omp_get_thread_num() + 1];
         int64_t have = -1;
-        #pragma omp for schedule(dynamic, 1)
+        #pragma omp for schedule(dynamic, run)
         for (int64_t it = 0; it < items; it++) {
             if (ml_interrupt_pending()) continue;
             int64_t n = it / chunks, ch = it % chunks;
             int64_t a0 = ch * rows_per, a1 = imin(Hamax, a0 + rows_per);
             if (a0 >= a1) continue;
             if (have != n) {
-                prep(q, gy + n * g->O * Ho * Wo, 0, 1, g->O, Ho, Wo, gb);
+                prep(q, gy + n * yn, 0, 1, g->O, Ho, Wo, gb);
                 have = n;
+                if (chunks == 1 && (it + 1) % run && n + 1 < g->N) prefetch_l2(gy + (n + 1) * yn, yn);
             }
             for (int gi = 0; gi < g->groups; gi++) {
                 const float *gin = gb + gi * g->Og * q->cplane;
@@ -1332,18 +1347,25 @@ int ml_conv_avx512_weight_grad(const ml_conv_geom *g, const float *x, const floa
             vr[t][3] = imin(g->Wo, cdiv_any(g->pw + g->W - kj * g->dw, g->sw));
         }
     wg_fn full = wg_find(p.R, p.RB);
+    int64_t run = sample_run(blocks, 1, threads);
     #pragma omp parallel num_threads(threads)
     {
         int tid = omp_get_thread_num();
         float *xb = bufs[3 * tid], *gyT = bufs[3 * tid + 1], *part = bufs[3 * tid + 2];
         memset(part, 0, sizeof(float) * (size_t)psz);
         wg_args a = {.Opad = Opad, .Ho = g->Ho, .Wo = g->Wo, .Hq = q->Hq, .Wq = q->Wq};
-        #pragma omp for schedule(dynamic, 1)
+        #pragma omp for schedule(dynamic, run)
         for (int64_t blk = 0; blk < blocks; blk++) {
             if (ml_interrupt_pending()) continue;
             int64_t n0 = blk * nS;
             int ns = (int)imin(nS, g->N - n0);
             prep(q, x + n0 * g->C * g->H * g->W, g->C * g->H * g->W, ns, g->C, g->H, g->W, xb);
+            if ((blk + 1) % run && blk + 1 < blocks) {
+                /* the next block's input and output gradient */
+                int64_t n1 = n0 + nS, ns1 = imin(nS, g->N - n1);
+                prefetch_l2(x + n1 * g->C * g->H * g->W, ns1 * g->C * g->H * g->W);
+                prefetch_l2(gy + n1 * g->O * P, ns1 * g->O * P);
+            }
             a.nS = ns;
             for (int gi = 0; gi < g->groups; gi++) {
                 transpose_gy(gy + (n0 * g->O + gi * g->Og) * P, g->O * P, ns, g->Og, P, Opad, gyT);
