@@ -1,5 +1,6 @@
 /* lua_moe.c -- ml.moe: routing, dispatch and auxiliary losses as functions, the
  * building blocks of the MoE layers (for tests, and for users writing their own). */
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -91,6 +92,23 @@ static int l_place_channels(lua_State *L) {
     return mlua_push_tensor(L, out);
 }
 
+/* ml.moe.mask_channels(full, first, c, [gates]): first = each sample's first
+ * channel (1-based; a table or an int64 tensor), c channels per block */
+static int l_mask_channels(lua_State *L) {
+    ml_tensor *full = mlua_check_tensor(L, 1);
+    ml_tensor *first = mlua_index_to_core(L, 2, "moe.mask_channels");
+    lua_Integer c = luaL_checkinteger(L, 3);
+    ml_tensor *gates = lua_isnoneornil(L, 4) ? NULL : mlua_check_tensor(L, 4);
+    ml_tensor *out = NULL;
+    if (first->ndim != 1 || full->ndim < 1 || first->shape[0] != full->shape[0])
+        ml_fail("moe.mask_channels: expected one first channel per sample (%" PRId64 "), got %s",
+                full->ndim ? full->shape[0] : 0, ML_SHAPE_STR(first));
+    else
+        out = ml_moe_mask_channels(full, ml_i64(first), c, gates);
+    ml_release(first);
+    return mlua_push_tensor(L, out);
+}
+
 static int l_importance(lua_State *L) { return mlua_push_tensor(L, ml_aux_importance(mlua_check_tensor(L, 1))); }
 static int l_load(lua_State *L) {
     ml_tensor *clean = mlua_check_tensor(L, 1), *noisy = mlua_check_tensor(L, 2);
@@ -116,7 +134,7 @@ static const luaL_Reg functions[] = {
     {"route", l_route},           {"gather", l_gather},         {"combine", l_combine},
     {"place_channels", l_place_channels}, {"importance_loss", l_importance}, {"load_loss", l_load},
     {"switch_loss", l_switch},    {"z_loss", l_zloss},          {"cv2", l_cv2},
-    {"capacity", l_capacity},     {NULL, NULL}};
+    {"capacity", l_capacity},     {"mask_channels", l_mask_channels}, {NULL, NULL}};
 
 void mlua_open_moe(lua_State *L);
 void mlua_open_moe(lua_State *L) {

@@ -23,15 +23,22 @@ static int l_attention(lua_State *L) {
 
 static ml_tensor *opt_tensor(lua_State *L, int idx) { return lua_isnoneornil(L, idx) ? NULL : mlua_check_tensor(L, idx); }
 
-/* ml.batch_norm(x, running_mean, running_var, [weight], [bias], [{training = false, momentum = 0.1, eps = 1e-5}]) */
+/* ml.batch_norm(x, running_mean, running_var, [weight], [bias],
+ *   [{training = false, momentum = 0.1, eps = 1e-5, residual = nil, relu = false}]) */
 static int l_batch_norm(lua_State *L) {
     ml_tensor *x = mlua_check_tensor(L, 1);
     ml_tensor *rm = opt_tensor(L, 2), *rv = opt_tensor(L, 3), *w = opt_tensor(L, 4), *b = opt_tensor(L, 5);
-    static const char *const known[] = {"training", "momentum", "eps", NULL};
+    static const char *const known[] = {"training", "momentum", "eps", "residual", "relu", NULL};
     mlua_check_options(L, 6, "batch_norm", known);
-    bool training = mlua_opt_bool(L, 6, "training", false);
+    bool training = mlua_opt_bool(L, 6, "training", false), relu = mlua_opt_bool(L, 6, "relu", false);
     double mom = mlua_opt_number(L, 6, "momentum", 0.1), eps = mlua_opt_number(L, 6, "eps", 1e-5);
-    return mlua_push_tensor(L, ml_batch_norm(x, w, b, rm, rv, training, mom, eps));
+    ml_tensor *res = NULL;
+    if (lua_istable(L, 6)) {
+        lua_getfield(L, 6, "residual");
+        res = lua_isnil(L, -1) ? NULL : mlua_check_tensor(L, -1);
+        lua_pop(L, 1); /* the options table keeps it alive */
+    }
+    return mlua_push_tensor(L, ml_batch_norm_act(x, w, b, rm, rv, training, mom, eps, res, relu));
 }
 
 /* ml.layer_norm(x, normalized (count of trailing dims, or a shape table), [weight], [bias], [{eps = 1e-5}]) */

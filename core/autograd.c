@@ -121,6 +121,8 @@ void ml_accumulate_(ml_tensor *dst, const ml_tensor *src) {
     float *d = ml_f32(dst);
     const float *s = ml_f32(src);
     int64_t n = ml_numel(dst);
+    /* a residual network accumulates whole activations here (every block input) */
+    #pragma omp parallel for schedule(static) if (n >= 262144)
     for (int64_t i = 0; i < n; i++) d[i] += s[i];
 }
 

@@ -133,6 +133,11 @@ bool ml_nn_fuse(void) {
 }
 
 ml_tensor *ml_nn_conv_bn_forward(ml_module *parent, int ic, int ib, ml_tensor *x, ml_ctx *ctx, bool relu) {
+    return ml_nn_conv_bn_act_forward(parent, ic, ib, x, ctx, NULL, relu);
+}
+
+ml_tensor *ml_nn_conv_bn_act_forward(ml_module *parent, int ic, int ib, ml_tensor *x, ml_ctx *ctx, ml_tensor *residual,
+                                     bool relu) {
     ml_module *cm = parent->children[ic].m, *bm = parent->children[ib].m;
     const conv_state *cs = cm->type == &conv_type ? cm->state : NULL;
     const bn_state *bs = bm->type == &bn_type ? bm->state : NULL;
@@ -152,7 +157,8 @@ ml_tensor *ml_nn_conv_bn_forward(ml_module *parent, int ic, int ib, ml_tensor *x
         }
         ml_conv_opts o = {.stride_h = cs->stride, .stride_w = cs->stride, .pad_h = cs->pad, .pad_w = cs->pad,
                           .dil_h = 1, .dil_w = 1, .groups = cs->groups};
-        ml_tensor *y = shift ? ml_conv2d_affine(x, ml_module_param(cm, "weight"), scale, shift, relu, &o) : NULL;
+        ml_tensor *y =
+            shift ? ml_conv2d_affine_residual(x, ml_module_param(cm, "weight"), scale, shift, residual, relu, &o) : NULL;
         if (!y && strcmp(ml_last_error(), "interrupted") != 0)
             ml_error_prefix("in modules '%s' and '%s' (Conv2d, BatchNorm2d) of %s: ", parent->children[ic].name,
                             parent->children[ib].name, parent->type->name);
@@ -164,8 +170,28 @@ ml_tensor *ml_nn_conv_bn_forward(ml_module *parent, int ic, int ib, ml_tensor *x
         return y;
     }
     ml_tensor *h = ml_module_forward_child(parent, ic, x, ctx);
-    ml_tensor *b = h ? ml_module_forward_child(parent, ib, h, ctx) : NULL;
+    ml_tensor *b = h ? ml_nn_bn_act_forward(parent, ib, h, ctx, residual, relu) : NULL;
     ml_release(h);
+    return b;
+}
+
+ml_tensor *ml_nn_bn_act_forward(ml_module *parent, int ib, ml_tensor *x, ml_ctx *ctx, ml_tensor *residual, bool relu) {
+    ml_module *bm = parent->children[ib].m;
+    const bn_state *bs = bm->type == &bn_type ? bm->state : NULL;
+    if (ml_nn_fuse() && bs && (residual || relu) && !(ctx && ctx->on_module)) {
+        ml_tensor *y = ml_batch_norm_act(x, ml_module_param(bm, "weight"), ml_module_param(bm, "bias"),
+                                         ml_module_param(bm, "running_mean"), ml_module_param(bm, "running_var"),
+                                         bm->training, bs->momentum, bs->eps, residual, relu);
+        if (!y && strcmp(ml_last_error(), "interrupted") != 0)
+            ml_error_prefix("in module '%s' (BatchNorm2d) of %s: ", parent->children[ib].name, parent->type->name);
+        return y;
+    }
+    ml_tensor *b = ml_module_forward_child(parent, ib, x, ctx);
+    if (b && residual) {
+        ml_tensor *t = ml_add(b, residual);
+        ml_release(b);
+        b = t;
+    }
     if (!relu || !b) return b;
     ml_tensor *r = ml_relu(b);
     ml_release(b);

@@ -21,6 +21,17 @@ void ml_nn_set_bn_momentum(ml_module *m, double momentum);
  * per-channel scale and shift (one pass over the activation instead of three).
  * Any other pair of children simply runs one after the other. */
 ml_tensor *ml_nn_conv_bn_forward(ml_module *parent, int ic, int ib, ml_tensor *x, ml_ctx *ctx, bool relu);
+/* The same with a residual (NULL: none) added before the ReLU: act(BN(conv(x))
+ * + residual), one op in eval mode (ml_conv2d_affine_residual) and in
+ * training (the convolution, then ml_batch_norm_act) when nobody watches. */
+ml_tensor *ml_nn_conv_bn_act_forward(ml_module *parent, int ic, int ib, ml_tensor *x, ml_ctx *ctx, ml_tensor *residual,
+                                     bool relu);
+/* Child ib of parent (a BatchNorm2d) on x, then + residual (NULL: none),
+ * then ReLU when relu: one op, ml_batch_norm_act, in training and in eval
+ * mode, unless folding is off or somebody watches the children
+ * (ctx->on_module); any other child runs as itself followed by ml_add and
+ * ml_relu. */
+ml_tensor *ml_nn_bn_act_forward(ml_module *parent, int ib, ml_tensor *x, ml_ctx *ctx, ml_tensor *residual, bool relu);
 /* Folding on (default) or off; the environment variable MOELAB_FUSE=0 sets
  * the initial choice to off. */
 void ml_nn_set_fuse(bool on);

@@ -87,15 +87,27 @@ typedef struct {
 
 static ml_tensor *basic_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     block_state *s = m->state;
-    /* conv1 + bn1 + ReLU, conv2 + bn2: one op each in eval mode (ml_nn_conv_bn_forward) */
+    bool watched = ctx && ctx->on_module;
+    /* conv1 + bn1 + ReLU: one op in eval mode (ml_nn_conv_bn_forward), conv
+     * and BN + ReLU in training */
     ml_tensor *a = ml_nn_conv_bn_forward(m, 0, 1, x, ctx, true);
-    ml_tensor *b2 = a ? ml_nn_conv_bn_forward(m, 2, 3, a, ctx, false) : NULL;
+    if (!a) return NULL;
+    ml_module *scm = s->has_shortcut ? m->children[4].m : NULL;
+    if (!watched) {
+        /* the shortcut, then ReLU(bn2(conv2(a)) + shortcut) as one op (eval)
+         * or the convolution and one op (training) */
+        ml_tensor *sc = !scm ? ml_retain(x)
+                        : scm->n_children == 2 ? ml_nn_conv_bn_forward(scm, 0, 1, x, ctx, false)
+                                               : ml_module_forward_child(m, 4, x, ctx);
+        ml_tensor *y = sc ? ml_nn_conv_bn_act_forward(m, 2, 3, a, ctx, sc, true) : NULL;
+        ml_release(a);
+        ml_release(sc);
+        return y;
+    }
+    ml_tensor *b2 = ml_nn_conv_bn_forward(m, 2, 3, a, ctx, false);
     ml_release(a);
     if (!b2) return NULL;
-    ml_module *scm = s->has_shortcut ? m->children[4].m : NULL;
-    ml_tensor *sc = !scm ? ml_retain(x)
-                    : scm->n_children == 2 && !(ctx && ctx->on_module) ? ml_nn_conv_bn_forward(scm, 0, 1, x, ctx, false)
-                                                                       : ml_module_forward_child(m, 4, x, ctx);
+    ml_tensor *sc = !scm ? ml_retain(x) : ml_module_forward_child(m, 4, x, ctx);
     ml_tensor *sum = sc ? ml_add(b2, sc) : NULL;
     ml_release(b2);
     ml_release(sc);

@@ -375,26 +375,32 @@ ml_tensor *ml_conv2d(ml_tensor *x, ml_tensor *w, ml_tensor *b, const ml_conv_opt
 }
 
 /* ------------------------------------------------------------ conv2d + per-channel affine map (+ ReLU) */
-/* y = act(z scale[o] + shift[o]) with z = conv2d(x, w). Backward: with
+/* y = act(z scale[o] + shift[o] [+ r]) with z = conv2d(x, w). Backward: with
  * m = (y > 0) for ReLU (1 otherwise), gz = gy m scale[o] goes through the
- * convolution's gradients; gshift[o] = sum gy m, and gscale[o] = sum gy m z
- * (z recomputed, only when the scale needs a gradient). */
+ * convolution's gradients; gr = gy m; gshift[o] = sum gy m, and gscale[o] =
+ * sum gy m z (z recomputed, only when the scale needs a gradient). */
 static int conv_affine_backward(ml_node *nd, ml_tensor *gout, ml_tensor **gin) {
     ml_tensor *x = ml_saved(nd, 0), *w = ml_saved(nd, 1), *y = ml_saved(nd, 2), *sc = ml_saved(nd, 3);
     if (!x || !w || !y || !sc) return -1;
     geom g = *(const geom *)nd->ctx;
     bool relu = nd->i[0], need_s = nd->needs[2], need_t = nd->needs[3];
     const float *gy = ml_f32(gout), *yy = ml_f32(y), *scale = ml_f32(sc);
-    ml_tensor *gz = ml_empty(ML_F32, 4, gout->shape);
-    float *z = NULL;
+    bool need_r = nd->n_in > 4 && nd->needs[4];
+    ml_tensor *gz = ml_empty(ML_F32, 4, gout->shape), *gres = need_r ? ml_empty(ML_F32, 4, gout->shape) : NULL;
+    float *z = NULL, *grp = gres ? ml_f32(gres) : NULL;
     size_t zsz = sizeof(float) * (size_t)ml_numel(y);
-    if (!gz) return -1;
+    if (!gz || (need_r && !gres)) {
+        ml_release(gz);
+        ml_release(gres);
+        return -1;
+    }
     if (need_s) {
         /* the convolution alone, again: z is not kept by the forward */
         z = ml_alloc(zsz);
         if (!z || conv_forward(&g, ml_f32(x), ml_f32(w), NULL, z)) {
             ml_free(z, zsz);
             ml_release(gz);
+            ml_release(gres);
             return -1;
         }
     }
@@ -404,14 +410,22 @@ static int conv_affine_backward(ml_node *nd, ml_tensor *gout, ml_tensor **gin) {
     for (int64_t no = 0; no < g.N * g.O; no++) {
         /* branch-free, so that it vectorises (the ReLU's sign is a coin flip) */
         const float *gr = gy + no * g.P, *yr = yy + no * g.P;
-        float *o = gzp + no * g.P, s = scale[no % g.O];
-        if (relu)
+        float *o = gzp + no * g.P, s = scale[no % g.O], *ro = grp ? grp + no * g.P : NULL;
+        if (relu && ro)
+            for (int64_t p = 0; p < g.P; p++) {
+                float gi = gr[p], gm = yr[p] > 0 ? gi : 0.0f;
+                ro[p] = gm;
+                o[p] = gm * s;
+            }
+        else if (relu)
             for (int64_t p = 0; p < g.P; p++) {
                 float gi = gr[p];
                 o[p] = (yr[p] > 0 ? gi : 0.0f) * s;
             }
-        else
+        else {
             for (int64_t p = 0; p < g.P; p++) o[p] = gr[p] * s;
+            if (ro) memcpy(ro, gr, sizeof(float) * (size_t)g.P);
+        }
     }
     if (gs || gt) {
         /* the parameters' sums, only when they are needed (not in an attack) */
@@ -436,10 +450,12 @@ static int conv_affine_backward(ml_node *nd, ml_tensor *gout, ml_tensor **gin) {
     if (rc) {
         ml_release(gs);
         ml_release(gt);
+        ml_release(gres);
         return -1;
     }
     gin[2] = gs;
     gin[3] = gt;
+    if (nd->n_in > 4) gin[4] = gres;
     return 0;
 }
 
@@ -452,20 +468,33 @@ static int check_channel_vec(const char *what, const ml_tensor *t, int64_t O) {
 
 ml_tensor *ml_conv2d_affine(ml_tensor *x, ml_tensor *w, ml_tensor *scale, ml_tensor *shift, bool relu,
                             const ml_conv_opts *o) {
+    return ml_conv2d_affine_residual(x, w, scale, shift, NULL, relu, o);
+}
+
+ml_tensor *ml_conv2d_affine_residual(ml_tensor *x, ml_tensor *w, ml_tensor *scale, ml_tensor *shift,
+                                     ml_tensor *residual, bool relu, const ml_conv_opts *o) {
     geom g;
     if (!scale || !shift) return ml_fail("conv2d_affine: scale and shift are required");
     if (make_geom(x, w, o, &g) || check_channel_vec("scale", scale, g.O) || check_channel_vec("shift", shift, g.O))
         return NULL;
+    int64_t shape[4] = {g.N, g.O, g.Ho, g.Wo};
+    if (residual) {
+        bool same = residual->dtype == ML_F32 && residual->ndim == 4;
+        for (int d = 0; same && d < 4; d++) same = residual->shape[d] == shape[d];
+        if (!same)
+            return ml_fail("conv2d_affine: the residual has shape %s, expected the output's [%" PRId64 ", %" PRId64
+                           ", %" PRId64 ", %" PRId64 "]", ML_SHAPE_STR(residual), g.N, g.O, g.Ho, g.Wo);
+    }
     ml_tensor *xc = ml_contiguous(x), *wc = xc ? ml_contiguous(w) : NULL;
     ml_tensor *sc = wc ? ml_contiguous(scale) : NULL, *tc = sc ? ml_contiguous(shift) : NULL;
-    int64_t shape[4] = {g.N, g.O, g.Ho, g.Wo};
-    ml_tensor *y = tc ? ml_empty(ML_F32, 4, shape) : NULL;
+    ml_tensor *rc_t = tc && residual ? ml_contiguous(residual) : NULL;
+    ml_tensor *y = tc && (!residual || rc_t) ? ml_empty(ML_F32, 4, shape) : NULL;
     if (y) {
         int rc;
-        const float *s = ml_f32(sc), *t = ml_f32(tc);
+        const float *s = ml_f32(sc), *t = ml_f32(tc), *res = rc_t ? ml_f32(rc_t) : NULL;
         if (use_direct(&g, 0)) {
             ml_flops_add(2 * g.N * g.O * g.K * g.P);
-            rc = ml_conv_avx512_forward_affine(&g, ml_f32(xc), ml_f32(wc), NULL, s, t, relu, ml_f32(y));
+            rc = ml_conv_avx512_forward_affine(&g, ml_f32(xc), ml_f32(wc), NULL, s, t, res, relu, ml_f32(y));
         } else {
             rc = conv_forward_im2col(&g, ml_f32(xc), ml_f32(wc), NULL, ml_f32(y));
             float *yp = ml_f32(y);
@@ -473,8 +502,10 @@ ml_tensor *ml_conv2d_affine(ml_tensor *x, ml_tensor *w, ml_tensor *scale, ml_ten
             for (int64_t no = 0; no < g.N * g.O; no++) {
                 float a = s[no % g.O], b = t[no % g.O];
                 float *r = yp + no * g.P;
+                const float *rr = res ? res + no * g.P : NULL;
                 for (int64_t p = 0; p < g.P; p++) {
                     float v = r[p] * a + b;
+                    if (rr) v += rr[p];
                     r[p] = relu && !(v > 0) ? 0.0f : v;
                 }
             }
@@ -485,8 +516,8 @@ ml_tensor *ml_conv2d_affine(ml_tensor *x, ml_tensor *w, ml_tensor *scale, ml_ten
         }
     }
     if (y) {
-        ml_tensor *ins[4] = {x, w, scale, shift};
-        ml_node *n = ml_record("conv2d_affine", y, 4, ins, conv_affine_backward);
+        ml_tensor *ins[5] = {x, w, scale, shift, residual};
+        ml_node *n = ml_record("conv2d_affine", y, residual ? 5 : 4, ins, conv_affine_backward);
         if (n) {
             geom *gc = malloc(sizeof *gc);
             *gc = g;
@@ -503,5 +534,6 @@ ml_tensor *ml_conv2d_affine(ml_tensor *x, ml_tensor *w, ml_tensor *scale, ml_ten
     ml_release(wc);
     ml_release(sc);
     ml_release(tc);
+    ml_release(rc_t);
     return y;
 }

@@ -33,6 +33,12 @@ ml_tensor *ml_conv2d(ml_tensor *x, ml_tensor *w, ml_tensor *b, const ml_conv_opt
  * when the scale needs its gradient). */
 ml_tensor *ml_conv2d_affine(ml_tensor *x, ml_tensor *w, ml_tensor *scale, ml_tensor *shift, bool relu,
                             const ml_conv_opts *o);
+/* The same with a residual r (the output's shape, NULL: none) added before
+ * the activation: y = act(conv2d(x, w) * scale[o] + shift[o] + r), in the
+ * tile's store (the end of a ResNet block, eval mode: ReLU(BN(conv(a)) +
+ * shortcut) in one pass). Differentiable w.r.t. r too. */
+ml_tensor *ml_conv2d_affine_residual(ml_tensor *x, ml_tensor *w, ml_tensor *scale, ml_tensor *shift,
+                                     ml_tensor *residual, bool relu, const ml_conv_opts *o);
 
 /* Implementation choice, for tests and benchmarks. ML_CONV_AUTO takes the
  * direct kernels wherever the CPU and the shape allow; ML_CONV_IM2COL forces

@@ -127,13 +127,18 @@ typedef struct {
     int nch;             /* valid output channels, <= RB * 16 */
     int64_t x0;          /* edge kernels: the tile's first pixel */
     int kilo, kihi;      /* edge kernels with RT == 1: the tap rows to compute */
-    const float *scale, *shift; /* epilogue (optional): out = act(out scale[o] + shift[o]) per output channel */
-    bool relu;
+    const float *scale, *shift; /* epilogue (optional): out = act(out scale[o] + shift[o] [+ res]) per output channel */
+    bool relu, epi;             /* epi: some epilogue at all */
+    bool res;                   /* a residual is added before the activation, at out + rdelta */
+    int64_t rdelta;
 } fwd_args;
 
-/* The epilogue of one output channel's vector: affine map, then ReLU. */
-static inline __m512 epilogue(const fwd_args *a, int64_t ch, __m512 v) {
+/* The epilogue of one output channel's vector, to be stored at dst (lanes m):
+ * affine map, residual, then ReLU. */
+static inline __m512 epilogue(const fwd_args *a, int64_t ch, __m512 v, const float *dst, __mmask16 m) {
     if (a->scale) v = _mm512_fmadd_ps(v, _mm512_set1_ps(a->scale[ch]), _mm512_set1_ps(a->shift[ch]));
+    if (a->res)
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, (const float *)((uintptr_t)dst + (uintptr_t)(a->rdelta * 4))));
     if (a->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
     return v;
 }
@@ -185,8 +190,8 @@ AI void fwd_band(const int RT, const int PW, const int RB, const fwd_args *a) {
             for (int i = 0; i < 16; i++) v[i] = i < RP ? acc[i][b] : _mm512_setzero_ps();
             transpose16(v);
             float *ob = o + (int64_t)16 * b * a->ostride;
-            if (a->scale || a->relu)
-                for (int ch = 0; ch < nc; ch++) v[ch] = epilogue(a, 16 * b + ch, v[ch]);
+            if (a->epi)
+                for (int ch = 0; ch < nc; ch++) v[ch] = epilogue(a, 16 * b + ch, v[ch], ob + ch * a->ostride, m);
             for (int ch = 0; ch < nc; ch++) _mm512_mask_storeu_ps(ob + ch * a->ostride, m, v[ch]);
         }
     }
@@ -257,7 +262,7 @@ AI void pix_band(const int RR, const int VW, const int RC, const fwd_args *a) {
                 float *o = a->out + k * a->ostride + r * a->orow + x0;
 #pragma GCC unroll 4
                 for (int v = 0; v < VW; v++)
-                    _mm512_mask_storeu_ps(o + 16 * v, m[v], a->scale || a->relu ? epilogue(a, k, acc[k][r][v]) : acc[k][r][v]);
+                    _mm512_mask_storeu_ps(o + 16 * v, m[v], a->epi ? epilogue(a, k, acc[k][r][v], o + 16 * v, m[v]) : acc[k][r][v]);
             }
         }
     }
@@ -339,8 +344,8 @@ AI void edge_band(const int RT, const int PW, const int RB, const int FL, const 
         for (int i = 0; i < 16; i++) v[i] = i < RP ? acc[i][b] : _mm512_setzero_ps();
         transpose16(v);
         float *ob = o + (int64_t)16 * b * a->ostride;
-        if (a->scale || a->relu)
-            for (int ch = 0; ch < nc; ch++) v[ch] = epilogue(a, 16 * b + ch, v[ch]);
+        if (a->epi)
+            for (int ch = 0; ch < nc; ch++) v[ch] = epilogue(a, 16 * b + ch, v[ch], ob + ch * a->ostride, m);
         for (int ch = 0; ch < nc; ch++) _mm512_mask_storeu_ps(ob + ch * a->ostride, m, v[ch]);
     }
 }
@@ -622,6 +627,7 @@ static int64_t relayout_size(const fwd_plan *p, int64_t Cout, int64_t Cin, int T
 typedef struct {
     const float *scale, *shift; /* [Cout] each, or NULL */
     bool relu;
+    const float *res; /* residual laid out as out (NULL: none) */
 } fwd_epi;
 
 static void fwd_rows(const fwd_plan *p, const float *in, int64_t cplane, int64_t Wq, const int32_t *toff, int T,
@@ -629,6 +635,9 @@ static void fwd_rows(const fwd_plan *p, const float *in, int64_t cplane, int64_t
                      int64_t npix, int64_t Cout, int64_t r0, int64_t r1, const fwd_epi *epi) {
     fwd_args a = {.cplane = cplane, .Wq = Wq, .toff = toff, .T = T, .Cin = Cin, .ostride = ostride, .orow = orow,
                   .npix = npix, .relu = epi && epi->relu};
+    a.res = epi && epi->res;
+    a.rdelta = a.res ? (int64_t)((intptr_t)epi->res - (intptr_t)out) / (int64_t)sizeof(float) : 0;
+    a.epi = a.relu || a.res || (epi && epi->scale);
     int step = p->a; /* rows per band: RT or RR */
     if (p->flat) {
         /* rows contiguous in input (Wq == npix) and output (orow == npix) */
@@ -828,6 +837,18 @@ static int pick_threads(int64_t items) {
 }
 
 /* Row chunks so that there are at least about 4 work items per thread. */
+/* Work items are handed out in runs of consecutive samples, so that a thread
+ * knows the sample it prepares next and prefetches it into L2 while it works
+ * on the current one (the copy into the padded buffer otherwise waits on
+ * memory: ~10% of an inference). */
+static int64_t sample_run(int64_t items, int64_t chunks, int threads) {
+    return chunks == 1 ? imax(1, items / (4 * (int64_t)threads)) : 1;
+}
+
+static void prefetch_l2(const float *p, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) _mm_prefetch((const char *)(p + i), _MM_HINT_T1);
+}
+
 static int64_t row_chunks(int64_t N, int64_t rows, int threads) {
     if (threads <= 1 || N >= 4 * threads) return 1;
     return imax(1, imin(rows, cdiv(4 * threads, N)));
@@ -873,11 +894,11 @@ static void forward_taps(const ml_conv_geom *g, int nS, tap_plan *tp) {
 }
 
 int ml_conv_avx512_forward(const ml_conv_geom *g, const float *x, const float *w, const float *b, float *y) {
-    return ml_conv_avx512_forward_affine(g, x, w, b, NULL, NULL, false, y);
+    return ml_conv_avx512_forward_affine(g, x, w, b, NULL, NULL, NULL, false, y);
 }
 
 int ml_conv_avx512_forward_affine(const ml_conv_geom *g, const float *x, const float *w, const float *b,
-                                  const float *scale, const float *shift, bool relu, float *y) {
+                                  const float *scale, const float *shift, const float *res, bool relu, float *y) {
     tap_plan *tp = malloc(sizeof *tp);
     if (!tp) return ml_failc("conv2d: out of memory");
     forward_taps(g, 1, tp);
@@ -919,23 +940,25 @@ int ml_conv_avx512_forward_affine(const ml_conv_geom *g, const float *x, const f
         free(tp);
         return -1;
     }
-    int64_t rows_per = cdiv(g->Ho, chunks);
+    int64_t rows_per = cdiv(g->Ho, chunks), run = sample_run(items, chunks, threads), xn = g->C * g->H * g->W;
     #pragma omp parallel num_threads(threads)
     {
         float *xb = bufs[omp_get_thread_num()];
         int64_t have = -1;
-        #pragma omp for schedule(dynamic, 1)
+        #pragma omp for schedule(dynamic, run)
         for (int64_t it = 0; it < items; it++) {
             if (ml_interrupt_pending()) continue;
             int64_t n = it / chunks, ch = it % chunks;
             int64_t r0 = ch * rows_per, r1 = imin(g->Ho, r0 + rows_per);
             if (r0 >= r1) continue;
             if (have != n) {
-                prep(q, x + n * g->C * g->H * g->W, 0, 1, g->C, g->H, g->W, xb);
+                prep(q, x + n * xn, 0, 1, g->C, g->H, g->W, xb);
                 have = n;
+                if (chunks == 1 && (it + 1) % run && n + 1 < g->N) prefetch_l2(x + (n + 1) * xn, xn);
             }
             for (int gi = 0; gi < g->groups; gi++) {
-                fwd_epi epi = {scale ? scale + gi * g->Og : NULL, scale ? shift + gi * g->Og : NULL, relu};
+                fwd_epi epi = {scale ? scale + gi * g->Og : NULL, scale ? shift + gi * g->Og : NULL, relu,
+                               res ? res + (n * g->O + gi * g->Og) * g->P : NULL};
                 fwd_rows(&p, xb + gi * g->Cg * q->cplane, q->cplane, q->Wq, tp->toff, T, g->Cg, wr + gi * wper,
                          br ? br + gi * bper : NULL, y + (n * g->O + gi * g->Og) * g->P, g->P, g->Wo, g->Wo, g->Og, r0, r1,
                          &epi);
@@ -1074,19 +1097,21 @@ int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const floa
         return -1;
     }
     int64_t rows_per = cdiv(Hamax, chunks), tplane = Hamax * Wamax;
+    int64_t run = sample_run(items, chunks, threads), yn = g->O * Ho * Wo;
     #pragma omp parallel num_threads(threads)
     {
         float *gb = bufs[2 * omp_get_thread_num()], *tmp = bufs[2 * omp_get_thread_num() + 1];
         int64_t have = -1;
-        #pragma omp for schedule(dynamic, 1)
+        #pragma omp for schedule(dynamic, run)
         for (int64_t it = 0; it < items; it++) {
             if (ml_interrupt_pending()) continue;
             int64_t n = it / chunks, ch = it % chunks;
             int64_t a0 = ch * rows_per, a1 = imin(Hamax, a0 + rows_per);
             if (a0 >= a1) continue;
             if (have != n) {
-                prep(q, gy + n * g->O * Ho * Wo, 0, 1, g->O, Ho, Wo, gb);
+                prep(q, gy + n * yn, 0, 1, g->O, Ho, Wo, gb);
                 have = n;
+                if (chunks == 1 && (it + 1) % run && n + 1 < g->N) prefetch_l2(gy + (n + 1) * yn, yn);
             }
             for (int gi = 0; gi < g->groups; gi++) {
                 const float *gin = gb + gi * g->Og * q->cplane;
@@ -1322,18 +1347,25 @@ int ml_conv_avx512_weight_grad(const ml_conv_geom *g, const float *x, const floa
             vr[t][3] = imin(g->Wo, cdiv_any(g->pw + g->W - kj * g->dw, g->sw));
         }
     wg_fn full = wg_find(p.R, p.RB);
+    int64_t run = sample_run(blocks, 1, threads);
     #pragma omp parallel num_threads(threads)
     {
         int tid = omp_get_thread_num();
         float *xb = bufs[3 * tid], *gyT = bufs[3 * tid + 1], *part = bufs[3 * tid + 2];
         memset(part, 0, sizeof(float) * (size_t)psz);
         wg_args a = {.Opad = Opad, .Ho = g->Ho, .Wo = g->Wo, .Hq = q->Hq, .Wq = q->Wq};
-        #pragma omp for schedule(dynamic, 1)
+        #pragma omp for schedule(dynamic, run)
         for (int64_t blk = 0; blk < blocks; blk++) {
             if (ml_interrupt_pending()) continue;
             int64_t n0 = blk * nS;
             int ns = (int)imin(nS, g->N - n0);
             prep(q, x + n0 * g->C * g->H * g->W, g->C * g->H * g->W, ns, g->C, g->H, g->W, xb);
+            if ((blk + 1) % run && blk + 1 < blocks) {
+                /* the next block's input and output gradient */
+                int64_t n1 = n0 + nS, ns1 = imin(nS, g->N - n1);
+                prefetch_l2(x + n1 * g->C * g->H * g->W, ns1 * g->C * g->H * g->W);
+                prefetch_l2(gy + n1 * g->O * P, ns1 * g->O * P);
+            }
             a.nS = ns;
             for (int gi = 0; gi < g->groups; gi++) {
                 transpose_gy(gy + (n0 * g->O + gi * g->Og) * P, g->O * P, ns, g->Og, P, Opad, gyT);
@@ -1393,8 +1425,8 @@ int ml_conv_avx512_forward(const ml_conv_geom *g, const float *x, const float *w
     return -1;
 }
 int ml_conv_avx512_forward_affine(const ml_conv_geom *g, const float *x, const float *w, const float *b,
-                                  const float *scale, const float *shift, bool relu, float *y) {
-    (void)g, (void)x, (void)w, (void)b, (void)scale, (void)shift, (void)relu, (void)y;
+                                  const float *scale, const float *shift, const float *res, bool relu, float *y) {
+    (void)g, (void)x, (void)w, (void)b, (void)scale, (void)shift, (void)res, (void)relu, (void)y;
     return -1;
 }
 int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const float *w, float *gx) {

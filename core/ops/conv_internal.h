@@ -25,10 +25,11 @@ typedef struct {
 bool ml_conv_avx512_handles(const ml_conv_geom *g, int which);
 /* Return 0, or -1 with the error set (out of memory, interrupted). */
 int ml_conv_avx512_forward(const ml_conv_geom *g, const float *x, const float *w, const float *b, float *y);
-/* The same, followed per output channel o by y = act(y scale[o] + shift[o])
- * (act: ReLU when relu; scale NULL: no affine map) in the tile's store. */
+/* The same, followed per output channel o by y = act(y scale[o] + shift[o]
+ * + res) (act: ReLU when relu; scale NULL: no affine map; res NULL: no
+ * residual, else laid out as y) in the tile's store. */
 int ml_conv_avx512_forward_affine(const ml_conv_geom *g, const float *x, const float *w, const float *b,
-                                  const float *scale, const float *shift, bool relu, float *y);
+                                  const float *scale, const float *shift, const float *res, bool relu, float *y);
 int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const float *w, float *gx);
 int ml_conv_avx512_weight_grad(const ml_conv_geom *g, const float *x, const float *gy, float *gw);
 

@@ -9,101 +9,298 @@
 #include "../autograd.h"
 #include "vmath.h"
 
-/* ------------------------------------------------------------ batch norm */
-/* Sums in double with four independent partial sums (a single chain of
- * double adds waits on the add latency at every element). */
-static double row_sum(const float *x, int64_t n) {
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        a0 += x[i];
-        a1 += x[i + 1];
-        a2 += x[i + 2];
-        a3 += x[i + 3];
+/* ------------------------------------------------------------ batch norm (+ residual, + ReLU) */
+/* Every pass runs over consecutive rows x[b, c, :] of `inner` floats (row k
+ * of the tensor has channel k % C), so that memory is read in order whatever
+ * the image size (one channel's rows are C inner floats apart: walking a
+ * channel at a time read 4x4 and 8x8 activations at a fraction of the
+ * bandwidth). The per-channel sums of a pass are per-thread double lanes
+ * [C][BN_LANES], added up after the pass; within a row they run in float
+ * lanes (flushed every 1024 elements), so the kernels vectorise. The kernels
+ * are SIMD clones (vmath.h). The training statistics take one pass: sums of
+ * d = x - K[c] and d^2 around a shift K[c] (the mean of the channel's first
+ * row), var = E[d^2] - E[d]^2, which keeps the cancellation small. */
+#define BN_LANES 16
+
+/* rows [row0, row0 + rows): d1[c] += sum (x - K[c]), d2[c] += sum (x - K[c])^2 */
+ML_SIMD_CLONES
+static void bn_rows_stats(const float *x, int64_t rows, int64_t row0, int64_t C, int64_t inner, const float *K,
+                          double *d1, double *d2) {
+    for (int64_t k = 0; k < rows; k++) {
+        int64_t c = (row0 + k) % C;
+        const float *r = x + k * inner;
+        const float kc = K[c];
+        double *a1 = d1 + c * BN_LANES, *a2 = d2 + c * BN_LANES;
+        float f1[BN_LANES] = {0}, f2[BN_LANES] = {0};
+        int64_t j = 0;
+        for (; j + BN_LANES <= inner; j += BN_LANES) {
+            for (int l = 0; l < BN_LANES; l++) {
+                float d = r[j + l] - kc;
+                f1[l] += d;
+                f2[l] += d * d;
+            }
+            if ((j & 1023) == 1024 - BN_LANES) {
+                for (int l = 0; l < BN_LANES; l++) {
+                    a1[l] += f1[l];
+                    a2[l] += f2[l];
+                    f1[l] = f2[l] = 0;
+                }
+            }
+        }
+        for (int l = 0; l < BN_LANES; l++) {
+            a1[l] += f1[l];
+            a2[l] += f2[l];
+        }
+        for (; j < inner; j++) {
+            double d = (double)r[j] - kc;
+            a1[0] += d;
+            a2[0] += d * d;
+        }
     }
-    for (; i < n; i++) a0 += x[i];
-    return (a0 + a1) + (a2 + a3);
 }
 
-static double row_sqdev(const float *x, int64_t n, double m) {
-    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        double d0 = x[i] - m, d1 = x[i + 1] - m, d2 = x[i + 2] - m, d3 = x[i + 3] - m;
-        a0 += d0 * d0;
-        a1 += d1 * d1;
-        a2 += d2 * d2;
-        a3 += d3 * d3;
+/* y = act(a[c] x + b[c] [+ r]) over rows [row0, row0 + rows) */
+ML_SIMD_CLONES
+static void bn_apply(const float *x, const float *r, float *y, int64_t rows, int64_t row0, int64_t C, int64_t inner,
+                     const float *a_c, const float *b_c, bool relu) {
+    for (int64_t k = 0; k < rows; k++) {
+        const float *xr = x + k * inner;
+        const float *rr = r ? r + k * inner : NULL;
+        float *yr = y + k * inner;
+        const float a = a_c[(row0 + k) % C], bb = b_c[(row0 + k) % C];
+        if (rr && relu)
+            for (int64_t i = 0; i < inner; i++) {
+                float v = a * xr[i] + bb + rr[i];
+                yr[i] = v > 0 ? v : 0.0f;
+            }
+        else if (rr)
+            for (int64_t i = 0; i < inner; i++) yr[i] = a * xr[i] + bb + rr[i];
+        else if (relu)
+            for (int64_t i = 0; i < inner; i++) {
+                float v = a * xr[i] + bb;
+                yr[i] = v > 0 ? v : 0.0f;
+            }
+        else
+            for (int64_t i = 0; i < inner; i++) yr[i] = a * xr[i] + bb;
     }
-    for (; i < n; i++) a0 += (x[i] - m) * (x[i] - m);
-    return (a0 + a1) + (a2 + a3);
 }
 
+/* The gradient reaching the pre-activation, gm = g (y > 0) with a ReLU (y
+ * NULL: g), optionally stored into gr; d1[c] += sum gm, d2[c] += sum gm (x -
+ * m[c]) over rows [row0, row0 + rows). */
+ML_SIMD_CLONES
+static void bn_rows_grad_sums(const float *x, const float *g, const float *y, float *gr, int64_t rows, int64_t row0,
+                              int64_t C, int64_t inner, const float *mean, double *d1, double *d2) {
+    for (int64_t k = 0; k < rows; k++) {
+        int64_t c = (row0 + k) % C;
+        const float *xr = x + k * inner, *gg = g + k * inner, *yr = y ? y + k * inner : NULL;
+        float *gro = gr ? gr + k * inner : NULL;
+        const float m = mean[c];
+        double *a1 = d1 + c * BN_LANES, *a2 = d2 + c * BN_LANES;
+        float f1[BN_LANES] = {0}, f2[BN_LANES] = {0};
+        int64_t j = 0;
+        for (; j + BN_LANES <= inner; j += BN_LANES) {
+            for (int l = 0; l < BN_LANES; l++) {
+                float gi = gg[j + l];
+                float gm = yr ? (yr[j + l] > 0 ? gi : 0.0f) : gi;
+                if (gro) gro[j + l] = gm;
+                f1[l] += gm;
+                f2[l] += gm * (xr[j + l] - m);
+            }
+            if ((j & 1023) == 1024 - BN_LANES) {
+                for (int l = 0; l < BN_LANES; l++) {
+                    a1[l] += f1[l];
+                    a2[l] += f2[l];
+                    f1[l] = f2[l] = 0;
+                }
+            }
+        }
+        for (int l = 0; l < BN_LANES; l++) {
+            a1[l] += f1[l];
+            a2[l] += f2[l];
+        }
+        for (; j < inner; j++) {
+            float gi = gg[j];
+            float gm = yr ? (yr[j] > 0 ? gi : 0.0f) : gi;
+            if (gro) gro[j] = gm;
+            a1[0] += gm;
+            a2[0] += (double)gm * (xr[j] - m);
+        }
+    }
+}
+
+/* gx over rows [row0, row0 + rows): training gx = k0 (gm - mg - (x - m) s
+ * mgx), eval gx = k0 gm (coefficients per channel), gm as above; gr (if
+ * given) gets gm; gx NULL: only gr. */
+typedef struct {
+    const float *k0, *m, *s, *mg, *mgx;
+} bn_gcoef;
+
+ML_SIMD_CLONES
+static void bn_rows_grad_x(const float *x, const float *g, const float *y, float *gx, float *gr, int64_t rows,
+                           int64_t row0, int64_t C, int64_t inner, bool training, const bn_gcoef *cf) {
+    for (int64_t k = 0; k < rows; k++) {
+        int64_t c = (row0 + k) % C;
+        const float *gg = g + k * inner, *yr = y ? y + k * inner : NULL, *xr = x + k * inner;
+        float *o = gx ? gx + k * inner : NULL, *gro = gr ? gr + k * inner : NULL;
+        const float k0 = cf->k0[c];
+        if (!o) {
+            if (gro)
+                for (int64_t i = 0; i < inner; i++) {
+                    float gi = gg[i];
+                    gro[i] = yr ? (yr[i] > 0 ? gi : 0.0f) : gi;
+                }
+            continue;
+        }
+        if (training) {
+            const float m = cf->m[c], s = cf->s[c], mg = cf->mg[c], mgx = cf->mgx[c];
+            if (yr)
+                for (int64_t i = 0; i < inner; i++) {
+                    float gi = gg[i], gm = yr[i] > 0 ? gi : 0.0f;
+                    o[i] = k0 * (gm - mg - (xr[i] - m) * s * mgx);
+                }
+            else
+                for (int64_t i = 0; i < inner; i++) o[i] = k0 * (gg[i] - mg - (xr[i] - m) * s * mgx);
+        } else if (yr && gro)
+            for (int64_t i = 0; i < inner; i++) {
+                float gi = gg[i], gm = yr[i] > 0 ? gi : 0.0f;
+                gro[i] = gm;
+                o[i] = k0 * gm;
+            }
+        else if (yr)
+            for (int64_t i = 0; i < inner; i++) {
+                float gi = gg[i];
+                o[i] = k0 * (yr[i] > 0 ? gi : 0.0f);
+            }
+        else
+            for (int64_t i = 0; i < inner; i++) o[i] = k0 * gg[i];
+    }
+}
+
+/* Rows per work item: whole rows, at least ~4096 floats. */
+static int64_t bn_block(int64_t inner) { return inner >= 4096 ? 1 : 4096 / (inner ? inner : 1); }
+
+/* Per-thread lane sums: threads x 2 x [C][BN_LANES] doubles, zeroed. */
+static double *bn_partials(int threads, int64_t C, size_t *bytes) {
+    *bytes = sizeof(double) * 2 * (size_t)threads * (size_t)C * BN_LANES;
+    double *p = ml_alloc(*bytes);
+    if (p) memset(p, 0, *bytes);
+    return p;
+}
+
+/* The totals per channel of the per-thread lane sums. */
+static void bn_totals(const double *p, int threads, int64_t C, double *t1, double *t2) {
+    for (int64_t c = 0; c < C; c++) {
+        double s1 = 0, s2 = 0;
+        for (int t = 0; t < threads; t++) {
+            const double *a1 = p + ((size_t)t * 2 * (size_t)C + (size_t)c) * BN_LANES;
+            const double *a2 = a1 + (size_t)C * BN_LANES;
+            for (int l = 0; l < BN_LANES; l++) {
+                s1 += a1[l];
+                s2 += a2[l];
+            }
+        }
+        t1[c] = s1;
+        t2[c] = s2;
+    }
+}
+
+/* saved: 0 x, 1 mean, 2 invstd, [weight], [y when relu]; inputs: x, weight,
+ * bias, [residual]; i[0] training, i[1] inner, i[2] relu, i[3] has weight */
 static int bn_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
     ml_tensor *x = ml_saved(n, 0), *mean = ml_saved(n, 1), *invstd = ml_saved(n, 2);
     if (!x || !mean || !invstd) return -1;
-    ml_tensor *w = n->n_saved > 3 ? ml_saved(n, 3) : NULL;
-    if (n->n_saved > 3 && !w) return -1;
-    bool training = n->i[0];
-    int64_t N = x->shape[0], C = x->shape[1], inner = n->i[1], M = N * inner;
+    bool training = n->i[0], relu = n->i[2], has_w = n->i[3];
+    int k = 3;
+    ml_tensor *w = has_w ? ml_saved(n, k++) : NULL;
+    ml_tensor *yo = relu ? ml_saved(n, k++) : NULL;
+    if ((has_w && !w) || (relu && !yo)) return -1;
+    int64_t N = x->shape[0], C = x->shape[1], inner = n->i[1], M = N * inner, rows = N * C;
     const float *xx = ml_f32(x), *gg = ml_f32(g), *mu = ml_f32(mean), *is = ml_f32(invstd);
+    const float *yy = yo ? ml_f32(yo) : NULL;
+    bool want_r = n->n_in > 3 && n->needs[3];
     ml_tensor *gx = n->needs[0] ? ml_empty(ML_F32, x->ndim, x->shape) : NULL;
     ml_tensor *gw = n->n_in > 1 && n->needs[1] ? ml_empty(ML_F32, 1, &C) : NULL;
     ml_tensor *gb = n->n_in > 2 && n->needs[2] ? ml_empty(ML_F32, 1, &C) : NULL;
-    if ((n->needs[0] && !gx) || (n->n_in > 1 && n->needs[1] && !gw) || (n->n_in > 2 && n->needs[2] && !gb)) {
+    ml_tensor *gr = want_r ? ml_empty(ML_F32, x->ndim, x->shape) : NULL;
+    size_t cbytes = sizeof(float) * 4 * (size_t)C, pbytes = 0;
+    float *coef = ml_alloc(cbytes);
+    double *tot = ml_alloc(sizeof(double) * 2 * (size_t)C);
+    if ((n->needs[0] && !gx) || (n->n_in > 1 && n->needs[1] && !gw) || (n->n_in > 2 && n->needs[2] && !gb) ||
+        (want_r && !gr) || !coef || !tot) {
         ml_release(gx);
         ml_release(gw);
         ml_release(gb);
+        ml_release(gr);
+        ml_free(coef, cbytes);
+        ml_free(tot, sizeof(double) * 2 * (size_t)C);
         return -1;
     }
+    float *gxp = gx ? ml_f32(gx) : NULL, *grp = gr ? ml_f32(gr) : NULL;
+    float *k0 = coef, *mg = coef + C, *mgx = coef + 2 * C, *ss = coef + 3 * C;
+    for (int64_t c = 0; c < C; c++) {
+        k0[c] = (w ? ml_f32(w)[c] : 1.0f) * is[c];
+        ss[c] = is[c];
+    }
+    bool par = M * C >= 65536;
+    int threads = par ? omp_get_max_threads() : 1;
+    int64_t blk = bn_block(inner);
     /* the sums are needed for the parameters' gradients and, in training, for
      * gx; an attack in eval mode with frozen parameters needs neither */
     bool sums = gw || gb || (gx && training);
-    #pragma omp parallel for schedule(static) if (M * C >= 65536)
-    for (int64_t c = 0; c < C; c++) {
-        double sg = 0, sgx = 0;
-        float m = mu[c], s = is[c];
-        for (int64_t b = 0; b < N && sums; b++) {
-            const float *xr = xx + (b * C + c) * inner, *gr = gg + (b * C + c) * inner;
-            /* four independent partial sums: a single chain of double adds
-             * waits on the add latency at every element */
-            double a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
-            int64_t i = 0;
-            for (; i + 4 <= inner; i += 4) {
-                a0 += gr[i];
-                a1 += gr[i + 1];
-                a2 += gr[i + 2];
-                a3 += gr[i + 3];
-                b0 += (double)gr[i] * (xr[i] - m);
-                b1 += (double)gr[i + 1] * (xr[i + 1] - m);
-                b2 += (double)gr[i + 2] * (xr[i + 2] - m);
-                b3 += (double)gr[i + 3] * (xr[i + 3] - m);
+    int rc = 0;
+    if (sums) {
+        double *part = bn_partials(threads, C, &pbytes);
+        if (!part) {
+            rc = -1;
+        } else {
+            #pragma omp parallel num_threads(threads)
+            {
+                double *d1 = part + (size_t)omp_get_thread_num() * 2 * (size_t)C * BN_LANES, *d2 = d1 + C * BN_LANES;
+                #pragma omp for schedule(static)
+                for (int64_t r0 = 0; r0 < rows; r0 += blk) {
+                    int64_t nr = rows - r0 < blk ? rows - r0 : blk;
+                    bn_rows_grad_sums(xx + r0 * inner, gg + r0 * inner, yy ? yy + r0 * inner : NULL,
+                                      grp ? grp + r0 * inner : NULL, nr, r0, C, inner, mu, d1, d2);
+                }
             }
-            for (; i < inner; i++) {
-                a0 += gr[i];
-                b0 += (double)gr[i] * (xr[i] - m);
-            }
-            sg += (a0 + a1) + (a2 + a3);
-            sgx += ((b0 + b1) + (b2 + b3)) * s;
-        }
-        if (gw) ml_f32(gw)[c] = (float)sgx;
-        if (gb) ml_f32(gb)[c] = (float)sg;
-        if (gx) {
-            float gamma = w ? ml_f32(w)[c] : 1.0f;
-            float mg = (float)(sg / (double)M), mgx = (float)(sgx / (double)M);
-            for (int64_t b = 0; b < N; b++) {
-                const float *xr = xx + (b * C + c) * inner, *gr = gg + (b * C + c) * inner;
-                float *o = ml_f32(gx) + (b * C + c) * inner;
-                if (training)
-                    for (int64_t i = 0; i < inner; i++) o[i] = gamma * s * (gr[i] - mg - (xr[i] - m) * s * mgx);
-                else
-                    for (int64_t i = 0; i < inner; i++) o[i] = gamma * s * gr[i];
+            bn_totals(part, threads, C, tot, tot + C);
+            ml_free(part, pbytes);
+            for (int64_t c = 0; c < C; c++) {
+                double sg = tot[c], sgx = tot[C + c] * is[c];
+                if (gw) ml_f32(gw)[c] = (float)sgx;
+                if (gb) ml_f32(gb)[c] = (float)sg;
+                mg[c] = (float)(sg / (double)M);
+                mgx[c] = (float)(sgx / (double)M);
             }
         }
+    }
+    if (rc == 0 && (gx || (gr && !sums))) {
+        /* gm was stored into gr by the sums: read it from there */
+        const float *gsrc = sums && grp ? grp : gg, *ysrc = sums && grp ? NULL : yy;
+        float *grout = sums ? NULL : grp;
+        bn_gcoef cf = {k0, mu, ss, mg, mgx};
+        #pragma omp parallel for schedule(static) if (par)
+        for (int64_t r0 = 0; r0 < rows; r0 += blk) {
+            int64_t nr = rows - r0 < blk ? rows - r0 : blk;
+            bn_rows_grad_x(xx + r0 * inner, gsrc + r0 * inner, ysrc ? ysrc + r0 * inner : NULL,
+                           gxp ? gxp + r0 * inner : NULL, grout ? grout + r0 * inner : NULL, nr, r0, C, inner, training,
+                           &cf);
+        }
+    }
+    ml_free(coef, cbytes);
+    ml_free(tot, sizeof(double) * 2 * (size_t)C);
+    if (rc) {
+        ml_release(gx);
+        ml_release(gw);
+        ml_release(gb);
+        ml_release(gr);
+        return -1;
     }
     gin[0] = gx;
     if (n->n_in > 1) gin[1] = gw;
     if (n->n_in > 2) gin[2] = gb;
+    if (n->n_in > 3) gin[3] = gr;
     return 0;
 }
 
@@ -115,8 +312,8 @@ static int check_vec(const char *what, const ml_tensor *t, int64_t C) {
     return 0;
 }
 
-ml_tensor *ml_batch_norm(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, ml_tensor *rm, ml_tensor *rv, bool training,
-                         double momentum, double eps) {
+ml_tensor *ml_batch_norm_act(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, ml_tensor *rm, ml_tensor *rv,
+                             bool training, double momentum, double eps, ml_tensor *residual, bool relu) {
     if (x->dtype != ML_F32 || x->ndim < 2)
         return ml_fail("batch_norm: expects a float32 input [N, C, ...], got %s", ML_SHAPE_STR(x));
     int64_t N = x->shape[0], C = x->shape[1], inner = 1;
@@ -124,34 +321,66 @@ ml_tensor *ml_batch_norm(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, ml_te
     if (check_vec("weight", weight, C) || check_vec("bias", bias, C) || check_vec("running_mean", rm, C) ||
         check_vec("running_var", rv, C))
         return NULL;
+    if (residual) {
+        bool same = residual->dtype == ML_F32 && residual->ndim == x->ndim;
+        for (int d = 0; same && d < x->ndim; d++) same = residual->shape[d] == x->shape[d];
+        if (!same)
+            return ml_fail("batch_norm: the residual has shape %s, expected the input's %s", ML_SHAPE_STR(residual),
+                           ML_SHAPE_STR(x));
+    }
     if (!training && (!rm || !rv)) return ml_fail("batch_norm: evaluation mode needs running_mean and running_var");
     if (training && N * inner < 2)
         return ml_fail("batch_norm: training needs more than one value per channel (input %s)", ML_SHAPE_STR(x));
     if (!(eps > 0)) return ml_fail("batch_norm: eps must be positive");
     if ((rm && rm->requires_grad) || (rv && rv->requires_grad))
         return ml_fail("batch_norm: running statistics must not require grad");
-    ml_tensor *xc = ml_contiguous(x);
-    ml_tensor *y = xc ? ml_empty(ML_F32, x->ndim, x->shape) : NULL;
+    ml_tensor *xc = ml_contiguous(x), *rc = residual ? ml_contiguous(residual) : NULL;
+    ml_tensor *y = xc && (!residual || rc) ? ml_empty(ML_F32, x->ndim, x->shape) : NULL;
     ml_tensor *mean = ml_empty(ML_F32, 1, &C), *invstd = ml_empty(ML_F32, 1, &C);
-    if (!y || !mean || !invstd) {
+    size_t cbytes = sizeof(float) * 3 * (size_t)C, pbytes = 0;
+    float *coef = ml_alloc(cbytes); /* a, b (y = a x + b) and the shifts K */
+    int64_t M = N * inner, rows = N * C, blk = bn_block(inner);
+    bool par = M * C >= 65536;
+    int threads = par ? omp_get_max_threads() : 1;
+    double *part = training && coef ? bn_partials(threads, C, &pbytes) : NULL;
+    double *tot = training && part ? ml_alloc(sizeof(double) * 2 * (size_t)C) : NULL;
+    if (!y || !mean || !invstd || !coef || (training && (!part || !tot))) {
         ml_release(xc);
+        ml_release(rc);
         ml_release(y);
         ml_release(mean);
         ml_release(invstd);
+        ml_free(coef, cbytes);
+        ml_free(part, pbytes);
+        ml_free(tot, sizeof(double) * 2 * (size_t)C);
         return NULL;
     }
-    int64_t M = N * inner;
-    const float *xx = ml_f32(xc);
-    float *o = ml_f32(y);
-    #pragma omp parallel for schedule(static) if (M * C >= 65536)
+    const float *xx = ml_f32(xc), *rr = rc ? ml_f32(rc) : NULL;
+    float *o = ml_f32(y), *a = coef, *bsh = coef + C, *K = coef + 2 * C;
+    if (training) {
+        /* the shift of each channel: the mean of its first row */
+        for (int64_t c = 0; c < C; c++) {
+            double s = 0;
+            for (int64_t i = 0; i < inner; i++) s += xx[c * inner + i];
+            K[c] = (float)(s / (double)inner);
+        }
+        #pragma omp parallel num_threads(threads)
+        {
+            double *d1 = part + (size_t)omp_get_thread_num() * 2 * (size_t)C * BN_LANES, *d2 = d1 + C * BN_LANES;
+            #pragma omp for schedule(static)
+            for (int64_t r0 = 0; r0 < rows; r0 += blk) {
+                int64_t nr = rows - r0 < blk ? rows - r0 : blk;
+                bn_rows_stats(xx + r0 * inner, nr, r0, C, inner, K, d1, d2);
+            }
+        }
+        bn_totals(part, threads, C, tot, tot + C);
+    }
     for (int64_t c = 0; c < C; c++) {
         double m, var;
         if (training) {
-            double s = 0, ss = 0;
-            for (int64_t b = 0; b < N; b++) s += row_sum(xx + (b * C + c) * inner, inner);
-            m = s / (double)M;
-            for (int64_t b = 0; b < N; b++) ss += row_sqdev(xx + (b * C + c) * inner, inner, m);
-            var = ss / (double)M;
+            double e1 = tot[c] / (double)M, e2 = tot[C + c] / (double)M, v = e2 - e1 * e1;
+            m = (double)K[c] + e1;
+            var = v > 0 ? v : 0;
             if (rm) ml_f32(rm)[c] = (float)((1.0 - momentum) * ml_f32(rm)[c] + momentum * m);
             if (rv) ml_f32(rv)[c] = (float)((1.0 - momentum) * ml_f32(rv)[c] + momentum * var * (double)M / (double)(M - 1));
         } else {
@@ -160,38 +389,48 @@ ml_tensor *ml_batch_norm(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, ml_te
         }
         float s = (float)(1.0 / sqrt(var + eps)), mf = (float)m;
         float gamma = weight ? ml_f32(weight)[c] : 1.0f, beta = bias ? ml_f32(bias)[c] : 0.0f;
-        float a = gamma * s, bb = beta - mf * a; /* y = a x + bb */
+        a[c] = gamma * s;
+        bsh[c] = beta - mf * a[c]; /* y = a x + b */
         ml_f32(mean)[c] = mf;
         ml_f32(invstd)[c] = s;
-        for (int64_t b = 0; b < N; b++) {
-            const float *xr = xx + (b * C + c) * inner;
-            float *yr = o + (b * C + c) * inner;
-            for (int64_t i = 0; i < inner; i++) yr[i] = a * xr[i] + bb;
-        }
     }
+    #pragma omp parallel for schedule(static) if (par)
+    for (int64_t r0 = 0; r0 < rows; r0 += blk) {
+        int64_t nr = rows - r0 < blk ? rows - r0 : blk;
+        bn_apply(xx + r0 * inner, rr ? rr + r0 * inner : NULL, o + r0 * inner, nr, r0, C, inner, a, bsh, relu);
+    }
+    ml_free(coef, cbytes);
+    ml_free(part, pbytes);
+    ml_free(tot, sizeof(double) * 2 * (size_t)C);
     if (training) {
         if (rm) ml_bump_version(rm);
         if (rv) ml_bump_version(rv);
     }
-    ml_tensor *ins[3] = {x, weight, bias};
-    int nin = bias ? 3 : weight ? 2 : 1;
-    if (bias && !weight) {
-        /* keep input positions fixed: weight slot holds a constant ones vector */
-        ins[1] = NULL;
-    }
-    ml_node *n = ml_record("batch_norm", y, nin, ins, bn_backward);
+    /* input positions fixed: x, weight, bias, residual (absent ones NULL) */
+    ml_tensor *ins[4] = {x, weight, bias, residual};
+    int nin = residual ? 4 : bias ? 3 : weight ? 2 : 1;
+    ml_node *n = ml_record(residual || relu ? "batch_norm_act" : "batch_norm", y, nin, ins, bn_backward);
     if (n) {
         n->i[0] = training;
         n->i[1] = inner;
+        n->i[2] = relu;
+        n->i[3] = weight != NULL;
         ml_save(n, xc);
         ml_save(n, mean);
         ml_save(n, invstd);
         if (weight) ml_save(n, weight);
+        if (relu) ml_save(n, y);
     }
     ml_release(xc);
+    ml_release(rc);
     ml_release(mean);
     ml_release(invstd);
     return y;
+}
+
+ml_tensor *ml_batch_norm(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, ml_tensor *rm, ml_tensor *rv, bool training,
+                         double momentum, double eps) {
+    return ml_batch_norm_act(x, weight, bias, rm, rv, training, momentum, eps, NULL, false);
 }
 
 /* ------------------------------------------------------------ layer norm */

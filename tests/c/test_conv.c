@@ -426,52 +426,63 @@ TEST(path_selection) {
 
 /* ---------------------------------------------------------------- conv2d + affine (+ ReLU) */
 
-/* ml_conv2d_affine against the same computation from separate ops (conv2d,
- * mul, add, relu), on both paths, forward and all four gradients. */
-static void check_affine(int N, int C, int H, int W, int O, int k, int s, int p, bool relu) {
+/* ml_conv2d_affine (and, with res, ml_conv2d_affine_residual) against the
+ * same computation from separate ops (conv2d, mul, add, [add], relu), on both
+ * paths, forward and all four (five) gradients. */
+static void check_affine(int N, int C, int H, int W, int O, int k, int s, int p, bool relu, bool res) {
     int64_t xs[4] = {N, C, H, W}, ws[4] = {O, C, k, k}, cs[1] = {O}, v4[4] = {1, O, 1, 1};
     ml_tensor *x = ml_randn(4, xs), *w = ml_randn(4, ws), *sc = ml_randn(1, cs), *sh = ml_randn(1, cs);
-    ml_tensor *ins[4] = {x, w, sc, sh};
-    for (int i = 0; i < 4; i++) ml_requires_grad_(ins[i], true);
+    ml_tensor *ins[5] = {x, w, sc, sh, NULL};
+    int nin = res ? 5 : 4;
     ml_conv_opts o = {s, s, p, p, 1, 1, 1};
-    /* the reference: conv, then * scale + shift (broadcast over [N, O, H, W]), then ReLU */
+    /* the reference: conv, then * scale + shift (broadcast over [N, O, H, W]), [+ residual], then ReLU */
     ml_conv_set_impl(ML_CONV_IM2COL);
-    ml_tensor *z = ml_conv2d(x, w, NULL, &o), *s4 = ml_reshape(sc, 4, v4), *t4 = ml_reshape(sh, 4, v4);
-    ml_tensor *zs = ml_mul(z, s4), *za = ml_add(zs, t4), *ref = relu ? ml_relu(za) : ml_retain(za);
+    ml_tensor *z = ml_conv2d(x, w, NULL, &o);
+    if (res) ins[4] = ml_randn(4, z->shape);
+    for (int i = 0; i < nin; i++) ml_requires_grad_(ins[i], true);
+    ml_release(z);
+    z = ml_conv2d(x, w, NULL, &o);
+    ml_tensor *s4 = ml_reshape(sc, 4, v4), *t4 = ml_reshape(sh, 4, v4);
+    ml_tensor *zs = ml_mul(z, s4), *za0 = ml_add(zs, t4), *za = res ? ml_add(za0, ins[4]) : ml_retain(za0);
+    ml_tensor *ref = relu ? ml_relu(za) : ml_retain(za);
     ml_conv_set_impl(ML_CONV_AUTO);
     ml_tensor *r = ml_randn(4, ref->shape);
-    ml_tensor *g_ref[4] = {0}, *rr = ml_mul(ref, r), *Lr = ml_sum(rr, ML_ALL_DIMS, false);
-    CHECK(ml_grad(Lr, NULL, 4, ins, g_ref, false) == 0);
+    ml_tensor *g_ref[5] = {0}, *rr = ml_mul(ref, r), *Lr = ml_sum(rr, ML_ALL_DIMS, false);
+    CHECK(ml_grad(Lr, NULL, nin, ins, g_ref, false) == 0);
     for (int impl = 0; impl < 2; impl++) {
         ml_conv_set_impl(impl ? ML_CONV_IM2COL : ML_CONV_AUTO);
-        ml_tensor *y = ml_conv2d_affine(x, w, sc, sh, relu, &o);
+        ml_tensor *y = res ? ml_conv2d_affine_residual(x, w, sc, sh, ins[4], relu, &o) : ml_conv2d_affine(x, w, sc, sh, relu, &o);
         CHECK(y && test_close_ratio(y, ref, 1e-4, 1e-4) <= 1);
-        ml_tensor *g[4] = {0}, *yr = y ? ml_mul(y, r) : NULL, *L = yr ? ml_sum(yr, ML_ALL_DIMS, false) : NULL;
-        CHECK(L && ml_grad(L, NULL, 4, ins, g, false) == 0);
-        for (int i = 0; i < 4; i++) CHECK(g[i] && g_ref[i] && test_close_ratio(g[i], g_ref[i], 1e-4, 1e-3) <= 1);
+        ml_tensor *g[5] = {0}, *yr = y ? ml_mul(y, r) : NULL, *L = yr ? ml_sum(yr, ML_ALL_DIMS, false) : NULL;
+        CHECK(L && ml_grad(L, NULL, nin, ins, g, false) == 0);
+        for (int i = 0; i < nin; i++) CHECK(g[i] && g_ref[i] && test_close_ratio(g[i], g_ref[i], 1e-4, 1e-3) <= 1);
         if (test_failures)
-            fprintf(stderr, "  affine case N%d C%d %dx%d O%d k%d s%d p%d relu%d impl %d\n", N, C, H, W, O, k, s, p, relu,
-                    impl);
-        for (int i = 0; i < 4; i++) ml_release(g[i]);
+            fprintf(stderr, "  affine case N%d C%d %dx%d O%d k%d s%d p%d relu%d res%d impl %d\n", N, C, H, W, O, k, s, p,
+                    relu, res, impl);
+        for (int i = 0; i < nin; i++) ml_release(g[i]);
         ml_release(y); ml_release(yr); ml_release(L);
     }
     ml_conv_set_impl(ML_CONV_AUTO);
-    for (int i = 0; i < 4; i++) ml_release(g_ref[i]);
-    ml_release(rr); ml_release(Lr); ml_release(r); ml_release(ref); ml_release(za); ml_release(zs);
+    for (int i = 0; i < nin; i++) ml_release(g_ref[i]);
+    ml_release(rr); ml_release(Lr); ml_release(r); ml_release(ref); ml_release(za); ml_release(za0); ml_release(zs);
     ml_release(s4); ml_release(t4); ml_release(z);
-    for (int i = 0; i < 4; i++) ml_release(ins[i]);
+    for (int i = 0; i < nin; i++) ml_release(ins[i]);
 }
 
 TEST(conv_affine_matches_ops) {
     ml_seed(21);
     for (int kind = -1; kind < 3; kind++) {
         ml_conv_avx512_force_kind(kind); /* each tile family's epilogue */
-        check_affine(2, 16, 8, 8, 16, 3, 1, 1, true);
-        check_affine(3, 5, 9, 7, 19, 3, 2, 1, true);
-        check_affine(2, 32, 4, 4, 40, 3, 1, 1, false);
-        check_affine(2, 8, 12, 12, 8, 1, 2, 0, true);
-        check_affine(1, 3, 17, 33, 16, 3, 1, 1, true);
+        for (int res = 0; res < 2; res++) {
+            check_affine(2, 16, 8, 8, 16, 3, 1, 1, true, res);
+            check_affine(3, 5, 9, 7, 19, 3, 2, 1, true, res);
+            check_affine(2, 32, 4, 4, 40, 3, 1, 1, false, res);
+            check_affine(2, 8, 12, 12, 8, 1, 2, 0, true, res);
+            check_affine(1, 3, 17, 33, 16, 3, 1, 1, true, res);
+        }
     }
+    /* big enough for the threaded paths, with a residual */
+    check_affine(8, 16, 16, 16, 16, 3, 1, 1, true, true);
     ml_conv_avx512_force_kind(-1);
     /* argument checks */
     int64_t xs[4] = {1, 3, 5, 5}, ws[4] = {4, 3, 3, 3}, c3[1] = {3}, c4[1] = {4};
@@ -480,6 +491,7 @@ TEST(conv_affine_matches_ops) {
     ml_conv_opts o = {0};
     CHECK_FAILS(ml_conv2d_affine(x, w, s3, s4, true, &o) != NULL, "conv2d_affine: scale has shape [3], expected [4]");
     CHECK_FAILS(ml_conv2d_affine(x, w, s4, NULL, true, &o) != NULL, "conv2d_affine: scale and shift are required");
+    CHECK_FAILS(ml_conv2d_affine_residual(x, w, s4, s4, x, true, &o) != NULL, "conv2d_affine: the residual has shape [1, 3, 5, 5]");
     ml_release(x); ml_release(w); ml_release(s3); ml_release(s4);
 }
 
@@ -503,7 +515,8 @@ static int count_ops(const ml_tensor *t, const char *op) {
 
 /* ResNet-18 in eval mode: BatchNorm folded into the convolutions (the
  * default) gives the logits and the input gradient of the model run layer by
- * layer; in train mode nothing is folded. */
+ * layer; in train mode nothing is folded into the convolutions, but BatchNorm,
+ * the residual and the ReLU run as one op. */
 TEST(resnet_folded_batchnorm) {
     ml_seed(4);
     ml_module *m = ml_zoo_build("resnet18", NULL);
@@ -529,6 +542,8 @@ TEST(resnet_folded_batchnorm) {
             CHECK(count_ops(logits[fuse], "conv2d_affine") == (fuse ? 20 : 0));
             CHECK(count_ops(logits[fuse], "batch_norm") == (fuse ? 0 : 20));
             CHECK(count_ops(logits[fuse], "conv2d") == (fuse ? 0 : 20));
+            /* the 8 blocks' residual add and ReLU go into the second convolution's store */
+            CHECK(count_ops(logits[fuse], "add") == (fuse ? 0 : 8));
         }
         ml_tensor *loss = logits[fuse] ? ml_cross_entropy(logits[fuse], lab, ML_MEAN, 0.0) : NULL;
         gx[fuse] = NULL;
@@ -545,7 +560,10 @@ TEST(resnet_folded_batchnorm) {
     ml_tensor *xt = ml_detach(x);
     ml_requires_grad_(xt, true);
     ml_tensor *lt = ml_module_forward(m, xt, NULL);
-    CHECK(lt && count_ops(lt, "conv2d_affine") == 0 && count_ops(lt, "batch_norm") == 20);
+    /* BatchNorm + ReLU (stem, conv1) and BatchNorm + residual + ReLU (conv2)
+     * as one op each, the shortcuts' BatchNorm alone */
+    CHECK(lt && count_ops(lt, "conv2d_affine") == 0 && count_ops(lt, "batch_norm") == 3 &&
+          count_ops(lt, "batch_norm_act") == 17 && count_ops(lt, "add") == 0);
     ml_release(lt);
     ml_release(xt);
     ml_module_set_training(m, false);

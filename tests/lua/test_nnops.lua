@@ -37,6 +37,93 @@ T.test("batch norm", function()
     "more than one value per channel")
 end)
 
+T.test("batch norm + residual + ReLU in one op", function()
+  -- gradients against finite differences (the ReLU's kinks are unlikely on randn data)
+  local x, r0 = ml.randn(4, 3, 2, 3), ml.randn(4, 3, 2, 3)
+  local w, b = ml.rand(3) + 0.5, ml.randn(3)
+  -- a residual that keeps every pre-activation at least 0.3 away from the kink
+  local function away(z) return r0 + ((z + r0):sign() * 0.3) end
+  local r = away(ml.batch_norm(x, nil, nil, w, b, {training = true}))
+  T.gradcheck("train x, w, b, residual, relu", function(a, ww, bb, rr)
+    return ml.batch_norm(a, ml.zeros(3), ml.ones(3), ww, bb, {training = true, residual = rr, relu = true})
+  end, {x, w, b, r})
+  r = away(ml.batch_norm(x, ml.ones(3) * 0.1, ml.ones(3) * 2, w, b))
+  T.gradcheck("eval x, w, b, residual, relu", function(a, ww, bb, rr)
+    return ml.batch_norm(a, ml.ones(3) * 0.1, ml.ones(3) * 2, ww, bb, {residual = rr, relu = true})
+  end, {x, w, b, r})
+  T.gradcheck("train relu only, no affine", function(a)
+    return ml.batch_norm(a, nil, nil, nil, nil, {training = true, relu = true})
+  end, {ml.randn(5, 2, 3)})
+  -- against batch_norm, add and relu as separate ops: values, running statistics and every
+  -- gradient; shapes with rows shorter than, not a multiple of and longer than 16 floats,
+  -- and big enough for the threaded paths
+  local shapes = {{3, 5, 4, 4}, {2, 4, 5, 5}, {2, 3, 7}, {16, 32, 16, 16}, {9, 17, 33}, {128, 8, 4, 4}}
+  for _, sh in ipairs(shapes) do
+    local C = sh[2]
+    for _, training in ipairs{true, false} do
+      for _, variant in ipairs{{true, true}, {false, true}, {true, false}} do
+        local with_res, relu = variant[1], variant[2]
+        local xx = (ml.randn(table.unpack(sh)) * 3 + 1.5):requires_grad()
+        local rr = with_res and ml.randn(table.unpack(sh)):requires_grad() or nil
+        local ww, bb = (ml.rand(C) + 0.5):requires_grad(), ml.randn(C):requires_grad()
+        local rm0, rv0 = ml.randn(C) * 0.1, ml.rand(C) + 0.5
+        local rm1, rv1, rm2, rv2 = rm0:clone(), rv0:clone(), rm0:clone(), rv0:clone()
+        local y = ml.batch_norm(xx, rm1, rv1, ww, bb, {training = training, residual = rr, relu = relu})
+        local ref = ml.batch_norm(xx, rm2, rv2, ww, bb, {training = training})
+        if rr then ref = ref + rr end
+        if relu then ref = ref:relu() end
+        local what = ("%s %s res=%s relu=%s"):format(table.concat(sh, "x"), training and "train" or "eval",
+          tostring(with_res), tostring(relu))
+        T.close(y, ref, 1e-5, 1e-5, what .. ": values")
+        T.close(rm1, rm2, 1e-6, 1e-6, what .. ": running mean")
+        T.close(rv1, rv2, 1e-6, 1e-6, what .. ": running var")
+        local gy = ml.randn(table.unpack(sh))
+        local ins = rr and {xx, ww, bb, rr} or {xx, ww, bb}
+        local g1 = ml.grad((y * gy):sum(), ins, {retain_graph = true})
+        local g2 = ml.grad((ref * gy):sum(), ins)
+        for i = 1, #ins do T.close(g1[i], g2[i], 1e-4, 1e-4, what .. ": gradient " .. i) end
+        -- only the input gradient (an attack in eval mode: the parameters frozen)
+        if not training then
+          local gx1 = ml.grad((y * gy):sum(), xx, {retain_graph = true})
+          T.close(gx1, g2[1], 1e-4, 1e-4, what .. ": input gradient alone")
+          if rr then T.close(ml.grad((y * gy):sum(), rr), g2[4], 1e-5, 1e-5, what .. ": residual gradient alone") end
+        end
+      end
+    end
+  end
+  T.raises(function() ml.batch_norm(x, nil, nil, nil, nil, {training = true, residual = ml.randn(4, 3, 2)}) end,
+    "the residual has shape [4, 3, 2], expected the input's [4, 3, 2, 3]")
+end)
+
+T.test("moe.mask_channels: the mask form of a channel-MoE layer in one op", function()
+  local N, C, H, W = 5, 6, 3, 2
+  local full, gates = ml.randn(N, C, H, W), ml.rand(N) + 0.5
+  local first = {1, 4, 3, 1, 4} -- 1-based first channel of each sample's block of 3
+  T.gradcheck("full and gates", function(f, g) return ml.moe.mask_channels(f, first, 3, g) end, {full, gates})
+  -- against a zero/one mask times the gates, in parallel-sized shapes too
+  for _, sh in ipairs{{N, C, H, W}, {64, 16, 16, 16}, {7, 8, 5}} do
+    local n, c = sh[1], sh[2]
+    local f = ml.randn(table.unpack(sh)):requires_grad()
+    local g = (ml.rand(n) + 0.5):requires_grad()
+    local fs, mask = {}, ml.zeros(n, c)
+    for i = 1, n do
+      fs[i] = 1 + (i * 7) % (c - c // 2 + 1)
+      for j = fs[i], fs[i] + c // 2 - 1 do mask[i][j] = 1 end
+    end
+    local shape4 = {n, c}
+    for _ = 3, #sh do shape4[#shape4 + 1] = 1 end
+    local y = ml.moe.mask_channels(f, fs, c // 2, g)
+    local ref = f * (mask * g:reshape(n, 1)):reshape(table.unpack(shape4))
+    T.close(y, ref, 1e-6, 1e-6, "mask_channels values " .. table.concat(sh, "x"))
+    local gy = ml.randn(table.unpack(sh))
+    local g1, g2 = ml.grad((y * gy):sum(), {f, g}), ml.grad((ref * gy):sum(), {f, g})
+    T.close(g1[1], g2[1], 1e-6, 1e-6, "gradient of full")
+    T.close(g1[2], g2[2], 1e-4, 1e-4, "gradient of the gates")
+    T.close(ml.moe.mask_channels(f, fs, c // 2), f * mask:reshape(table.unpack(shape4)), 0, 0, "no gates: weight 1")
+  end
+  T.raises(function() ml.moe.mask_channels(full, {1, 5, 1, 1, 1}, 3) end, "falls outside 6")
+end)
+
 T.test("layer norm", function()
   local x = ml.randn(2, 3, 4)
   T.gradcheck("layer_norm with affine", function(a, w, b) return ml.layer_norm(a, 1, w, b) end,

@@ -7,6 +7,7 @@
 
 #include "../../autograd.h"
 #include "../../ops/iter.h"
+#include "../../ops/vmath.h"
 
 static int check_ids(const char *fn, const ml_tensor *ids, int64_t limit) {
     if (ids->dtype != ML_I64 || ids->ndim != 1)
@@ -314,5 +315,125 @@ ml_tensor *ml_moe_place_channels(int E, ml_tensor *const *parts, ml_tensor *cons
         ml_release(out);
         return NULL;
     }
+    return out;
+}
+
+/* ------------------------------------------------------------ mask channels */
+typedef struct {
+    int64_t N, C, inner, c; /* samples, channels, elements per channel, channels per block */
+    int64_t *first;         /* first channel of each sample's block */
+} mask_ctx;
+
+static void mask_ctx_free(void *p) {
+    mask_ctx *m = p;
+    free(m->first);
+    free(m);
+}
+
+/* sum of a[i] b[i], in float lanes (vectorised) added up in double */
+ML_SIMD_CLONES
+static double dot_lanes(const float *a, const float *b, int64_t n) {
+    float acc[16] = {0};
+    double s = 0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        for (int l = 0; l < 16; l++) acc[l] += a[i + l] * b[i + l];
+        if ((i & 1023) == 1008) {
+            for (int l = 0; l < 16; l++) {
+                s += acc[l];
+                acc[l] = 0;
+            }
+        }
+    }
+    for (int l = 0; l < 16; l++) s += acc[l];
+    for (; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* saved: 0 full (when the gates need a gradient), 1 gates (when given) */
+static int mask_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
+    mask_ctx *c = n->ctx;
+    bool has_gates = n->n_in > 1;
+    ml_tensor *full = n->saved[0] ? ml_saved(n, 0) : NULL, *gates = has_gates ? ml_saved(n, 1) : NULL;
+    if ((n->saved[0] && !full) || (has_gates && !gates)) return -1;
+    bool want_g = has_gates && n->needs[1];
+    if (want_g && !full) return ml_failc("moe_mask_channels: the input was not saved for the gates' gradient");
+    ml_tensor *gf = n->needs[0] ? ml_empty(ML_F32, n->in[0]->ndim, n->in[0]->shape) : NULL;
+    ml_tensor *gg = want_g ? ml_empty(ML_F32, 1, &c->N) : NULL;
+    if ((n->needs[0] && !gf) || (want_g && !gg)) {
+        ml_release(gf);
+        ml_release(gg);
+        return -1;
+    }
+    int64_t row = c->C * c->inner, blk = c->c * c->inner;
+    const float *gp = ml_f32(g), *fp = full ? ml_f32(full) : NULL, *gt = gates ? ml_f32(gates) : NULL;
+    float *gfp = gf ? ml_f32(gf) : NULL, *ggp = gg ? ml_f32(gg) : NULL;
+    #pragma omp parallel for schedule(static) if (c->N * row >= 65536)
+    for (int64_t s = 0; s < c->N; s++) {
+        int64_t lo = c->first[s] * c->inner;
+        const float *gs = gp + s * row;
+        if (gfp) {
+            float *o = gfp + s * row, w = gt ? gt[s] : 1.0f;
+            memset(o, 0, sizeof(float) * (size_t)lo);
+            for (int64_t j = 0; j < blk; j++) o[lo + j] = w * gs[lo + j];
+            memset(o + lo + blk, 0, sizeof(float) * (size_t)(row - lo - blk));
+        }
+        if (ggp) ggp[s] = (float)dot_lanes(gs + lo, fp + s * row + lo, blk);
+    }
+    gin[0] = gf;
+    if (has_gates) gin[1] = gg;
+    return 0;
+}
+
+ml_tensor *ml_moe_mask_channels(ml_tensor *full, const int64_t *first, int64_t c, ml_tensor *gates) {
+    if (full->dtype != ML_F32 || full->ndim < 2)
+        return ml_fail("moe_mask_channels: expects a float32 input [N, C, ...], got %s", ML_SHAPE_STR(full));
+    int64_t N = full->shape[0], C = full->shape[1], inner = row_size(full) / (C ? C : 1);
+    if (c < 1 || c > C) return ml_fail("moe_mask_channels: block of %" PRId64 " channels out of %" PRId64, c, C);
+    for (int64_t s = 0; s < N; s++)
+        if (first[s] < 0 || first[s] + c > C)
+            return ml_fail("moe_mask_channels: sample %" PRId64 "'s block [%" PRId64 ", %" PRId64 ") falls outside %" PRId64,
+                           s, first[s], first[s] + c, C);
+    if (gates && (gates->dtype != ML_F32 || gates->ndim != 1 || gates->shape[0] != N))
+        return ml_fail("moe_mask_channels: gates must be [%" PRId64 "], got %s", N, ML_SHAPE_STR(gates));
+    ml_tensor *fc = ml_contiguous(full), *gc = gates ? ml_contiguous(gates) : NULL;
+    ml_tensor *out = fc && (!gates || gc) ? ml_empty(ML_F32, full->ndim, full->shape) : NULL;
+    mask_ctx *ctx = out ? calloc(1, sizeof *ctx) : NULL;
+    int64_t *fs = ctx ? malloc(sizeof *fs * (size_t)(N ? N : 1)) : NULL;
+    if (!fs) {
+        free(ctx);
+        ml_release(out);
+        ml_release(fc);
+        ml_release(gc);
+        return out ? ml_fail("out of memory") : NULL;
+    }
+    memcpy(fs, first, sizeof *fs * (size_t)N);
+    *ctx = (mask_ctx){N, C, inner, c, fs};
+    int64_t row = C * inner, blk = c * inner;
+    const float *fp = ml_f32(fc), *gt = gc ? ml_f32(gc) : NULL;
+    float *op = ml_f32(out);
+    #pragma omp parallel for schedule(static) if (N * row >= 65536)
+    for (int64_t s = 0; s < N; s++) {
+        int64_t lo = first[s] * inner;
+        float *o = op + s * row, w = gt ? gt[s] : 1.0f;
+        const float *src = fp + s * row;
+        memset(o, 0, sizeof(float) * (size_t)lo);
+        for (int64_t j = 0; j < blk; j++) o[lo + j] = w * src[lo + j];
+        memset(o + lo + blk, 0, sizeof(float) * (size_t)(row - lo - blk));
+    }
+    ml_tensor *ins[2] = {full, gates};
+    ml_node *n = ml_record("moe_mask_channels", out, gates ? 2 : 1, ins, mask_backward);
+    if (n) {
+        /* the input only when the gates may need their gradient */
+        if (gates && gates->requires_grad) ml_save(n, fc);
+        else n->saved[n->n_saved++] = NULL;
+        if (gc) ml_save(n, gc);
+        n->ctx = ctx;
+        n->ctx_free = mask_ctx_free;
+    } else {
+        mask_ctx_free(ctx);
+    }
+    ml_release(fc);
+    ml_release(gc);
     return out;
 }

@@ -28,4 +28,10 @@ ml_tensor *ml_moe_combine(ml_tensor *y, ml_tensor *w, const ml_tensor *ids, int6
 ml_tensor *ml_moe_place_channels(int E, ml_tensor *const *parts, ml_tensor *const *ids, ml_tensor *gates, int64_t N,
                                  int64_t C, const int64_t *start);
 
+/* full [N, C, ...] -> the same with sample n's channels outside its block
+ * [first[n], first[n] + c) zeroed and the block scaled by gates[n] (gates
+ * [N], NULL: 1): the mask form of a channel-MoE convolution in one pass, with
+ * a parallel backward (gradients to full and gates). */
+ml_tensor *ml_moe_mask_channels(ml_tensor *full, const int64_t *first, int64_t c, ml_tensor *gates);
+
 #endif

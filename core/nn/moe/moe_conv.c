@@ -120,20 +120,15 @@ static ml_tensor *moe_conv_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
         /* reference form: the full convolution, then each sample keeps its
          * expert's channels, scaled by its gate */
         ml_tensor *full = ml_conv2d(x, ml_module_param(m, "weight"), NULL, &co);
-        int64_t ms[2] = {N, s->cout};
-        ml_tensor *mask = ml_zeros(ML_F32, 2, ms);
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t c = 0; c < s->block; c++) ml_f32(mask)[n * s->cout + s->start[ex[n]] + c] = 1.0f;
-        int64_t gs[2] = {N, 1}, m4[4] = {N, s->cout, 1, 1};
-        ml_tensor *g2 = ml_reshape(gates, 2, gs);
-        ml_tensor *mg = g2 ? ml_mul(mask, g2) : NULL;
-        ml_tensor *mg4 = mg ? ml_reshape(mg, 4, m4) : NULL;
-        out = full && mg4 ? ml_mul(full, mg4) : NULL;
+        int64_t *first = full ? malloc(sizeof *first * (size_t)(N ? N : 1)) : NULL;
+        if (first) {
+            for (int64_t n = 0; n < N; n++) first[n] = s->start[ex[n]];
+            out = ml_moe_mask_channels(full, first, s->block, gates);
+        } else if (full) {
+            ml_fail("out of memory");
+        }
+        free(first);
         ml_release(full);
-        ml_release(mask);
-        ml_release(g2);
-        ml_release(mg);
-        ml_release(mg4);
     } else {
         /* sparse form: gather each expert's samples, convolve with its block */
         ml_tensor *parts[64] = {0}, *ids[64] = {0};
