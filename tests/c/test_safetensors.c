@@ -47,7 +47,7 @@ TEST(round_trip_bit_exact) {
 }
 
 TEST(reads_pytorch_reference_file) {
-    ml_st_file *f = ml_st_open("../shared/vectors/ops.safetensors");
+    ml_st_file *f = ml_st_open("tests/vectors/ops.safetensors");
     CHECK(f != NULL);
     if (!f) return;
     CHECK(ml_st_count(f) == 190);

@@ -92,7 +92,7 @@ local cases = {
   -- files
   {function() ml.io.load_safetensors("/nonexistent.safetensors") end, "safetensors: cannot open /nonexistent.safetensors"},
   {function() ml.io.save_safetensors("/tmp/y.safetensors", {a = 1}) end, "save_safetensors: value 'a' is a number, not a tensor"},
-  {function() ml.load("../shared/vectors/ops.safetensors") end, "has no moelab model config in its metadata"},
+  {function() ml.load("tests/vectors/ops.safetensors") end, "has no moelab model config in its metadata"},
 }
 
 T.test("every bad call raises a clear error", function()

@@ -1,10 +1,10 @@
--- The W1-W4 models of WORKLOADS.md against PyTorch (../shared/vectors): the
+-- The W1-W4 models of WORKLOADS.md against PyTorch (tests/vectors, copied from PyTorch runs): the
 -- same weights give the same logits, loss, input gradient, routing, auxiliary
 -- losses, parameter gradients and BatchNorm running statistics.
 local ml = require "moelab"
 local T = dofile("tests/lua/testing.lua")
 
-local DIR = "../shared/vectors/"
+local DIR = "tests/vectors/"
 
 -- PyTorch's parameter names -> ours (mapped once, here).
 local function our_name(torch_name)

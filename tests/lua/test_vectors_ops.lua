@@ -1,10 +1,10 @@
--- Core ops against PyTorch's reference values (../shared/vectors/ops.safetensors):
+-- Core ops against PyTorch's reference values (tests/vectors/ops.safetensors):
 -- outputs and gradients of sum(out * r) for every input. Other op families
 -- (conv, pooling, norms, losses, ...) have their own vector tests.
 local ml = require "moelab"
 local T = dofile("tests/lua/testing.lua")
 
-local V = ml.io.load_safetensors("../shared/vectors/ops.safetensors")
+local V = ml.io.load_safetensors("tests/vectors/ops.safetensors")
 
 local cases = {
   matmul = function(a, b) return ml.matmul(a, b) end,
