@@ -1,5 +1,6 @@
 /* lua_autograd.c -- requires_grad, backward, grad, no_grad. */
 #include "lua_util.h"
+#include "areas.h"
 
 /* t:requires_grad([on = true]) -> t */
 static int l_requires_grad(lua_State *L) {
@@ -119,7 +120,6 @@ static const luaL_Reg functions[] = {{"grad", l_grad},
                                      {"is_grad_enabled", l_is_grad_enabled},
                                      {NULL, NULL}};
 
-void mlua_open_autograd(lua_State *L);
 void mlua_open_autograd(lua_State *L) {
     mlua_register(L, methods, true);
     mlua_register(L, functions, false);

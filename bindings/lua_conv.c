@@ -1,5 +1,6 @@
 /* lua_conv.c -- ml.conv2d and pooling. */
 #include "lua_util.h"
+#include "areas.h"
 
 /* An option that is a number or {h, w}. */
 static void pair_opt(lua_State *L, int idx, const char *key, int def, int *h, int *w) {
@@ -76,5 +77,4 @@ static const luaL_Reg methods[] = {{"conv2d", l_conv2d},
                                    {"global_avg_pool", l_global_avg_pool},
                                    {NULL, NULL}};
 
-void mlua_open_conv(lua_State *L);
 void mlua_open_conv(lua_State *L) { mlua_register(L, methods, true); }

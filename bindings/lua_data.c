@@ -4,6 +4,8 @@
 #include <string.h>
 
 #include "lua_util.h"
+#include "rng.h"
+#include "areas.h"
 
 #define MLUA_DATASET "moelab.Dataset"
 
@@ -257,15 +259,10 @@ static int l_randperm(lua_State *L) {
     int64_t len = n;
     ml_tensor *t = ml_empty(ML_I64, 1, &len);
     if (!t) return mlua_error(L);
-    int64_t *p = ml_i64(t);
-    for (int64_t i = 0; i < n; i++) p[i] = i + 1;
-    for (int64_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
-        uint64_t r = local ? ml_rng_local_u64(&st) : ml_rng_u64();
-        int64_t j = (int64_t)(r % (uint64_t)(i + 1)), tmp = p[i];
-        p[i] = p[j];
-        p[j] = tmp;
-    }
-    return mlua_push_tensor(L, t);
+    ml_rng_permutation(local ? &st : NULL, n, ml_i64(t));
+    ml_tensor *one_based = mlua_index_from_core(t);
+    ml_release(t);
+    return mlua_push_tensor(L, one_based);
 }
 
 static const luaL_Reg ds_methods[] = {{"size", d_size},       {"shape", d_shape},     {"num_classes", d_num_classes},
@@ -273,7 +270,6 @@ static const luaL_Reg ds_methods[] = {{"size", d_size},       {"shape", d_shape}
                                       {"batch_of", d_batch_of}, {"get", d_get},       {"subset", d_subset},
                                       {"stats", d_stats},     {"name", d_name},       {NULL, NULL}};
 
-void mlua_open_data(lua_State *L);
 void mlua_open_data(lua_State *L) {
     luaL_newmetatable(L, MLUA_DATASET);
     lua_newtable(L);

@@ -1,5 +1,6 @@
 /* lua_index.c -- index_select, gather, scatter_add, one_hot, topk (1-based indices). */
 #include "lua_util.h"
+#include "areas.h"
 
 static int l_index_select(lua_State *L) {
     ml_tensor *x = mlua_check_tensor(L, 1);
@@ -60,5 +61,4 @@ static const luaL_Reg methods[] = {{"index_select", l_index_select}, {"gather", 
                                    {"scatter_add", l_scatter_add},   {"one_hot", l_one_hot},
                                    {"topk", l_topk},                 {NULL, NULL}};
 
-void mlua_open_index(lua_State *L);
 void mlua_open_index(lua_State *L) { mlua_register(L, methods, true); }

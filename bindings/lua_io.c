@@ -6,6 +6,7 @@
 
 #include "io/safetensors.h"
 #include "lua_util.h"
+#include "areas.h"
 
 /* ml.io.load_safetensors(path) -> {name = tensor, ...}, {metadata key = string} */
 static int l_load_safetensors(lua_State *L) {
@@ -211,7 +212,6 @@ static const luaL_Reg functions[] = {{"load_safetensors", l_load_safetensors}, {
                                      {"save_safetensors", l_save_safetensors},
                                      {NULL, NULL}};
 
-void mlua_open_io(lua_State *L);
 void mlua_open_io(lua_State *L) {
     mlua_subtable(L, "io");
     mlua_register(L, functions, false);

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "lua_util.h"
+#include "areas.h"
 
 /* ------------------------------------------------------------ unary */
 #define UNARY(name, OP) \
@@ -250,7 +251,6 @@ static const luaL_Reg methods[] = {
 
 static const luaL_Reg functions[] = {{"flops", lm_flops}, {NULL, NULL}};
 
-void mlua_open_math(lua_State *L);
 void mlua_open_math(lua_State *L) {
     mlua_register(L, methods, true);
     mlua_register(L, functions, false);

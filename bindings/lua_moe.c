@@ -7,6 +7,7 @@
 #include "lua_util.h"
 #include "nn/moe/dispatch.h"
 #include "nn/moe/route.h"
+#include "areas.h"
 
 /* ml.moe.route(probs, {k = 1, capacity_factor = 0 (none), round_capacity = false,
  *   batch_priority = false, random_ties = false}) -> {experts, kept, load, token, capacity, offsets} */
@@ -136,7 +137,6 @@ static const luaL_Reg functions[] = {
     {"switch_loss", l_switch},    {"z_loss", l_zloss},          {"cv2", l_cv2},
     {"capacity", l_capacity},     {"mask_channels", l_mask_channels}, {NULL, NULL}};
 
-void mlua_open_moe(lua_State *L);
 void mlua_open_moe(lua_State *L) {
     mlua_subtable(L, "moe");
     luaL_setfuncs(L, functions, 0);

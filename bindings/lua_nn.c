@@ -7,6 +7,7 @@
 
 #include "lua_util.h"
 #include "lua_nn.h"
+#include "areas.h"
 
 /* ------------------------------------------------------------ userdata */
 ml_module *mlua_to_module(lua_State *L, int idx) {
@@ -937,7 +938,6 @@ static const luaL_Reg nn_functions[] = {
     {"dense", l_fam_dense}, {"s_dense", l_fam_s_dense}, {"sparse_cnn", l_fam_sparse}, {"moe_cnn", l_fam_moe},
     {NULL, NULL}};
 
-void mlua_open_nn(lua_State *L);
 void mlua_open_nn(lua_State *L) {
     luaL_newmetatable(L, MLUA_MODULE);
     lua_newtable(L);

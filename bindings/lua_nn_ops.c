@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "lua_util.h"
+#include "areas.h"
 
 static int l_softmax(lua_State *L) {
     ml_tensor *x = mlua_check_tensor(L, 1);
@@ -134,5 +135,4 @@ static const luaL_Reg methods[] = {{"softmax", l_softmax},         {"log_softmax
                                    {"mse", l_mse},                 {"bce_with_logits", l_bce},
                                    {"attention", l_attention},     {NULL, NULL}};
 
-void mlua_open_nn_ops(lua_State *L);
 void mlua_open_nn_ops(lua_State *L) { mlua_register(L, methods, true); }

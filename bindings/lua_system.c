@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include "lua_util.h"
+#include "memory.h"
+#include "areas.h"
 
 /* ml.memory() -> {tensors, storages, bytes, cached_bytes, peak_bytes} */
 static int l_memory(lua_State *L) {
@@ -62,7 +64,6 @@ static int l_interrupted(lua_State *L) {
 static const luaL_Reg functions[] = {{"isatty", l_isatty}, {"interrupted", l_interrupted},{"memory", l_memory}, {"memory_trim", l_memory_trim},
                                      {"threads", l_threads}, {"clock", l_clock}, {NULL, NULL}};
 
-void mlua_open_system(lua_State *L);
 void mlua_open_system(lua_State *L) {
     mlua_register(L, functions, false);
     lua_pushstring(L, "0.1.0");

@@ -6,6 +6,9 @@
 #include <string.h>
 
 #include "lua_util.h"
+#include "print.h"
+#include "rng.h"
+#include "areas.h"
 
 ml_tensor *mlua_table_to_tensor(lua_State *L, int idx, ml_dtype dt);
 
@@ -521,7 +524,6 @@ static const luaL_Reg methods[] = {
     {"mul", l_mul},             {"div", l_div},             {"pow", l_pow},
     {NULL, NULL}};
 
-void mlua_open_tensor(lua_State *L);
 void mlua_open_tensor(lua_State *L) {
     /* the metatable and its method table */
     luaL_newmetatable(L, MLUA_TENSOR);

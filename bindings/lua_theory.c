@@ -6,6 +6,7 @@
 
 #include "lua_util.h"
 #include "theory/theory.h"
+#include "areas.h"
 
 static void push_list(lua_State *L, const double *v, int n) {
     lua_createtable(L, n, 0);
@@ -159,7 +160,6 @@ static int l_subspace_data(lua_State *L) {
     return 4;
 }
 
-void mlua_open_theory(lua_State *L);
 void mlua_open_theory(lua_State *L) {
     mlua_subtable(L, "theory");
     const luaL_Reg f[] = {{"linear_experts", l_linear_experts}, {"theorem1", l_theorem1},

@@ -5,6 +5,7 @@
 #include "lua_nn.h"
 #include "lua_util.h"
 #include "train/optim.h"
+#include "areas.h"
 
 #define MLUA_OPTIM "moelab.Optimizer"
 
@@ -235,7 +236,6 @@ static const luaL_Reg optim_methods[] = {{"step", o_step},           {"zero_grad
                                          {"params", o_params},       {"state_dict", o_state_dict},
                                          {"load_state_dict", o_load_state_dict}, {NULL, NULL}};
 
-void mlua_open_train(lua_State *L);
 void mlua_open_train(lua_State *L) {
     luaL_newmetatable(L, MLUA_OPTIM);
     lua_newtable(L);

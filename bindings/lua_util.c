@@ -1,5 +1,6 @@
 /* lua_util.c -- see lua_util.h. */
 #include "lua_util.h"
+#include "memory.h"
 
 #include <inttypes.h>
 #include <string.h>

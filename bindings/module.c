@@ -3,7 +3,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "areas.h"
 #include "lua_util.h"
+#include "moelab_lua.h"
 
 typedef struct {
     const char *name;
@@ -12,12 +14,17 @@ typedef struct {
 } ml_embedded_lua;
 extern const ml_embedded_lua ml_embedded_lua_files[];
 
-/* Binding areas. Declared weak so that an area not yet built is skipped. */
-#define AREA(name) void mlua_open_##name(lua_State *L) __attribute__((weak));
-#define AREAS(X) X(tensor) X(math) X(autograd) X(system) X(nn_ops) X(conv) X(index) X(data) X(io) X(nn) \
-    X(train) X(theory) X(moe)
-AREAS(AREA)
-#undef AREA
+/* The binding areas, in the order they fill the `ml` table (areas.h). */
+static const struct {
+    const char *name;
+    void (*open)(lua_State *L);
+} areas[] = {
+    {"tensor", mlua_open_tensor}, {"math", mlua_open_math},   {"autograd", mlua_open_autograd},
+    {"system", mlua_open_system}, {"nn_ops", mlua_open_nn_ops}, {"conv", mlua_open_conv},
+    {"index", mlua_open_index},   {"data", mlua_open_data},   {"io", mlua_open_io},
+    {"nn", mlua_open_nn},         {"train", mlua_open_train}, {"theory", mlua_open_theory},
+    {"moe", mlua_open_moe},
+};
 
 /* package.preload loader for an embedded file: upvalue 1 = its index */
 static int embedded_loader(lua_State *L) {
@@ -31,13 +38,13 @@ static int embedded_loader(lua_State *L) {
     return 1;
 }
 
-int luaopen_moelab(lua_State *L);
 int luaopen_moelab(lua_State *L) {
     lua_newtable(L);
     int ml = lua_gettop(L);
-#define CALL(name) if (mlua_open_##name) { mlua_open_##name(L); lua_settop(L, ml); }
-    AREAS(CALL)
-#undef CALL
+    for (size_t i = 0; i < sizeof areas / sizeof areas[0]; i++) {
+        areas[i].open(L);
+        lua_settop(L, ml);
+    }
     /* Make `require "moelab"` from inside the Lua library return this table. */
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     lua_pushvalue(L, ml);

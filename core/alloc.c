@@ -5,10 +5,12 @@
  * that can exceed the arithmetic, so freed buffers are kept per size class and
  * handed out again. The cache is bounded; ml_memory_trim() empties it. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "tensor.h"
+#include "error.h"
+#include "memory.h"
 
 #define ML_ALIGN 64
 #define CLASS_COUNT 160
@@ -101,12 +103,16 @@ void ml_memory_trim(void) {
     pthread_mutex_unlock(&cache_lock);
 }
 
-/* Counters for tensors and storages live in tensor.c. */
-void ml_memory_counts(int64_t *tensors, int64_t *storages);
+/* Live tensor headers and storages (tensor.c counts them as they come and go). */
+static atomic_llong live_tensors, live_storages;
+
+void ml_memory_count_tensors(int delta) { atomic_fetch_add(&live_tensors, delta); }
+void ml_memory_count_storages(int delta) { atomic_fetch_add(&live_storages, delta); }
 
 void ml_memory_get(ml_memory_stats *st) {
     memset(st, 0, sizeof *st);
-    ml_memory_counts(&st->live_tensors, &st->live_storages);
+    st->live_tensors = atomic_load(&live_tensors);
+    st->live_storages = atomic_load(&live_storages);
     pthread_mutex_lock(&cache_lock);
     st->live_bytes = live_bytes;
     st->cached_bytes = cached_bytes;

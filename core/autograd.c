@@ -13,7 +13,6 @@ bool ml_grad_set(bool enabled) {
     return old;
 }
 
-void ml_node_release(ml_node *n);
 
 static void node_free_saved(ml_node *n) {
     for (int k = 0; k < n->n_saved; k++) {

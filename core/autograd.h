@@ -53,6 +53,9 @@ struct ml_node {
     int useful;
 };
 
+/* Drops a reference to a node (tensors own their grad_fn; tensor.c releases it). */
+void ml_node_release(ml_node *n);
+
 /* Grad mode (on by default). ml_grad_set returns the previous value. */
 bool ml_grad_enabled(void);
 bool ml_grad_set(bool enabled);

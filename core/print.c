@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "autograd.h"
-#include "tensor.h"
+#include "print.h"
 
 typedef struct {
     char *s;

@@ -2,7 +2,7 @@
  * Same seed, same numbers, on any machine with the same build. */
 #include <math.h>
 
-#include "tensor.h"
+#include "rng.h"
 
 static ml_rng_state rng;
 static int rng_ready;
@@ -73,4 +73,14 @@ void ml_rng_get_state(ml_rng_state *st) {
 void ml_rng_set_state(const ml_rng_state *st) {
     rng = *st;
     rng_ready = 1;
+}
+
+void ml_rng_permutation(ml_rng_state *st, int64_t n, int64_t *out) {
+    for (int64_t i = 0; i < n; i++) out[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
+        uint64_t r = st ? ml_rng_local_u64(st) : ml_rng_u64();
+        int64_t j = (int64_t)(r % (uint64_t)(i + 1)), tmp = out[i];
+        out[i] = out[j];
+        out[j] = tmp;
+    }
 }

@@ -3,23 +3,15 @@
 
 #include <inttypes.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "autograd.h"
-#include "ops/iter.h"
+#include "iter.h"
+#include "memory.h"
+#include "rng.h"
 
-static atomic_llong live_tensors, live_storages;
-
-void ml_memory_counts(int64_t *tensors, int64_t *storages);
-void ml_memory_counts(int64_t *tensors, int64_t *storages) {
-    *tensors = atomic_load(&live_tensors);
-    *storages = atomic_load(&live_storages);
-}
-
-void ml_node_release(ml_node *n); /* autograd.c */
 
 /* ------------------------------------------------------------ storage */
 static ml_storage *storage_new(size_t nbytes) {
@@ -33,7 +25,7 @@ static ml_storage *storage_new(size_t nbytes) {
     s->refcount = 1;
     s->version = 0;
     s->nbytes = nbytes;
-    atomic_fetch_add(&live_storages, 1);
+    ml_memory_count_storages(1);
     return s;
 }
 
@@ -41,7 +33,7 @@ static void storage_release(ml_storage *s) {
     if (!s || --s->refcount > 0) return;
     ml_free(s->data, s->nbytes ? s->nbytes : 1);
     free(s);
-    atomic_fetch_sub(&live_storages, 1);
+    ml_memory_count_storages(-1);
 }
 
 /* ------------------------------------------------------------ lifetime */
@@ -56,7 +48,7 @@ void ml_release(ml_tensor *t) {
     ml_release(t->grad);
     if (t->grad_fn) ml_node_release(t->grad_fn);
     free(t);
-    atomic_fetch_sub(&live_tensors, 1);
+    ml_memory_count_tensors(-1);
 }
 
 size_t ml_dtype_size(ml_dtype dt) { return dt == ML_I64 ? 8 : 4; }
@@ -76,7 +68,7 @@ static ml_tensor *header_new(ml_dtype dt, int ndim, const int64_t *shape) {
         t->stride[d] = st;
         st *= shape[d] > 0 ? shape[d] : 1;
     }
-    atomic_fetch_add(&live_tensors, 1);
+    ml_memory_count_tensors(1);
     return t;
 }
 
@@ -95,7 +87,7 @@ ml_tensor *ml_empty(ml_dtype dt, int ndim, const int64_t *shape) {
     t->storage = storage_new((size_t)n * ml_dtype_size(dt));
     if (!t->storage) {
         free(t);
-        atomic_fetch_sub(&live_tensors, 1);
+        ml_memory_count_tensors(-1);
         return NULL;
     }
     return t;

@@ -119,45 +119,4 @@ ml_tensor *ml_view_raw(const ml_tensor *t, int ndim, const int64_t *shape, const
 /* Copies any strided tensor into contiguous memory at dst (dtype of src). */
 void ml_copy_strided_to(void *dst, const ml_tensor *src);
 
-/* ------------------------------------------------------------ random numbers
- * One seeded generator for the engine: the same seed gives the same numbers. */
-void ml_seed(uint64_t seed);
-uint64_t ml_rng_u64(void);
-double ml_rng_uniform(void); /* [0,1) */
-double ml_rng_normal(void);  /* N(0,1) */
-/* Opaque state save/restore (e.g. to replay a dropout mask). */
-typedef struct { uint64_t s[4]; double spare; int has_spare; } ml_rng_state;
-void ml_rng_get_state(ml_rng_state *st);
-void ml_rng_set_state(const ml_rng_state *st);
-/* A private generator (e.g. a data loader's shuffling seeded by the user),
- * independent of the engine's. */
-void ml_rng_local_seed(ml_rng_state *st, uint64_t seed);
-uint64_t ml_rng_local_u64(ml_rng_state *st);
-double ml_rng_local_uniform(ml_rng_state *st);
-
-/* ------------------------------------------------------------ memory
- * Storage comes from a size-bucketed cache, so a training or attack loop reuses
- * its activation buffers instead of faulting fresh pages every step. */
-typedef struct {
-    int64_t live_tensors;
-    int64_t live_storages;
-    int64_t live_bytes;   /* bytes held by live storages */
-    int64_t cached_bytes; /* freed buffers kept for reuse */
-    int64_t peak_bytes;
-} ml_memory_stats;
-void ml_memory_get(ml_memory_stats *st);
-void ml_memory_trim(void); /* returns cached buffers to the system */
-void *ml_alloc(size_t nbytes); /* 64-byte aligned, from the cache; NULL+error on failure */
-void ml_free(void *p, size_t nbytes);
-
-/* ------------------------------------------------------------ printing */
-typedef struct {
-    int precision;  /* digits after the point (default 4) */
-    int64_t threshold; /* summarise above this many elements (default 1000) */
-    int edgeitems;  /* items kept at each end when summarising (default 3) */
-    int linewidth;  /* default 80 */
-} ml_print_opts;
-/* PyTorch-like text: values, then dtype and shape. Returns malloc'd string. */
-char *ml_format(const ml_tensor *t, const ml_print_opts *opts);
-
 #endif

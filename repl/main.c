@@ -9,9 +9,9 @@
 #include <unistd.h>
 
 #include "lineedit.h"
+#include "moelab_lua.h"
 #include "repl.h"
 
-int luaopen_moelab(lua_State *L);
 
 #ifndef MOELAB_GOMP_SPINCOUNT
 #define MOELAB_GOMP_SPINCOUNT "10000"

@@ -1,5 +1,6 @@
 /* dataset.c -- dataset objects, subsets, batches with augmentation. */
 #include "dataset.h"
+#include "../rng.h"
 
 #include <inttypes.h>
 #include <math.h>

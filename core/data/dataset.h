@@ -12,6 +12,7 @@
 #define ML_DATA_DATASET_H
 
 #include "../tensor.h"
+#include "../rng.h"
 
 typedef struct ml_dataset {
     int refcount;

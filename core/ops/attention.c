@@ -9,6 +9,7 @@
 #include "../parallel.h"
 #include "linalg.h"
 #include "softmax.h"
+#include "../memory.h"
 
 typedef struct {
     int64_t B, T, D, H, hd;

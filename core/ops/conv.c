@@ -24,6 +24,7 @@
 #include "../parallel.h"
 #include "conv_internal.h"
 #include "linalg.h"
+#include "../memory.h"
 
 typedef ml_conv_geom geom;
 

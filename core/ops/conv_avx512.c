@@ -67,6 +67,7 @@
 
 #include "../error.h"
 #include "../tensor.h"
+#include "../memory.h"
 
 #define AI static inline __attribute__((always_inline))
 #define SLACK 64 /* floats after a prepared buffer: partial tiles read up to 15 past a row */

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "../autograd.h"
-#include "iter.h"
+#include "../iter.h"
 #include "vmath.h"
 
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../autograd.h"
+#include "../rng.h"
 
 static int check_index(const char *fn, const ml_tensor *idx) {
     if (idx->dtype != ML_I64) return ml_failc("%s: index must be int64 (use :long()), got %s", fn, ml_dtype_name(idx->dtype));

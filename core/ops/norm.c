@@ -8,6 +8,8 @@
 
 #include "../autograd.h"
 #include "vmath.h"
+#include "../memory.h"
+#include "../rng.h"
 
 /* ------------------------------------------------------------ batch norm (+ residual, + ReLU) */
 /* Every pass runs over consecutive rows x[b, c, :] of `inner` floats (row k

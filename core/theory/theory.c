@@ -3,6 +3,7 @@
 #include "theory.h"
 
 #include "../parallel.h"
+#include "../rng.h"
 
 #include <float.h>
 #include <inttypes.h>

@@ -6,6 +6,7 @@
 #include "autograd.h"
 #include "ops/conv_internal.h"
 #include "testlib.h"
+#include "rng.h"
 
 typedef struct {
     int N, C, H, W, O, kh, kw, s, p, d, g;

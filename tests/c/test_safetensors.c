@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "testlib.h"
+#include "rng.h"
 
 static char dir[256];
 

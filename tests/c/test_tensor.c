@@ -3,6 +3,9 @@
 #include <string.h>
 
 #include "testlib.h"
+#include "memory.h"
+#include "print.h"
+#include "rng.h"
 
 TEST(creation_and_views) {
     int64_t s[2] = {3, 4};

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "../../autograd.h"
-#include "../../ops/iter.h"
+#include "../../iter.h"
 #include "../../ops/vmath.h"
 
 static int check_ids(const char *fn, const ml_tensor *ids, int64_t limit) {

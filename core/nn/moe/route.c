@@ -9,6 +9,7 @@
 #include "../../ops/elementwise.h"
 #include "../../ops/reduce.h"
 #include "../../ops/shape.h"
+#include "../../rng.h"
 
 int64_t ml_route_capacity(int64_t T, int64_t E, int k, double factor, bool round4) {
     if (factor <= 0) return T * k; /* unlimited: every assignment fits */

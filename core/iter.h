@@ -4,10 +4,10 @@
  * drops size-1 dimensions and merges dimensions that are contiguous for every
  * operand, so most loops end up as one or two flat runs. iter_exec then calls a
  * run function on every innermost run, split across OpenMP threads. */
-#ifndef ML_OPS_ITER_H
-#define ML_OPS_ITER_H
+#ifndef ML_ITER_H
+#define ML_ITER_H
 
-#include "../tensor.h"
+#include "tensor.h"
 
 #define PAR_MIN 32768 /* below this many elements, threads cost more than they save */
 
