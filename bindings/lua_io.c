@@ -91,31 +91,6 @@ static int l_save_safetensors(lua_State *L) {
 }
 
 /* ------------------------------------------------------------ JSON */
-static void push_json(lua_State *L, const cJSON *j, int depth) {
-    if (depth > 64) luaL_error(L, "json: nested too deeply");
-    if (cJSON_IsNull(j)) lua_pushnil(L);
-    else if (cJSON_IsBool(j)) lua_pushboolean(L, cJSON_IsTrue(j));
-    else if (cJSON_IsNumber(j)) {
-        double v = j->valuedouble;
-        if (v == (double)(lua_Integer)v && v > -9e15 && v < 9e15) lua_pushinteger(L, (lua_Integer)v);
-        else lua_pushnumber(L, v);
-    } else if (cJSON_IsString(j)) lua_pushstring(L, j->valuestring);
-    else if (cJSON_IsArray(j)) {
-        lua_createtable(L, cJSON_GetArraySize(j), 0);
-        int i = 0;
-        for (const cJSON *c = j->child; c; c = c->next) {
-            push_json(L, c, depth + 1);
-            lua_rawseti(L, -2, ++i);
-        }
-    } else {
-        lua_newtable(L);
-        for (const cJSON *c = j->child; c; c = c->next) {
-            push_json(L, c, depth + 1);
-            lua_setfield(L, -2, c->string);
-        }
-    }
-}
-
 /* ml.json.decode(text) -> Lua value (objects -> tables, arrays -> lists, null -> nil) */
 static int l_json_decode(lua_State *L) {
     size_t len;
@@ -125,57 +100,15 @@ static int l_json_decode(lua_State *L) {
         const char *at = cJSON_GetErrorPtr();
         return luaL_error(L, "json.decode: invalid JSON near position %d", at ? (int)(at - s) + 1 : 0);
     }
-    push_json(L, j, 0);
+    mlua_push_json(L, j);
     cJSON_Delete(j);
     return 1;
-}
-
-static cJSON *to_json(lua_State *L, int idx, int depth) {
-    idx = lua_absindex(L, idx);
-    if (depth > 64) luaL_error(L, "json.encode: nested too deeply (or a cycle)");
-    switch (lua_type(L, idx)) {
-    case LUA_TNIL: return cJSON_CreateNull();
-    case LUA_TBOOLEAN: return cJSON_CreateBool(lua_toboolean(L, idx));
-    case LUA_TNUMBER: return cJSON_CreateNumber(lua_tonumber(L, idx));
-    case LUA_TSTRING: return cJSON_CreateString(lua_tostring(L, idx));
-    case LUA_TTABLE: {
-        lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
-        if (n > 0) {
-            cJSON *a = cJSON_CreateArray();
-            for (lua_Integer i = 1; i <= n; i++) {
-                lua_rawgeti(L, idx, i);
-                cJSON_AddItemToArray(a, to_json(L, -1, depth + 1));
-                lua_pop(L, 1);
-            }
-            return a;
-        }
-        cJSON *o = cJSON_CreateObject();
-        lua_pushnil(L);
-        while (lua_next(L, idx)) {
-            lua_pushvalue(L, -2);
-            const char *k = lua_tostring(L, -1); /* numbers become string keys */
-            cJSON_AddItemToObject(o, k, to_json(L, -2, depth + 1));
-            lua_pop(L, 2);
-        }
-        return o;
-    }
-    default: {
-        ml_tensor *t = mlua_to_tensor(L, idx);
-        if (t && ml_numel(t) == 1) {
-            double v;
-            ml_item(t, &v);
-            return cJSON_CreateNumber(v);
-        }
-        luaL_error(L, "json.encode: cannot encode a %s", luaL_typename(L, idx));
-        return NULL;
-    }
-    }
 }
 
 /* ml.json.encode(value) -> compact JSON text (one-element tensors become numbers) */
 static int l_json_encode(lua_State *L) {
     luaL_checkany(L, 1);
-    cJSON *j = to_json(L, 1, 0);
+    cJSON *j = mlua_check_json(L, 1, "json.encode");
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     lua_pushstring(L, s);

@@ -274,38 +274,6 @@ static int l_masked_conv2d(lua_State *L) {
                                                    mlua_opt_number(L, 4, "ratio", 0.5)));
 }
 
-/* ------------------------------------------------------------ Lua tables <-> JSON configs */
-static cJSON *to_json(lua_State *L, int idx, int depth) {
-    idx = lua_absindex(L, idx);
-    if (depth > 20) luaL_error(L, "config: tables nested too deeply");
-    switch (lua_type(L, idx)) {
-    case LUA_TNUMBER: return cJSON_CreateNumber(lua_tonumber(L, idx));
-    case LUA_TBOOLEAN: return cJSON_CreateBool(lua_toboolean(L, idx));
-    case LUA_TSTRING: return cJSON_CreateString(lua_tostring(L, idx));
-    case LUA_TTABLE: {
-        lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
-        if (n > 0) {
-            cJSON *a = cJSON_CreateArray();
-            for (lua_Integer i = 1; i <= n; i++) {
-                lua_rawgeti(L, idx, i);
-                cJSON_AddItemToArray(a, to_json(L, -1, depth + 1));
-                lua_pop(L, 1);
-            }
-            return a;
-        }
-        cJSON *o = cJSON_CreateObject();
-        lua_pushnil(L);
-        while (lua_next(L, idx)) {
-            if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "config: keys must be names");
-            cJSON_AddItemToObject(o, lua_tostring(L, -2), to_json(L, -1, depth + 1));
-            lua_pop(L, 1);
-        }
-        return o;
-    }
-    default: return (cJSON *)(intptr_t)luaL_error(L, "config: a %s cannot be part of a model config", luaL_typename(L, idx));
-    }
-}
-
 /* The known options of the zoo (typos are errors, not silently ignored). */
 static const char *const zoo_options[] = {
     "classes", "input", "width", "family", "ratio", "experts", "router", "mask", "normalize", "base_width", "depth",
@@ -317,7 +285,7 @@ static int zoo(lua_State *L, const char *name) {
     char fn[64];
     snprintf(fn, sizeof fn, "ml.nn.%s", name);
     mlua_check_options(L, 1, fn, zoo_options);
-    cJSON *cfg = lua_istable(L, 1) ? to_json(L, 1, 0) : cJSON_CreateObject();
+    cJSON *cfg = lua_istable(L, 1) ? mlua_check_json(L, 1, "config") : cJSON_CreateObject();
     return mlua_push_module(L, ml_zoo_build(name, cfg));
 }
 static int l_zoo_mlp(lua_State *L) { return zoo(L, "mlp"); }
@@ -348,7 +316,13 @@ static int family(lua_State *L, const char *fam) {
                     cJSON_Delete(cfg);
                     luaL_error(L, "%s: unknown option '%s'", fam, k);
                 }
-                cJSON_AddItemToObject(cfg, k, to_json(L, -1, 0));
+                char err[256];
+                cJSON *v = mlua_to_json(L, -1, fam, err, sizeof err);
+                if (!v) {
+                    cJSON_Delete(cfg);
+                    luaL_error(L, "%s", err);
+                }
+                cJSON_AddItemToObject(cfg, k, v);
             }
             lua_pop(L, 1);
         }
@@ -374,7 +348,22 @@ static int moe_layer(lua_State *L, bool smooth) {
                                         "load_weight", "switch_weight", "z_weight", "renormalize", "batch_priority",
                                         "round_capacity", "random_ties", NULL};
     mlua_check_options(L, 2, smooth ? "SmoothMoE" : "TokenMoE", known);
-    cJSON *cfg = lua_istable(L, 2) ? to_json(L, 2, 0) : cJSON_CreateObject();
+    /* the options as JSON, but for `expert`, which may be a module (handled below) */
+    lua_newtable(L);
+    if (lua_istable(L, 2)) {
+        lua_pushnil(L);
+        while (lua_next(L, 2)) {
+            if (lua_type(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -2), "expert") == 0 && mlua_to_module(L, -1)) {
+                lua_pop(L, 1);
+                continue;
+            }
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_rawset(L, -4);
+        }
+    }
+    cJSON *cfg = mlua_check_json(L, -1, smooth ? "SmoothMoE" : "TokenMoE");
+    lua_pop(L, 1);
     cJSON_DeleteItemFromObject(cfg, "dim");
     cJSON_AddNumberToObject(cfg, "dim", (double)d);
     if (lua_istable(L, 2) && lua_getfield(L, 2, "expert") != LUA_TNIL) {

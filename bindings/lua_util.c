@@ -1,5 +1,8 @@
 /* lua_util.c -- see lua_util.h. */
 #include "lua_util.h"
+
+#include <math.h>
+#include <stdio.h>
 #include "memory.h"
 
 #include <inttypes.h>
@@ -317,3 +320,124 @@ void mlua_memory_pressure(lua_State *L) {
     int64_t next = st.live_bytes * 2;
     gc_threshold = next > ((int64_t)256 << 20) ? next : ((int64_t)256 << 20);
 }
+
+/* ------------------------------------------------------------ Lua values <-> JSON */
+#define JSON_MAX_DEPTH 64
+
+typedef struct {
+    const char *fn;
+    char *err;
+    size_t errn;
+} json_ctx;
+
+static cJSON *json_fail(json_ctx *c, cJSON *partial, const char *msg, const char *detail) {
+    cJSON_Delete(partial);
+    if (!c->err[0]) snprintf(c->err, c->errn, "%s: %s%s", c->fn, msg, detail ? detail : "");
+    return NULL;
+}
+
+static cJSON *to_json(lua_State *L, int idx, int depth, json_ctx *c) {
+    idx = lua_absindex(L, idx);
+    if (depth > JSON_MAX_DEPTH) return json_fail(c, NULL, "tables nested too deeply (or a cycle)", NULL);
+    if (!lua_checkstack(L, 4)) return json_fail(c, NULL, "out of Lua stack space", NULL);
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL: return cJSON_CreateNull();
+    case LUA_TBOOLEAN: return cJSON_CreateBool(lua_toboolean(L, idx));
+    case LUA_TNUMBER: {
+        lua_Number v = lua_tonumber(L, idx);
+        if (v != v || v == HUGE_VAL || v == -HUGE_VAL) return json_fail(c, NULL, "NaN and infinity have no JSON form", NULL);
+        return cJSON_CreateNumber(v);
+    }
+    case LUA_TSTRING: return cJSON_CreateString(lua_tostring(L, idx));
+    case LUA_TTABLE: {
+        lua_Integer n = (lua_Integer)lua_rawlen(L, idx), count = 0;
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            count++;
+            lua_pop(L, 1);
+        }
+        bool array = n > 0;
+        if (array && count != n) return json_fail(c, NULL, "a table mixes list entries and named entries", NULL);
+        cJSON *out = array ? cJSON_CreateArray() : cJSON_CreateObject();
+        if (!out) return json_fail(c, NULL, "out of memory", NULL);
+        if (array) {
+            for (lua_Integer i = 1; i <= n; i++) {
+                lua_rawgeti(L, idx, i);
+                cJSON *v = to_json(L, -1, depth + 1, c);
+                lua_pop(L, 1);
+                if (!v) return json_fail(c, out, "", NULL);
+                cJSON_AddItemToArray(out, v);
+            }
+            return out;
+        }
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            int kt = lua_type(L, -2);
+            if (kt != LUA_TSTRING && kt != LUA_TNUMBER) {
+                lua_pop(L, 2);
+                return json_fail(c, out, "keys must be strings or numbers, got a ", luaL_typename(L, -2));
+            }
+            lua_pushvalue(L, -2); /* a copy, so lua_tostring does not disturb lua_next */
+            const char *k = lua_tostring(L, -1);
+            cJSON *v = to_json(L, -2, depth + 1, c);
+            if (!v) {
+                lua_pop(L, 3);
+                return json_fail(c, out, "", NULL);
+            }
+            cJSON_AddItemToObject(out, k, v);
+            lua_pop(L, 2);
+        }
+        return out;
+    }
+    default: {
+        ml_tensor *t = mlua_to_tensor(L, idx);
+        double v;
+        if (t && ml_numel(t) == 1 && ml_item(t, &v) == 0) return cJSON_CreateNumber(v);
+        return json_fail(c, NULL, "cannot encode a ", t ? "tensor of more than one element" : luaL_typename(L, idx));
+    }
+    }
+}
+
+cJSON *mlua_to_json(lua_State *L, int idx, const char *fn, char *err, size_t errn) {
+    json_ctx c = {fn, err, errn};
+    err[0] = 0;
+    int top = lua_gettop(L);
+    cJSON *j = to_json(L, idx, 0, &c);
+    lua_settop(L, top);
+    return j;
+}
+
+cJSON *mlua_check_json(lua_State *L, int idx, const char *fn) {
+    char err[256];
+    cJSON *j = mlua_to_json(L, idx, fn, err, sizeof err);
+    if (!j) luaL_error(L, "%s", err);
+    return j;
+}
+
+static void push_json(lua_State *L, const cJSON *j, int depth) {
+    if (depth > JSON_MAX_DEPTH) luaL_error(L, "json: nested deeper than %d", JSON_MAX_DEPTH);
+    luaL_checkstack(L, 3, "json: nested too deeply");
+    if (cJSON_IsNull(j)) lua_pushnil(L);
+    else if (cJSON_IsBool(j)) lua_pushboolean(L, cJSON_IsTrue(j));
+    else if (cJSON_IsNumber(j)) {
+        double v = j->valuedouble;
+        if (v == (double)(lua_Integer)v && v > -9e15 && v < 9e15) lua_pushinteger(L, (lua_Integer)v);
+        else lua_pushnumber(L, v);
+    } else if (cJSON_IsString(j)) lua_pushstring(L, j->valuestring);
+    else if (cJSON_IsArray(j)) {
+        lua_createtable(L, cJSON_GetArraySize(j), 0);
+        int i = 0;
+        for (const cJSON *e = j->child; e; e = e->next) {
+            push_json(L, e, depth + 1);
+            lua_rawseti(L, -2, ++i);
+        }
+    } else {
+        lua_newtable(L);
+        for (const cJSON *e = j->child; e; e = e->next) {
+            push_json(L, e, depth + 1);
+            lua_setfield(L, -2, e->string);
+        }
+    }
+}
+
+void mlua_push_json(lua_State *L, const cJSON *j) { push_json(L, j, 0); }

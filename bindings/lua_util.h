@@ -50,6 +50,21 @@ const char *mlua_opt_string(lua_State *L, int idx, const char *key, const char *
  * naming the function and the known options: catches typos like {strde = 2}. */
 void mlua_check_options(lua_State *L, int idx, const char *fn, const char *const *allowed);
 
+/* ------------------------------------------------------------ Lua values <-> JSON
+ * The one converter for model configs, checkpoint metadata and ml.json.
+ * mlua_to_json never raises: on failure it frees what it built and returns
+ * NULL with the reason in err ("fn: ..."), so the caller can release its own
+ * resources before raising. Tables with entries 1..n become arrays, others
+ * objects (number keys become strings); a table mixing both, a cycle, nesting
+ * deeper than 64, or a value JSON cannot hold (function, userdata other than
+ * a one-element tensor) is refused. */
+#include <cjson/cJSON.h>
+cJSON *mlua_to_json(lua_State *L, int idx, const char *fn, char *err, size_t errn);
+/* Same, raising the error (for callers that hold nothing to release). */
+cJSON *mlua_check_json(lua_State *L, int idx, const char *fn);
+/* JSON -> Lua value on the stack (null -> nil, integral numbers -> integers). */
+void mlua_push_json(lua_State *L, const cJSON *j);
+
 /* ------------------------------------------------------------ registration */
 /* Registers funcs into the module table (on top of the stack) and, when
  * as_methods, into the tensor method table too (so ml.relu(t) == t:relu()). */

@@ -93,6 +93,14 @@ local cases = {
   {function() ml.io.load_safetensors("/nonexistent.safetensors") end, "safetensors: cannot open /nonexistent.safetensors"},
   {function() ml.io.save_safetensors("/tmp/y.safetensors", {a = 1}) end, "save_safetensors: value 'a' is a number, not a tensor"},
   {function() ml.load("tests/vectors/ops.safetensors") end, "has no moelab model config in its metadata"},
+  -- JSON (one converter for configs, metadata and ml.json)
+  {function() local t, c = {}, nil; c = t; for _ = 1, 300 do c[1] = {}; c = c[1] end; ml.json.encode(t) end,
+   "json.encode: tables nested too deeply (or a cycle)"},
+  {function() local a = {}; a.self = a; ml.json.encode(a) end, "json.encode: tables nested too deeply (or a cycle)"},
+  {function() ml.json.encode({1, 2, a = 3}) end, "json.encode: a table mixes list entries and named entries"},
+  {function() ml.json.encode({f = print}) end, "json.encode: cannot encode a function"},
+  {function() ml.json.encode({0 / 0}) end, "json.encode: NaN and infinity have no JSON form"},
+  {function() ml.nn.vit({dim = {print}}) end, "cannot encode a function"},
 }
 
 T.test("every bad call raises a clear error", function()
