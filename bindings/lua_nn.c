@@ -5,9 +5,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "lua_util.h"
-#include "lua_nn.h"
 #include "areas.h"
+#include "lua_kind.h"
+#include "lua_nn.h"
+#include "lua_trace.h"
+#include "lua_util.h"
 
 /* ------------------------------------------------------------ userdata */
 ml_module *mlua_to_module(lua_State *L, int idx) {
@@ -412,63 +414,6 @@ static int m_set_bn_momentum(lua_State *L) {
     return 1;
 }
 
-/* ------------------------------------------------------------ traces */
-static void push_index_tensor(lua_State *L, ml_tensor *t) {
-    if (!t) {
-        lua_pushnil(L);
-        return;
-    }
-    mlua_push_tensor(L, mlua_index_from_core(t));
-}
-
-/* Pushes the traces of ctx as {layer = {...}}, plus the ordered layer names. */
-static void push_traces(lua_State *L, const ml_ctx *ctx) {
-    lua_newtable(L);
-    int tbl = lua_gettop(L);
-    lua_newtable(L);
-    int order = lua_gettop(L);
-    int n = 0;
-    for (const ml_trace *tr = ctx->traces; tr; tr = tr->next) {
-        lua_newtable(L);
-        lua_pushstring(L, tr->layer);
-        lua_setfield(L, -2, "layer");
-        lua_pushinteger(L, tr->num_experts);
-        lua_setfield(L, -2, "num_experts");
-        push_index_tensor(L, tr->experts);
-        lua_setfield(L, -2, "experts");
-        if (tr->gates) mlua_push_tensor(L, ml_retain(tr->gates)), lua_setfield(L, -2, "gates");
-        if (tr->probs) mlua_push_tensor(L, ml_retain(tr->probs)), lua_setfield(L, -2, "probs");
-        if (tr->kept) mlua_push_tensor(L, ml_retain(tr->kept)), lua_setfield(L, -2, "kept");
-        if (tr->load) mlua_push_tensor(L, ml_retain(tr->load)), lua_setfield(L, -2, "load");
-        lua_newtable(L);
-        static const char *const aux_names[4] = {"importance", "load", "switch", "z"};
-        for (int k = 0; k < 4; k++)
-            if (tr->aux[k] == tr->aux[k]) { /* not NaN */
-                lua_pushnumber(L, tr->aux[k]);
-                lua_setfield(L, -2, aux_names[k]);
-            }
-        lua_setfield(L, -2, "aux");
-        lua_pushvalue(L, -1);
-        lua_setfield(L, tbl, tr->layer);
-        lua_pop(L, 1);
-        lua_pushstring(L, tr->layer);
-        lua_rawseti(L, order, ++n);
-    }
-    /* let the Lua library attach its printing metatable: ml.nn._trace(tbl, order) */
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "loaded");
-    lua_getfield(L, -1, "moelab");
-    lua_getfield(L, -1, "nn");
-    if (lua_istable(L, -1) && lua_getfield(L, -1, "_trace") == LUA_TFUNCTION) {
-        lua_pushvalue(L, tbl);
-        lua_pushvalue(L, order);
-        lua_call(L, 2, 0);
-    } else {
-        lua_pop(L, 1);
-    }
-    lua_settop(L, tbl);
-}
-
 /* ------------------------------------------------------------ methods */
 /* The Lua hook: hook(path, module, input, output). Errors stop the forward. */
 typedef struct {
@@ -493,15 +438,18 @@ static void hook_cb(void *ud, const char *path, const ml_module *m, ml_tensor *x
     }
 }
 
-/* m:forward(x, [{trace = false, aux = false, hook = fn(path, module, input, output)}]) -> y, trace|nil, aux|nil */
+/* m:forward(x, [{trace = false, trace_grad = false, aux = false, hook = fn(path, module, input, output),
+ *   routing = trace, force = {[layer] = e}, silence = {[layer] = e | {e...}}}]) -> y, trace|nil, aux|nil */
 static int m_forward(lua_State *L) {
     ml_module *m = mlua_check_module(L, 1);
     ml_tensor *x = mlua_check_tensor(L, 2);
-    static const char *const known[] = {"trace", "aux", "hook", NULL};
+    static const char *const known[] = {"trace", "trace_grad", "aux", "hook", "routing", "force", "silence", NULL};
     mlua_check_options(L, 3, "forward", known);
     ml_ctx ctx = {0};
-    ctx.trace = mlua_opt_bool(L, 3, "trace", false);
+    ctx.trace_grad = mlua_opt_bool(L, 3, "trace_grad", false);
+    ctx.trace = mlua_opt_bool(L, 3, "trace", false) || ctx.trace_grad;
     ctx.want_aux = mlua_opt_bool(L, 3, "aux", false);
+    mlua_routing_options(L, 3, &ctx, "forward");
     hook_ud hook = {L, 0, false};
     if (lua_istable(L, 3) && lua_getfield(L, 3, "hook") != LUA_TNIL) {
         luaL_checktype(L, -1, LUA_TFUNCTION);
@@ -521,7 +469,7 @@ static int m_forward(lua_State *L) {
         return mlua_error(L);
     }
     mlua_push_tensor(L, y);
-    if (ctx.trace) push_traces(L, &ctx);
+    if (ctx.trace) mlua_push_trace(L, ml_ctx_take_trace(&ctx));
     else lua_pushnil(L);
     if (ctx.aux) mlua_push_tensor(L, ml_retain(ctx.aux));
     else lua_pushnil(L);
@@ -875,25 +823,10 @@ static int m_profile(lua_State *L) {
     return 2;
 }
 
-static int m_tostring(lua_State *L) {
-    /* the tree view lives in lua/moelab/nn.lua when loaded */
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "loaded");
-    lua_getfield(L, -1, "moelab");
-    lua_getfield(L, -1, "nn");
-    if (lua_istable(L, -1) && lua_getfield(L, -1, "_tostring") == LUA_TFUNCTION) {
-        lua_pushvalue(L, 1);
-        lua_call(L, 1, 1);
-        return 1;
-    }
-    return m_describe(L);
-}
-
 static int m_index(lua_State *L) {
     mlua_check_module(L, 1);
     if (lua_type(L, 2) == LUA_TNUMBER) return m_get(L);
-    luaL_getmetatable(L, MLUA_MODULE);
-    lua_getfield(L, -1, "__methods");
+    mlua_kind_methods(L, MLUA_MODULE);
     lua_pushvalue(L, 2);
     lua_rawget(L, -2);
     return 1;
@@ -928,25 +861,14 @@ static const luaL_Reg nn_functions[] = {
     {NULL, NULL}};
 
 void mlua_open_nn(lua_State *L) {
-    luaL_newmetatable(L, MLUA_MODULE);
-    lua_newtable(L);
-    luaL_setfuncs(L, module_methods, 0);
-    lua_setfield(L, -2, "__methods");
-    const luaL_Reg meta[] = {{"__gc", m_gc}, {"__call", m_call}, {"__index", m_index}, {"__tostring", m_tostring},
+    /* the tree view of a module is the Lua library's (lua/moelab/nn.lua, through ml.extend) */
+    const luaL_Reg meta[] = {{"__gc", m_gc}, {"__call", m_call}, {"__index", m_index}, {"__tostring", m_describe},
                              {NULL, NULL}};
-    luaL_setfuncs(L, meta, 0);
-    lua_pushstring(L, "Module");
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
+    mlua_new_kind(L, MLUA_MODULE, "Module", module_methods, meta);
     mlua_subtable(L, "nn");
     luaL_setfuncs(L, nn_functions, 0);
     lua_pop(L, 1);
 }
 
 /* Adds methods to the Module method table (for other binding areas). */
-void mlua_module_methods(lua_State *L, const luaL_Reg *methods) {
-    luaL_getmetatable(L, MLUA_MODULE);
-    lua_getfield(L, -1, "__methods");
-    luaL_setfuncs(L, methods, 0);
-    lua_pop(L, 2);
-}
+void mlua_module_methods(lua_State *L, const luaL_Reg *methods) { mlua_kind_add_methods(L, MLUA_MODULE, methods); }

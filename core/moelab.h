@@ -28,6 +28,7 @@
 #include "io/safetensors.h"
 #include "nn/layers.h"
 #include "nn/module.h"
+#include "nn/trace.h"
 #include "nn/cnn.h"
 #include "nn/transformer.h"
 #include "nn/zoo.h"

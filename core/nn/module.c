@@ -100,31 +100,20 @@ ml_module *ml_module_child(const ml_module *m, const char *name) {
 }
 
 /* ------------------------------------------------------------ context */
-void ml_trace_free(ml_trace *tr) {
-    while (tr) {
-        ml_trace *next = tr->next;
-        free(tr->layer);
-        ml_release(tr->experts);
-        ml_release(tr->gates);
-        ml_release(tr->probs);
-        ml_release(tr->kept);
-        ml_release(tr->load);
-        free(tr);
-        tr = next;
-    }
+static void forget_routing_use(ml_ctx *ctx) {
+    free(ctx->routing_used);
+    free(ctx->overrides_used);
+    ctx->routing_used = ctx->overrides_used = NULL;
 }
 
 void ml_ctx_clear(ml_ctx *ctx) {
     if (!ctx) return;
     ml_trace_free(ctx->traces);
-    ctx->traces = ctx->last_trace = NULL;
+    ctx->traces = NULL;
     ml_release(ctx->aux);
     ctx->aux = NULL;
-    ml_release(ctx->route);
-    ml_release(ctx->route_gates);
-    ml_release(ctx->route_probs);
-    ctx->route = ctx->route_gates = ctx->route_probs = NULL;
-    ctx->route_layer = 0;
+    forget_routing_use(ctx);
+    ctx->depth = 0;
     ctx->path[0] = 0;
 }
 
@@ -140,17 +129,62 @@ int ml_ctx_add_aux(ml_ctx *ctx, ml_tensor *term) {
     return 0;
 }
 
-void ml_ctx_add_trace(ml_ctx *ctx, ml_trace *tr) {
-    tr->next = NULL;
-    if (ctx->last_trace) ctx->last_trace->next = tr;
-    else ctx->traces = tr;
-    ctx->last_trace = tr;
+int ml_ctx_record(ml_ctx *ctx, const ml_trace_entry *e) {
+    if (!ctx || !ctx->trace) return 0;
+    if (!ctx->traces && !(ctx->traces = ml_trace_new())) return -1;
+    ml_trace_entry named = *e;
+    named.name = ctx->path;
+    return ml_trace_add(ctx->traces, &named, ctx->trace_grad);
+}
+
+ml_trace *ml_ctx_take_trace(ml_ctx *ctx) {
+    ml_trace *t = ctx->traces ? ctx->traces : ml_trace_new();
+    ctx->traces = NULL;
+    return t;
+}
+
+/* Before the outermost forward: nothing of the forced routing used yet. */
+static int begin_routing_use(ml_ctx *ctx) {
+    forget_routing_use(ctx);
+    if (ctx->routing && ctx->routing->n > 0 && !(ctx->routing_used = calloc((size_t)ctx->routing->n, sizeof(bool))))
+        return ml_failc("out of memory");
+    if (ctx->n_overrides > 0 && !(ctx->overrides_used = calloc((size_t)ctx->n_overrides, sizeof(bool))))
+        return ml_failc("out of memory");
+    return 0;
+}
+
+/* After it: every layer of the forced routing and every override must have
+ * met its layer, else the routing was meant for another model. */
+static int end_routing_use(ml_ctx *ctx) {
+    int rc = 0;
+    for (int i = 0; ctx->routing && i < ctx->routing->n && !rc; i++)
+        if (!ctx->routing_used[i])
+            rc = ml_failc("forward: the forced routing has a layer '%s' that this model did not run (a trace of "
+                          "another model?)", ctx->routing->layers[i].name);
+    for (int i = 0; i < ctx->n_overrides && !rc; i++)
+        if (!ctx->overrides_used[i])
+            rc = ml_failc("forward: no MoE layer '%s' to %s expert %d in", ctx->overrides[i].layer,
+                          ctx->overrides[i].what == ML_ROUTE_FORCE ? "force" : "silence", ctx->overrides[i].expert + 1);
+    return rc;
 }
 
 /* ------------------------------------------------------------ running */
 ml_tensor *ml_module_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     if (!m->type->forward) return ml_fail("%s: module has no forward", m->type->name);
-    return m->type->forward(m, x, ctx);
+    bool outermost = ctx && ctx->depth == 0;
+    if (outermost && begin_routing_use(ctx)) return NULL;
+    if (ctx) ctx->depth++;
+    ml_tensor *y = m->type->forward(m, x, ctx);
+    if (ctx) ctx->depth--;
+    if (outermost) {
+        int rc = y ? end_routing_use(ctx) : 0;
+        forget_routing_use(ctx);
+        if (rc) {
+            ml_release(y);
+            return NULL;
+        }
+    }
+    return y;
 }
 
 ml_tensor *ml_module_forward_child(ml_module *parent, int i, ml_tensor *x, ml_ctx *ctx) {

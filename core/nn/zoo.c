@@ -5,14 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "../ops/shape.h"
-#include "../ops/softmax.h"
-#include "../ops/reduce.h"
-#include "moe/dispatch.h"
+#include <string.h>
+
 #include "layers.h"
 #include "zoo_internal.h"
-
-#include <string.h>
 
 ml_module *ml_zoo_build_cnn(const char *name, cJSON *cfg);
 ml_module *ml_zoo_build_vit(const char *name, cJSON *cfg);
@@ -20,6 +16,7 @@ ml_module *ml_zoo_build_vit(const char *name, cJSON *cfg);
 /* ------------------------------------------------------------ the Model module */
 static void model_destroy(ml_module *m) {
     ml_zoo_state *s = m->state;
+    ml_global_route_release(s->route);
     cJSON_Delete(s->config);
     free(s);
 }
@@ -54,50 +51,13 @@ static cJSON *model_config(const ml_module *m) {
     return cJSON_Duplicate(s->config, true);
 }
 
-/* Runs the global router (child "router") and stores its decisions in ctx. */
+/* Runs the global router (child "router") and stores its decisions for the layers. */
 int ml_zoo_run_global_router(ml_module *m, int child, ml_tensor *x, ml_ctx *ctx) {
     ml_zoo_state *s = m->state;
     ml_tensor *logits = ml_module_forward_child(m, child, x, ctx); /* [N, L*E] */
-    if (!logits) return -1;
-    int64_t N = x->shape[0], L = s->moe_layers, E = s->experts;
-    int64_t s3[3] = {N, L, E};
-    ml_tensor *l3 = ml_reshape(logits, 3, s3);
-    ml_tensor *p = l3 ? ml_softmax(l3, 2) : NULL;
+    int rc = logits ? ml_global_route_set(s->route, logits) : -1;
     ml_release(logits);
-    ml_release(l3);
-    if (!p) return -1;
-    ml_tensor *idx = ml_argmax(p, 2, false); /* [N, L] */
-    int64_t fs[2] = {N * L * E, 1}, nl = N * L;
-    ml_tensor *flat = ml_empty(ML_I64, 1, &nl);
-    for (int64_t i = 0; i < nl; i++) ml_i64(flat)[i] = i * E + ml_i64(idx)[i];
-    ml_tensor *pf = ml_reshape(p, 2, fs);
-    ml_tensor *g = pf ? ml_moe_gather(pf, flat) : NULL;
-    int64_t s2[2] = {N, L};
-    ml_tensor *gates = g ? ml_reshape(g, 2, s2) : NULL;
-    ml_release(pf);
-    ml_release(g);
-    ml_release(flat);
-    if (!gates) {
-        ml_release(p);
-        ml_release(idx);
-        return -1;
-    }
-    ml_release(ctx->route);
-    ml_release(ctx->route_gates);
-    ml_release(ctx->route_probs);
-    ctx->route = idx;
-    ctx->route_gates = gates;
-    ctx->route_probs = p;
-    ctx->route_layer = 0;
-    return 0;
-}
-
-static void clear_route(ml_ctx *ctx) {
-    ml_release(ctx->route);
-    ml_release(ctx->route_gates);
-    ml_release(ctx->route_probs);
-    ctx->route = ctx->route_gates = ctx->route_probs = NULL;
-    ctx->route_layer = 0;
+    return rc;
 }
 
 static ml_tensor *model_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
@@ -105,7 +65,7 @@ static ml_tensor *model_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     ml_ctx local = {0};
     if (!ctx) ctx = &local;
     ml_tensor *y = s->fwd(m, x, ctx);
-    clear_route(ctx);
+    if (s->route) ml_global_route_clear(s->route);
     if (ctx == &local) ml_ctx_clear(&local);
     return y;
 }

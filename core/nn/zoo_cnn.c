@@ -58,9 +58,10 @@ static ml_module *global_router(int in_c, int layers, int experts) {
 static int attach_global_router(ml_module *m, const ml_zoo_common *z) {
     ml_zoo_state *s = m->state;
     if (z->conv.kind != CONV_MOE || !z->conv.global) return 0;
-    s->moe_layers = ml_moe_conv_count(m);
-    s->experts = z->conv.experts;
-    return ml_module_add_child(m, "router", global_router(z->in_c, s->moe_layers, s->experts)) ? 0 : -1;
+    int layers = ml_moe_conv_count(m);
+    if (!(s->route = ml_global_route_new(layers, z->conv.experts)) || ml_moe_conv_attach_global(m, s->route) != layers)
+        return -1;
+    return ml_module_add_child(m, "router", global_router(z->in_c, layers, z->conv.experts)) ? 0 : -1;
 }
 
 /* Model forward: normalize, then (global router), then the remaining children. */
@@ -68,7 +69,7 @@ static ml_tensor *forward_backbone(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     ml_zoo_state *s = m->state;
     ml_tensor *h = ml_module_forward_child(m, 0, x, ctx); /* normalize */
     if (!h) return NULL;
-    if (s->moe_layers > 0 && ml_zoo_run_global_router(m, ml_zoo_child_index(m, "router"), h, ctx)) {
+    if (s->route && ml_zoo_run_global_router(m, ml_zoo_child_index(m, "router"), h, ctx)) {
         ml_release(h);
         return NULL;
     }
@@ -209,7 +210,7 @@ static ml_tensor *resnet_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     ml_zoo_state *s = m->state;
     ml_tensor *h = ml_module_forward_child(m, 0, x, ctx);
     if (!h) return NULL;
-    if (s->moe_layers > 0 && ml_zoo_run_global_router(m, ml_zoo_child_index(m, "router"), h, ctx)) {
+    if (s->route && ml_zoo_run_global_router(m, ml_zoo_child_index(m, "router"), h, ctx)) {
         ml_release(h);
         return NULL;
     }
@@ -369,7 +370,7 @@ static ml_tensor *wrn_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     ml_zoo_state *s = m->state;
     ml_tensor *h = ml_module_forward_child(m, 0, x, ctx);
     if (!h) return NULL;
-    if (s->moe_layers > 0 && ml_zoo_run_global_router(m, ml_zoo_child_index(m, "router"), h, ctx)) {
+    if (s->route && ml_zoo_run_global_router(m, ml_zoo_child_index(m, "router"), h, ctx)) {
         ml_release(h);
         return NULL;
     }

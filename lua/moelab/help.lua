@@ -198,7 +198,7 @@ local texts = {
   ["nn.PatchEmbed"] = "ml.nn.PatchEmbed({C, H, W}, patch, dim) -> [B, 1 + HW/p^2, dim] tokens: p x p patches, class token, position embedding",
   ["nn.BasicBlock"] = "ml.nn.BasicBlock(in, out, [stride = 1]) -> ResNet residual block (two 3x3 conv + BN, shortcut when the shape changes)",
   ["nn.Router"] = "ml.nn.Router(dim, experts) -> linear router without bias, logits = x S^T (parameters in the \"router\" group)",
-  ["nn.TokenMoE"] = "ml.nn.TokenMoE(dim, [{experts = 8, k = 2, capacity_factor = 1.25, noise_std = 1, expert = module | config,\n  importance_weight = 0.005, load_weight = 0.005, switch_weight = 0, z_weight = 0, renormalize = false,\n  batch_priority = false, round_capacity = false, random_ties = true}])\n  Sparse V-MoE layer over tokens: noisy top-k routing with capacity; only the selected experts are computed;\n  auxiliary losses and a routing trace in model:forward(x, {trace = true}).",
+  ["nn.TokenMoE"] = "ml.nn.TokenMoE(dim, [{experts = 8, k = 2, capacity_factor = 1.25, noise_std = 1, expert = module | config,\n  importance_weight = 0.005, load_weight = 0.005, switch_weight = 0, z_weight = 0, renormalize = false,\n  batch_priority = false, round_capacity = false, random_ties = true}])\n  Sparse V-MoE layer over tokens: noisy top-k routing with capacity; only the selected experts are computed;\n  auxiliary losses and a routing trace in model:forward(x, {trace = true}). Exact ties go to the lowest expert\n  index in evaluation (random_ties applies in training only).",
   ["nn.SmoothMoE"] = "ml.nn.SmoothMoE(dim, [{experts = 8, expert = module | config}]) -> f(x) = sum_i p_i(x) f_i(x), p = softmax(S x) (all experts computed)",
   ["nn.MoEConv2d"] = "ml.nn.MoEConv2d(in, out, k, [{stride = 1, padding = (k-1)/2, experts = 2, ratio = 0.5, router = \"layer\" | \"global\", mask = false,\n  importance_weight = 0, switch_weight = 0}])\n  Channel-MoE convolution (MoE-CNN): each sample's router picks one expert, a block of ratio*out channels;\n  only those channels are computed (mask = true: full convolution then mask, the reference form).\n  importance_weight / switch_weight > 0 add balancing losses for the per-layer router in training.",
   ["nn.MaskedConv2d"] = "ml.nn.MaskedConv2d(in, out, k, [{stride, padding, ratio = 0.5}]) -> convolution keeping the ratio of output channels\n  with the largest learned scores (Sparse-CNN baseline; scores in the \"router\" group)",
@@ -229,6 +229,15 @@ local texts = {
   ["moe.switch_loss"] = "ml.moe.switch_loss(probs, experts) -> E * sum_e f_e P_e (Switch/GShard balance loss)",
   ["moe.z_loss"] = "ml.moe.z_loss(logits) -> mean of logsumexp(logits)^2 (router z-loss)",
   ["moe.cv2"] = "ml.moe.cv2(v) -> (std(v) / mean(v))^2 with the population std",
+  -- routing traces
+  ["trace.new"] = "ml.trace.new({{layer = name, kind = \"token\", experts = [T, K] (1-based), E = n, gates, probs, logits, kept, aux}, ...})\n  -> a routing trace built by hand (for tests, or a routing to force); kind: token, smooth, channel, global",
+  ["trace.load"] = "ml.trace.load(path) -> the routing trace saved by trace:save(path) (safetensors)",
+  ["trace.save"] = "trace:save(path) -> trace; writes it as safetensors (expert ids 0-based in the file, as in C)",
+  ["trace.get"] = "trace:get(i | \"layer\") -> the layer's table {layer, kind, T, E, K, experts (1-based), gates, probs, logits,\n  kept, load, dropped, aux}; an absent layer is an error (trace[i] and trace[\"layer\"] give nil instead)",
+  ["trace.layers"] = "trace:layers() -> the MoE layer names in forward order",
+  ["trace.equal"] = "trace:equal(other) -> true when both traces select the same experts with the same kept flags (also trace == other)",
+  ["trace.compatible"] = "trace:compatible(other) -> trace; an error naming the first difference unless both come from the same\n  model and batch size (same layers, kinds, T, E, K)",
+  ["extend"] = "ml.extend(kind, {name = fn, __tostring = fn, ...})\n  Adds methods (and metamethods such as a printer) to a kind of object: \"Module\", \"Trace\", \"Dataset\", \"Optimizer\", \"Tensor\".\n  e.g. ml.extend(\"Module\", {nparams = function(m) return (m:num_params()) end})",
   ["moe.capacity"] = "ml.moe.capacity(T, E, k, factor, [round4]) -> expert capacity ceil(k T factor / E)",
 }
 
@@ -250,6 +259,9 @@ end
 local topics = {
   Module = [[
 Module (a model or a layer) -- model(x) or model:forward(x, {trace = false, aux = false}) -> y, trace, aux
+  forward options: trace_grad = true (the trace's logits/probs/gates keep their autograd history),
+    routing = trace (every sparse MoE layer uses that trace's selection), force = {[layer] = e},
+    silence = {[layer] = e | {e1, ...}} (expert ids 1-based), hook = fn(path, module, input, output)
   :train() / :eval()          switch training mode (dropout, batch norm, router noise)
   :parameters([group])        {name = tensor}; group "router" or "backbone" (AdvMoE trains them apart)
   :named_parameters([group])  ordered list of {name, tensor, group}
@@ -262,6 +274,14 @@ Module (a model or a layer) -- model(x) or model:forward(x, {trace = false, aux 
 Dataset -- ds:size() (or #ds), ds:batch(i, n) -> x, y, ds:batches(n, {shuffle, seed, augment, drop_last})
   ds:get(i) -> x, label; ds:subset(from, to | indices); ds:classes(); ds:shape(); ds:labels(); ds:stats()
   augment = {crop = 4, flip = true}: random crop after zero padding, horizontal flip]],
+  Trace = [[
+Trace (what every MoE layer decided in one forward) -- y, trace = model:forward(x, {trace = true})
+  trace[i] or trace["blocks.1.mlp"]  a layer: {layer, kind, T, E, K, experts (1-based) [T, K], gates [T, K],
+                              probs [T, E], logits [T, E], kept [T, K], load [E], dropped, aux}
+  #trace  :layers()           number of MoE layers; their names in forward order
+  :get(i|name) :equal(t2)     a layer (error if absent); same selection (also t1 == t2)
+  :compatible(t2) :save(path) same model and batch size (else an error); write as safetensors
+  ml.trace.load(path), ml.trace.new({...}); model:forward(x, {routing = trace}) forces its selection]],
   Optimizer = [[
 Optimizer -- opt:step(), opt:zero_grad(), opt:lr([value]), opt:steps(), opt:params(),
   opt:state_dict() -> tensors, steps; opt:load_state_dict(tensors, steps) to resume]],
@@ -275,7 +295,7 @@ moelab -- a lab bench for the adversarial robustness of Mixture-of-Experts model
   Ops          conv2d, max_pool2d, softmax, cross_entropy, topk, batch_norm, ... (help(ml.conv2d))
   Modules      ml.nn.Linear, ml.nn.Sequential, ... ; model(x), model:summary()     help("Module")
   Models       ml.nn.resnet18{}, ml.nn.moe_cnn{experts = 2}, ml.nn.vit{}, ml.nn.vmoe{}  help(ml.nn)
-  Routing      y, trace = model:forward(x, {trace = true}); trace[layer].experts  (1-based ids)
+  Routing      y, trace = model:forward(x, {trace = true}); trace[layer].experts (1-based)   help("Trace")
   Data         ml.data.mnist(), ml.data.cifar10(), ds:batches(128)                  help("Dataset")
   Training     ml.train.fit(model, ds, {epochs, lr, ...}), ml.optim.sgd/adam        help("Optimizer")
   MoE          ml.moe.route, gather/combine, auxiliary losses
@@ -308,7 +328,7 @@ function ml.help(x)
     if topics[x] then print(topics[x]) return end
     local v = resolve(x:gsub("^ml%.", ""))
     if v ~= nil then return ml.help(v) end
-    print(("no help for %q (try help(), or help(\"Module\"), help(\"Dataset\"), help(\"Optimizer\"))"):format(x))
+    print(("no help for %q (try help(), or help(\"Module\"), help(\"Trace\"), help(\"Dataset\"), help(\"Optimizer\"))"):format(x))
     return
   end
   if docs[x] then print(docs[x]) return end
@@ -320,6 +340,7 @@ function ml.help(x)
   elseif name == "Module" then print(topics.Module)
   elseif name == "moelab.Dataset" then print(topics.Dataset)
   elseif name == "moelab.Optimizer" then print(topics.Optimizer)
+  elseif name == "Trace" then print(topics.Trace)
   elseif type(x) == "table" then
     local prefix = ""
     for k, v in pairs(ml) do if v == x then prefix = "ml." .. k .. "." end end

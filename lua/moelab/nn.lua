@@ -1,4 +1,4 @@
--- ml.nn in Lua: printing of modules and routing traces, model summaries.
+-- ml.nn in Lua: printing of modules, model summaries, router calibration.
 local ml = require "moelab"
 local nn = ml.nn
 
@@ -9,7 +9,7 @@ local function fmt_count(n)
 end
 
 -- A module prints as an indented tree, as PyTorch's repr does.
-function nn._tostring(m)
+local function module_tree(m)
   local lines = {}
   for _, e in ipairs(m:modules()) do
     if e.depth <= 6 then
@@ -23,36 +23,9 @@ function nn._tostring(m)
   return table.concat(lines, "\n")
 end
 
--- Traces: {layer = entry}, printed as a compact per-layer table.
-local trace_mt = {}
-trace_mt.__index = trace_mt
-
-function trace_mt.__tostring(t)
-  local order = rawget(getmetatable(t), "_order") or {}
-  if #order == 0 then return "routing trace (no MoE layer)" end
-  local out = {("%-28s %6s %3s %7s  %s"):format("layer", "tokens", "K", "dropped", "load per expert")}
-  for _, name in ipairs(order) do
-    local e = t[name]
-    local T, K = e.experts:size(1), e.experts:size(2)
-    local dropped = e.kept and (T * K - e.kept:sum():item()) or 0
-    local load = {}
-    if e.load then
-      for i = 1, e.load:size(1) do load[#load + 1] = ("%d"):format(e.load[i]) end
-    end
-    out[#out + 1] = ("%-28s %6d %3d %7d  %s"):format(name, T, K, dropped, table.concat(load, " "))
-  end
-  return table.concat(out, "\n")
-end
-
-function nn._trace(t, order)
-  setmetatable(t, {__index = trace_mt, __tostring = trace_mt.__tostring, _order = order})
-end
-
--- The layer names of a trace, in forward order.
-function nn.trace_layers(t)
-  local mt = getmetatable(t)
-  return mt and mt._order or {}
-end
+-- The layer names of a trace, in forward order (kept for scripts written
+-- before traces had methods: trace:layers() is the same).
+function nn.trace_layers(t) return t:layers() end
 
 -- model:summary([input_shape]) -> printed table of layers: parameters (total and
 -- active per input) and FLOPs per image, measured by one forward of a single image.
@@ -151,11 +124,8 @@ ml.nn.calibrate_routers(model, x) -> model
   degenerate (as WORKLOADS.md describes for the W2/W4 benchmarks): each router is centred on the
   mean of its inputs and its rows scaled to unit spread; BatchNorm statistics are refreshed.]])
 
--- model:summary(...) as a method of every module
-do
-  local methods = debug.getregistry()["moelab.Module"].__methods
-  methods.summary = nn.summary
-end
+-- model:summary(...) as a method of every module, and the tree view as its printer
+ml.extend("Module", {summary = nn.summary, __tostring = module_tree})
 
 ml.doc(nn.summary, [[
 model:summary([input shape], [{depth = 2, quiet = false}]) -> {rows, params, active, flops, text}

@@ -9,12 +9,14 @@
 
 #include "../../autograd.h"
 #include "../../ops/elementwise.h"
+#include "../../ops/index.h"
 #include "../../ops/linalg.h"
 #include "../../ops/reduce.h"
 #include "../../ops/shape.h"
 #include "../../ops/softmax.h"
 #include "../layers.h"
 #include "dispatch.h"
+#include "forced.h"
 
 /* ------------------------------------------------------------ Router */
 typedef struct {
@@ -220,6 +222,61 @@ static double add_aux(ml_ctx *ctx, ml_tensor *term, double weight, bool add) {
 }
 
 /* ------------------------------------------------------------ TokenMoE */
+/* The combine weight of every (token, choice), kept or dropped: probs at the
+ * selected experts, divided by the sum over the token's kept choices when
+ * renormalising (a token without kept choices keeps its raw weights).
+ * Differentiable: the trace's gates. */
+static ml_tensor *choice_gates(ml_tensor *probs, const ml_routing *r, bool renormalize) {
+    ml_tensor *g = ml_gather(probs, 1, r->experts);
+    if (!g || !renormalize) return g;
+    int64_t T = r->T, K = r->K, ts[2] = {T, 1};
+    ml_tensor *keptf = ml_to_dtype(r->kept, ML_F32), *none = ml_zeros(ML_F32, 2, ts);
+    if (keptf && none)
+        for (int64_t t = 0; t < T; t++) {
+            float s = 0;
+            for (int64_t k = 0; k < K; k++) s += ml_f32(keptf)[t * K + k];
+            ml_f32(none)[t] = s == 0 ? 1.0f : 0.0f;
+        }
+    ml_tensor *gk = keptf && none ? ml_mul(g, keptf) : NULL;
+    ml_tensor *den = gk ? ml_sum(gk, 1, true) : NULL;
+    ml_tensor *safe = den ? ml_add(den, none) : NULL;
+    ml_tensor *out = safe ? ml_div(g, safe) : NULL;
+    ml_release(g);
+    ml_release(keptf);
+    ml_release(none);
+    ml_release(gk);
+    ml_release(den);
+    ml_release(safe);
+    return out;
+}
+
+/* Auxiliary losses (added to ctx->aux, weighted, when training or asked
+ * for) and the trace of a TokenMoE forward. */
+static int token_report(ml_module *m, ml_ctx *ctx, ml_tensor *logits, ml_tensor *noisy, ml_tensor *probs,
+                        const ml_routing *r, double sigma) {
+    const ml_moe_opts *o = &((moe_state *)m->state)->o;
+    bool add = m->training || ctx->want_aux;
+    double av[ML_AUX_COUNT] = {NAN, NAN, NAN, NAN};
+    ml_tensor *pclean = noisy == logits ? ml_retain(probs) : ml_softmax(logits, 1);
+    if (!pclean) return -1;
+    if (o->w_importance > 0 || ctx->trace) av[ML_AUX_IMPORTANCE] = add_aux(ctx, ml_aux_importance(pclean), o->w_importance, add);
+    if (o->w_load > 0 || ctx->trace)
+        av[ML_AUX_LOAD] = add_aux(ctx, ml_aux_load(logits, noisy, o->k, sigma > 0 ? sigma : 1.0 / (double)o->experts),
+                                  o->w_load, add);
+    if (o->w_switch > 0) av[ML_AUX_SWITCH] = add_aux(ctx, ml_aux_switch(probs, r->experts), o->w_switch, add);
+    if (o->w_z > 0) av[ML_AUX_Z] = add_aux(ctx, ml_aux_zloss(logits), o->w_z, add);
+    int rc = 0;
+    if (ctx->trace) {
+        ml_tensor *gates = choice_gates(probs, r, o->renormalize);
+        ml_trace_entry e = {.kind = ML_TRACE_TOKEN, .experts = r->experts, .gates = gates, .probs = pclean,
+                            .logits = logits, .kept = r->kept, .aux = av};
+        rc = gates ? ml_ctx_record(ctx, &e) : -1;
+        ml_release(gates);
+    }
+    ml_release(pclean);
+    return rc;
+}
+
 static ml_tensor *token_moe_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     moe_state *s = m->state;
     const ml_moe_opts *o = &s->o;
@@ -233,6 +290,7 @@ static ml_tensor *token_moe_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     ml_tensor *logits = NULL, *noisy = NULL, *probs = NULL, *gates = NULL, *Xd = NULL, *Y = NULL, *out = NULL;
     ml_tensor **ys = NULL;
     ml_routing r = {0};
+    ml_layer_plan plan = {0};
     bool routed = false;
 
     logits = router_logits(m, X, ctx);
@@ -251,7 +309,11 @@ static ml_tensor *token_moe_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     }
     probs = ml_softmax(noisy, 1);
     if (!probs) goto done;
-    ml_route_opts ro = {o->k, o->capacity_factor, o->round_capacity, o->batch_priority, o->random_ties};
+    if (ml_layer_plan_get(ctx, "TokenMoE", ML_TRACE_TOKEN, T, (int)E, o->k, &plan)) goto done;
+    /* random tie-breaking is a training option: evaluation is deterministic */
+    ml_route_opts ro = {.k = o->k, .capacity_factor = o->capacity_factor, .round_capacity = o->round_capacity,
+                        .batch_priority = o->batch_priority, .random_ties = o->random_ties && m->training};
+    ml_layer_plan_apply(&plan, &ro);
     if (ml_route(probs, &ro, &r)) goto done;
     routed = true;
 
@@ -285,7 +347,7 @@ static ml_tensor *token_moe_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     }
     if (r.A == 0) { /* everything dropped: the residual carries every token */
         out = ml_zeros(ML_F32, x->ndim, x->shape);
-        goto aux;
+        goto report;
     }
     Xd = ml_moe_gather(X, r.token);
     if (!Xd) goto done;
@@ -317,40 +379,15 @@ static ml_tensor *token_moe_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
         ml_release(o2);
         if (!out) goto done;
     }
-aux:
-    if (ctx && (m->training || ctx->want_aux || ctx->trace)) {
-        bool add = m->training || ctx->want_aux;
-        double av[4] = {NAN, NAN, NAN, NAN};
-        ml_tensor *pclean = noisy == logits ? ml_retain(probs) : ml_softmax(logits, 1);
-        if (pclean && (o->w_importance > 0 || ctx->trace)) av[0] = add_aux(ctx, ml_aux_importance(pclean), o->w_importance, add);
-        if (o->w_load > 0 || ctx->trace)
-            av[1] = add_aux(ctx, ml_aux_load(logits, noisy, o->k, sigma > 0 ? sigma : 1.0 / (double)E), o->w_load, add);
-        if (o->w_switch > 0) av[2] = add_aux(ctx, ml_aux_switch(probs, r.experts), o->w_switch, add);
-        if (o->w_z > 0) av[3] = add_aux(ctx, ml_aux_zloss(logits), o->w_z, add);
-        ml_release(pclean);
-        if (ctx->trace) {
-            ml_trace *tr = calloc(1, sizeof *tr);
-            tr->layer = strdup(ctx->path);
-            tr->num_experts = (int)E;
-            tr->experts = ml_retain(r.experts);
-            tr->kept = ml_retain(r.kept);
-            tr->load = ml_retain(r.load);
-            tr->probs = ml_detach(probs);
-            /* gates of every (token, k) choice, kept or not */
-            int64_t ts[2] = {T, o->k};
-            tr->gates = ml_empty(ML_F32, 2, ts);
-            ml_tensor *pc = ml_contiguous(probs);
-            for (int64_t t = 0; t < T; t++)
-                for (int k = 0; k < o->k; k++)
-                    ml_f32(tr->gates)[t * o->k + k] = ml_f32(pc)[t * E + ml_i64(r.experts)[t * o->k + k]];
-            ml_release(pc);
-            memcpy(tr->aux, av, sizeof av);
-            ml_ctx_add_trace(ctx, tr);
-        }
+report:
+    if (ctx && (m->training || ctx->want_aux || ctx->trace) && token_report(m, ctx, logits, noisy, probs, &r, sigma)) {
+        ml_release(out);
+        out = NULL;
     }
 done:
     if (ys) free(ys);
     if (routed) ml_routing_free(&r);
+    ml_layer_plan_free(&plan);
     ml_release(X);
     ml_release(logits);
     ml_release(noisy);
@@ -395,6 +432,28 @@ static ml_module *token_from_config(const cJSON *c) {
 }
 
 /* ------------------------------------------------------------ SmoothMoE */
+/* The trace of a soft routing: the top-1 expert of every token (K = 1). */
+static int smooth_record(ml_ctx *ctx, ml_tensor *logits, ml_tensor *probs) {
+    ml_route_opts top1 = {.k = 1};
+    ml_routing r;
+    if (ml_route(probs, &top1, &r)) return -1;
+    ml_trace_entry e = {.kind = ML_TRACE_SMOOTH, .experts = r.experts, .probs = probs, .logits = logits};
+    int rc = ml_ctx_record(ctx, &e);
+    ml_routing_free(&r);
+    return rc;
+}
+
+/* Soft routing has no selection to force: a forced routing is only checked
+ * against the layer, and forcing or silencing an expert is refused. */
+static int smooth_plan(ml_ctx *ctx, int64_t T, int E) {
+    ml_layer_plan plan;
+    if (ml_layer_plan_get(ctx, "SmoothMoE", ML_TRACE_SMOOTH, T, E, 1, &plan)) return -1;
+    bool overridden = plan.force_first || plan.silenced;
+    ml_layer_plan_free(&plan);
+    return overridden ? ml_failc("SmoothMoE: every expert contributes to a soft routing; forcing or silencing an "
+                                 "expert applies to sparse layers (TokenMoE, MoEConv2d)") : 0;
+}
+
 static ml_tensor *smooth_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     moe_state *s = m->state;
     const ml_moe_opts *o = &s->o;
@@ -404,6 +463,10 @@ static ml_tensor *smooth_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     int64_t rows[2] = {-1, D};
     ml_tensor *X = ml_reshape(x, 2, rows);
     if (!X) return NULL;
+    if (smooth_plan(ctx, X->shape[0], o->experts)) {
+        ml_release(X);
+        return NULL;
+    }
     ml_tensor *logits = router_logits(m, X, ctx), *probs = logits ? ml_softmax(logits, 1) : NULL, *acc = NULL;
     for (int e = 0; e < o->experts && probs; e++) {
         ml_tensor *ye = run_expert(m, e, X, ctx);
@@ -433,15 +496,9 @@ static ml_tensor *smooth_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
             for (int d = 0; d < x->ndim - 1; d++) shape[d] = x->shape[d];
             shape[x->ndim - 1] = acc->shape[1];
             ml_tensor *out = ml_reshape(acc, x->ndim, shape);
-            if (out && ctx && ctx->trace) {
-                ml_trace *tr = calloc(1, sizeof *tr);
-                tr->layer = strdup(ctx->path);
-                tr->num_experts = o->experts;
-                tr->probs = ml_detach(probs);
-                ml_tensor *top = ml_argmax(probs, 1, true);
-                tr->experts = top;
-                for (int k = 0; k < 4; k++) tr->aux[k] = NAN;
-                ml_ctx_add_trace(ctx, tr);
+            if (out && ctx && ctx->trace && smooth_record(ctx, logits, probs)) {
+                ml_release(out);
+                out = NULL;
             }
             ml_release(acc);
             ml_release(X);

@@ -11,6 +11,7 @@
 #include "../../autograd.h"
 #include "../../ops/conv.h"
 #include "../../ops/elementwise.h"
+#include "../../ops/index.h"
 #include "../../ops/linalg.h"
 #include "../../ops/pool.h"
 #include "../../ops/reduce.h"
@@ -18,8 +19,58 @@
 #include "../../ops/softmax.h"
 #include "../layers.h"
 #include "dispatch.h"
+#include "forced.h"
 #include "moe.h"
 
+/* ------------------------------------------------------------ global routing */
+struct ml_global_route {
+    int refcount;
+    int layers, experts;
+    int layers_attached; /* the next layer attached reads this column */
+    ml_tensor *logits, *probs; /* [N, L, E] of the current forward, or NULL */
+};
+
+ml_global_route *ml_global_route_new(int layers, int experts) {
+    ml_global_route *g = calloc(1, sizeof *g);
+    if (!g) return ml_fail("out of memory");
+    *g = (ml_global_route){1, layers, experts, 0, NULL, NULL};
+    return g;
+}
+
+static ml_global_route *global_route_retain(ml_global_route *g) {
+    if (g) g->refcount++;
+    return g;
+}
+
+void ml_global_route_release(ml_global_route *g) {
+    if (!g || --g->refcount > 0) return;
+    ml_global_route_clear(g);
+    free(g);
+}
+
+int ml_global_route_set(ml_global_route *g, ml_tensor *logits) {
+    int64_t N = logits->shape[0], s3[3] = {N, g->layers, g->experts};
+    if (logits->ndim != 2 || logits->shape[1] != (int64_t)g->layers * g->experts)
+        return ml_failc("global router: %s logits for %d layers of %d experts", ML_SHAPE_STR(logits), g->layers, g->experts);
+    ml_tensor *l3 = ml_reshape(logits, 3, s3);
+    ml_tensor *p = l3 ? ml_softmax(l3, 2) : NULL;
+    if (!p) {
+        ml_release(l3);
+        return -1;
+    }
+    ml_global_route_clear(g);
+    g->logits = l3;
+    g->probs = p;
+    return 0;
+}
+
+void ml_global_route_clear(ml_global_route *g) {
+    ml_release(g->logits);
+    ml_release(g->probs);
+    g->logits = g->probs = NULL;
+}
+
+/* ------------------------------------------------------------ MoEConv2d */
 typedef struct {
     int64_t cin, cout;
     int k, stride, pad;
@@ -27,13 +78,16 @@ typedef struct {
     double ratio;
     int64_t block;  /* channels per expert = round(ratio * cout) */
     int64_t *start; /* first channel of each expert */
-    bool global;    /* routed by the model's global router (ctx->route) */
+    bool global;    /* routed by the model's global router */
+    ml_global_route *route; /* ... whose decisions this layer reads (column route_layer); NULL until attached */
+    int route_layer;
     bool mask;      /* full compute then mask (reference form) instead of sparse */
     double w_importance, w_switch; /* balancing losses of a per-layer router (0: off) */
 } moe_conv_state;
 
 static void moe_conv_destroy(ml_module *m) {
     moe_conv_state *s = m->state;
+    ml_global_route_release(s->route);
     free(s->start);
     free(s);
 }
@@ -45,56 +99,54 @@ static void block_starts(moe_conv_state *s) {
         s->start[e] = s->experts == 1 ? 0 : (int64_t)((double)e * (double)(s->cout - s->block) / (double)(s->experts - 1) + 0.5);
 }
 
-/* Routing for this layer: expert per sample (int64 [N], 0-based), gate per
- * sample (float [N], differentiable) and, for the trace, the probabilities. */
-static int route_samples(ml_module *m, ml_tensor *x, ml_ctx *ctx, ml_tensor **experts, ml_tensor **gates,
-                         ml_tensor **probs) {
+/* The router's logits and probabilities [N, E] for this layer: its own router
+ * on the pooled input, or its column of the global router's decisions. */
+static int router_outputs(ml_module *m, ml_tensor *x, ml_ctx *ctx, ml_tensor **logits, ml_tensor **probs) {
     moe_conv_state *s = m->state;
-    int64_t N = x->shape[0];
-    *experts = *gates = *probs = NULL;
+    *logits = *probs = NULL;
     if (s->global) {
-        if (!ctx || !ctx->route || !ctx->route_gates)
+        const ml_global_route *g = s->route;
+        if (!g || !g->probs)
             return ml_failc("MoEConv2d: this layer is routed by a global router, but the model gave no routing "
                             "(run it inside its MoE-CNN model)");
-        int L = (int)ctx->route->shape[1];
-        if (ctx->route_layer >= L)
-            return ml_failc("MoEConv2d: the global router decided for %d layers, this is layer %d", L, ctx->route_layer + 1);
-        int l = ctx->route_layer++;
-        ml_tensor *col = ml_select(ctx->route, 1, l);
-        *experts = col ? ml_contiguous(col) : NULL;
-        ml_release(col);
-        *gates = ml_select(ctx->route_gates, 1, l);
-        if (ctx->route_probs) {
-            ml_tensor *pl = ml_select(ctx->route_probs, 1, l);
-            *probs = pl ? ml_contiguous(pl) : NULL;
-            ml_release(pl);
-        }
-        return *experts && *gates ? 0 : -1;
+        if (g->probs->shape[0] != x->shape[0])
+            return ml_failc("MoEConv2d: the global router decided for %" PRId64 " samples, this layer got %" PRId64,
+                            g->probs->shape[0], x->shape[0]);
+        *logits = ml_select(g->logits, 1, s->route_layer);
+        *probs = *logits ? ml_select(g->probs, 1, s->route_layer) : NULL;
+        return *probs ? 0 : -1;
     }
-    /* per-layer router: softmax(R . GAP(x)), top-1 with the lowest index on ties */
     ml_tensor *pooled = ml_global_avg_pool2d(x);
-    ml_tensor *logits = pooled ? ml_module_forward_child(m, 0, pooled, ctx) : NULL;
-    ml_tensor *p = logits ? ml_softmax(logits, 1) : NULL;
+    *logits = pooled ? ml_module_forward_child(m, 0, pooled, ctx) : NULL;
+    *probs = *logits ? ml_softmax(*logits, 1) : NULL;
     ml_release(pooled);
-    ml_release(logits);
-    if (!p) return -1;
-    ml_tensor *idx = ml_argmax(p, 1, false);
-    if (!idx) {
-        ml_release(p);
+    return *probs ? 0 : -1;
+}
+
+/* Routing for this layer: expert per sample (int64 [N, 1], 0-based; top-1
+ * with the lowest index on ties, or as the forward context forces it), its
+ * gate p[n, e(n)] (float [N], differentiable: the router learns through it),
+ * and the router's logits and probabilities [N, E]. */
+static int route_samples(ml_module *m, ml_tensor *x, ml_ctx *ctx, ml_tensor **experts, ml_tensor **gates,
+                         ml_tensor **logits, ml_tensor **probs) {
+    moe_conv_state *s = m->state;
+    int64_t N = x->shape[0];
+    *experts = *gates = NULL;
+    if (router_outputs(m, x, ctx, logits, probs)) return -1;
+    ml_layer_plan plan;
+    if (ml_layer_plan_get(ctx, "MoEConv2d", s->global ? ML_TRACE_GLOBAL : ML_TRACE_CHANNEL, N, s->experts, 1, &plan))
         return -1;
-    }
-    /* gate = p[n, e(n)] through a flat gather, so the router gets gradients */
-    int64_t E = s->experts, flat_shape[2] = {N * E, 1};
-    ml_tensor *flat = ml_empty(ML_I64, 1, &N);
-    for (int64_t n = 0; n < N; n++) ml_i64(flat)[n] = n * E + ml_i64(idx)[n];
-    ml_tensor *pf = ml_reshape(p, 2, flat_shape);
-    ml_tensor *g2 = pf ? ml_moe_gather(pf, flat) : NULL;
-    *gates = g2 ? ml_reshape(g2, 1, &N) : NULL;
-    ml_release(pf);
-    ml_release(g2);
-    ml_release(flat);
-    *experts = idx;
-    *probs = p;
+    ml_route_opts top1 = {.k = 1};
+    ml_layer_plan_apply(&plan, &top1);
+    ml_routing r;
+    int rc = ml_route(*probs, &top1, &r);
+    ml_layer_plan_free(&plan);
+    if (rc) return -1;
+    *experts = ml_retain(r.experts);
+    ml_routing_free(&r);
+    ml_tensor *g = ml_gather(*probs, 1, *experts);
+    *gates = g ? ml_reshape(g, 1, &N) : NULL;
+    ml_release(g);
     return *gates ? 0 : -1;
 }
 
@@ -108,8 +160,14 @@ static ml_tensor *moe_conv_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     if (x->ndim != 4 || x->shape[1] != s->cin)
         return ml_fail("MoEConv2d: input has shape %s, expected [N, %" PRId64 ", H, W]", ML_SHAPE_STR(x), s->cin);
     int64_t N = x->shape[0], E = s->experts;
-    ml_tensor *experts, *gates, *probs;
-    if (route_samples(m, x, ctx, &experts, &gates, &probs)) return NULL;
+    ml_tensor *experts = NULL, *gates = NULL, *logits = NULL, *probs = NULL;
+    if (route_samples(m, x, ctx, &experts, &gates, &logits, &probs)) {
+        ml_release(experts);
+        ml_release(gates);
+        ml_release(logits);
+        ml_release(probs);
+        return NULL;
+    }
     ml_conv_opts co = {.stride_h = s->stride, .stride_w = s->stride, .pad_h = s->pad, .pad_w = s->pad, .dil_h = 1,
                        .dil_w = 1, .groups = 1};
     ml_tensor *out = NULL;
@@ -157,7 +215,7 @@ static ml_tensor *moe_conv_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
         }
     }
     /* balancing losses on a per-layer router (training, or when asked for) */
-    double aux_values[4] = {NAN, NAN, NAN, NAN};
+    double aux_values[ML_AUX_COUNT] = {NAN, NAN, NAN, NAN};
     if (out && ctx && probs && !s->global && (s->w_importance > 0 || s->w_switch > 0) &&
         (m->training || ctx->want_aux || ctx->trace)) {
         bool add = m->training || ctx->want_aux;
@@ -166,7 +224,7 @@ static ml_tensor *moe_conv_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
         double w[2] = {s->w_importance, s->w_switch};
         for (int i = 0; i < 2; i++) {
             if (!terms[i]) continue;
-            ml_item(terms[i], &aux_values[i == 0 ? 0 : 2]);
+            ml_item(terms[i], &aux_values[i == 0 ? ML_AUX_IMPORTANCE : ML_AUX_SWITCH]);
             ml_tensor *wt = add ? ml_mul_scalar(terms[i], w[i]) : NULL;
             if (wt) ml_ctx_add_aux(ctx, wt);
             ml_release(wt);
@@ -174,24 +232,20 @@ static ml_tensor *moe_conv_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
         }
     }
     if (out && ctx && ctx->trace) {
-        ml_trace *tr = calloc(1, sizeof *tr);
-        tr->layer = strdup(ctx->path);
-        tr->num_experts = (int)E;
         int64_t ts[2] = {N, 1};
-        tr->experts = ml_reshape(experts, 2, ts);
-        ml_tensor *gd = ml_detach(gates);
-        tr->gates = gd ? ml_reshape(gd, 2, ts) : NULL;
-        ml_release(gd);
-        tr->probs = probs ? ml_detach(probs) : NULL;
-        tr->kept = ml_full(ML_I64, 2, ts, 1.0);
-        tr->load = ml_empty(ML_F32, 1, &E);
-        for (int64_t e = 0; e < E; e++) ml_f32(tr->load)[e] = (float)count[e];
-        memcpy(tr->aux, aux_values, sizeof aux_values);
-        ml_ctx_add_trace(ctx, tr);
+        ml_tensor *g2 = ml_reshape(gates, 2, ts);
+        ml_trace_entry e = {.kind = s->global ? ML_TRACE_GLOBAL : ML_TRACE_CHANNEL, .experts = experts, .gates = g2,
+                            .probs = probs, .logits = logits, .aux = aux_values};
+        if (!g2 || ml_ctx_record(ctx, &e)) {
+            ml_release(out);
+            out = NULL;
+        }
+        ml_release(g2);
     }
     free(count);
     ml_release(experts);
     ml_release(gates);
+    ml_release(logits);
     ml_release(probs);
     return out;
 }
@@ -242,7 +296,7 @@ ml_module *ml_nn_moe_conv2d(int64_t cin, int64_t cout, int k, int stride, int pa
     if (block < 1) block = 1;
     moe_conv_state *s = calloc(1, sizeof *s);
     if (!s) return ml_fail("out of memory");
-    *s = (moe_conv_state){cin, cout, k, stride, pad, experts, ratio, block, NULL, global_router, mask_form, 0, 0};
+    *s = (moe_conv_state){cin, cout, k, stride, pad, experts, ratio, block, NULL, global_router, NULL, 0, mask_form, 0, 0};
     s->start = calloc((size_t)experts, sizeof *s->start);
     block_starts(s);
     ml_module *m = ml_module_new(&moe_conv_type, s);
@@ -301,6 +355,27 @@ int ml_moe_conv_set_balance(ml_module *m, double importance_weight, double switc
 void ml_moe_conv_set_mask(ml_module *m, bool mask) {
     if (m->type == &moe_conv_type) ((moe_conv_state *)m->state)->mask = mask;
     for (int i = 0; i < m->n_children; i++) ml_moe_conv_set_mask(m->children[i].m, mask);
+}
+
+int ml_moe_conv_attach_global(ml_module *m, ml_global_route *g) {
+    int n = 0;
+    if (m->type == &moe_conv_type) {
+        moe_conv_state *s = m->state;
+        if (s->global) {
+            if (g && s->experts != g->experts)
+                return ml_failc("MoEConv2d: %d experts, the global router decides among %d", s->experts, g->experts);
+            ml_global_route_release(s->route);
+            s->route = global_route_retain(g);
+            s->route_layer = g ? g->layers_attached++ : 0;
+            n++;
+        }
+    }
+    for (int i = 0; i < m->n_children; i++) {
+        int k = ml_moe_conv_attach_global(m->children[i].m, g);
+        if (k < 0) return -1;
+        n += k;
+    }
+    return n;
 }
 
 int ml_moe_conv_count(const ml_module *m) {

@@ -9,7 +9,8 @@
  *   y[b] = g[b] * conv(x[b], W)[block e(b)].
  * Routers: per layer (softmax(R . GAP(x)), R [N, C_in], group "router", the
  * router learns through g) or global (the model's router decides for every
- * MoE layer; the layer reads ctx->route). The sparse form computes only the
+ * MoE layer; the layer reads its column of an ml_global_route, below). A
+ * forced routing (forced.h) replaces the top-1 choice. The sparse form computes only the
  * selected expert's channels for each sample; the mask form (full convolution
  * then channel mask times gate) is the reference and gives the same values
  * and gradients. Optional balancing losses (ml_moe_conv_set_balance) keep a
@@ -36,5 +37,21 @@ void ml_moe_conv_set_mask(ml_module *m, bool mask);
 int ml_moe_conv_set_balance(ml_module *m, double importance_weight, double switch_weight);
 /* Number of MoEConv2d layers in a tree. */
 int ml_moe_conv_count(const ml_module *m);
+
+/* The decisions of a model's global router in the current forward: logits
+ * and probabilities [N, L, E] for its L MoE layers of E experts. Shared
+ * (reference-counted) by the model, which sets it before running its layers
+ * and clears it after, and by each globally routed MoEConv2d, which reads its
+ * own column. */
+typedef struct ml_global_route ml_global_route;
+ml_global_route *ml_global_route_new(int layers, int experts);
+void ml_global_route_release(ml_global_route *g);
+/* Stores the router's logits [N, L*E] (and their softmax per layer). */
+int ml_global_route_set(ml_global_route *g, ml_tensor *logits);
+void ml_global_route_clear(ml_global_route *g);
+/* Connects every globally routed MoEConv2d of a tree to g, numbering them in
+ * tree (= forward) order: the next one reads the next column. Returns how
+ * many, or -1 + error. */
+int ml_moe_conv_attach_global(ml_module *m, ml_global_route *g);
 
 #endif
