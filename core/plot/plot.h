@@ -122,8 +122,10 @@ int ml_utf8_encode(uint32_t cp, char *out);
 /* The RGB colour of a colour index (white background, dark text). */
 void ml_plot_palette(uint8_t color, uint8_t rgb[3]);
 /* The plot laid out as at width x height cells, drawn in pixels: each cell
- * is 6*scale x 12*scale pixels, lines at pixel resolution, text in the
- * built-in bitmap font. *rgb is malloc'd h*w*3 bytes (HWC). */
+ * is 6*scale x 12*scale pixels, with a margin of 6*scale pixels all round
+ * (cell (row, col) starts at pixel (margin + col*6*scale, margin +
+ * row*12*scale)); lines at pixel resolution, text in the built-in bitmap
+ * font, on white. *rgb is malloc'd h*w*3 bytes (HWC). */
 int ml_plot_raster(const ml_plot *p, int width, int height, int scale, uint8_t **rgb, int *h, int *w);
 /* ml_plot_raster written as a PNG file. */
 int ml_plot_write_png(const ml_plot *p, const char *path, int width, int height, int scale);

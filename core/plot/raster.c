@@ -44,6 +44,7 @@ typedef struct {
     int w, h;   /* pixels */
     int scale;  /* line thickness */
     int cw, ch; /* cell size in pixels */
+    int margin; /* blank pixels around the plot */
 } pixel_surface;
 
 static void fill(pixel_surface *p, int x0, int y0, int x1, int y1, const uint8_t color[3]) {
@@ -85,7 +86,7 @@ static void pixel_put(ml_surface *s, int row, int col, uint32_t cp, uint8_t colo
     if (cp == ' ' || row < 0 || col < 0 || row >= s->height || col >= s->width) return;
     uint8_t rgb[3];
     ml_plot_palette(color, rgb);
-    int x0 = col * p->cw, y0 = row * p->ch, t = p->scale;
+    int x0 = p->margin + col * p->cw, y0 = p->margin + row * p->ch, t = p->scale;
     if (color >= ML_COLOR_HEAT) { /* a heatmap cell: its colour says it all */
         fill(p, x0, y0, x0 + p->cw, y0 + p->ch, rgb);
         return;
@@ -126,7 +127,7 @@ static void pixel_dot(ml_surface *s, int64_t x, int64_t y, int series) {
     pixel_surface *p = (pixel_surface *)s;
     uint8_t rgb[3];
     ml_plot_palette((uint8_t)(ML_COLOR_SERIES + series % ML_PLOT_SERIES_COLORS), rgb);
-    int t = p->scale, x0 = (int)x - t / 2, y0 = (int)y - t / 2;
+    int t = p->scale, x0 = p->margin + (int)x - t / 2, y0 = p->margin + (int)y - t / 2;
     fill(p, x0, y0, x0 + t, y0 + t, rgb);
 }
 
@@ -134,7 +135,7 @@ static void pixel_mark(ml_surface *s, int64_t x, int64_t y, int series) {
     pixel_surface *p = (pixel_surface *)s;
     uint8_t rgb[3];
     ml_plot_palette((uint8_t)(ML_COLOR_SERIES + series % ML_PLOT_SERIES_COLORS), rgb);
-    disc(p, (int)x, (int)y, 2 * p->scale, rgb);
+    disc(p, p->margin + (int)x, p->margin + (int)y, 2 * p->scale, rgb);
 }
 
 int ml_plot_raster(const ml_plot *p, int width, int height, int scale, uint8_t **rgb, int *h, int *w) {
@@ -144,7 +145,8 @@ int ml_plot_raster(const ml_plot *p, int width, int height, int scale, uint8_t *
     if (width < 1 || height < 1 || width > ML_PLOT_MAX_CELLS || height > ML_PLOT_MAX_CELLS)
         return ml_failc("%s: size %dx%d must be between 1 and %d cells each way", fn, width, height, ML_PLOT_MAX_CELLS);
     if (scale < 1 || scale > 16) return ml_failc("%s: png scale must be between 1 and 16, got %d", fn, scale);
-    int64_t pw = (int64_t)width * ML_FONT_CELL_W * scale, ph = (int64_t)height * ML_FONT_CELL_H * scale;
+    int margin = ML_FONT_CELL_W * scale;
+    int64_t pw = (int64_t)width * ML_FONT_CELL_W * scale + 2 * margin, ph = (int64_t)height * ML_FONT_CELL_H * scale + 2 * margin;
     if (pw > MAX_SIDE || ph > MAX_SIDE || pw * ph > MAX_PIXELS)
         return ml_failc("%s: a %lldx%lld pixel image is too large (%dx%d cells at scale %d)", fn, (long long)pw,
                         (long long)ph, width, height, scale);
@@ -153,7 +155,8 @@ int ml_plot_raster(const ml_plot *p, int width, int height, int scale, uint8_t *
     if (!buf) return ml_failc("%s: out of memory for a %lldx%lld image", fn, (long long)pw, (long long)ph);
     memset(buf, 255, (size_t)(pw * ph * 3)); /* white */
     int cw = ML_FONT_CELL_W * scale, ch = ML_FONT_CELL_H * scale;
-    pixel_surface s = {{width, height, cw, ch, false, pixel_put, pixel_dot, pixel_mark}, buf, (int)pw, (int)ph, scale, cw, ch};
+    pixel_surface s = {{width, height, cw, ch, false, pixel_put, pixel_dot, pixel_mark}, buf, (int)pw, (int)ph, scale, cw, ch,
+                       margin};
     if (ml_plot_draw(p, &s.base, (ml_region){0, 0, width, height})) {
         free(buf);
         return -1;
