@@ -82,8 +82,8 @@ static int count_bins(const ml_plot *p, bins *b) {
 
 /* ------------------------------------------------------------ canvas geometry */
 /* The axis limits map to the middles of the outer cells, where the tick
- * marks are, so a value at a tick is drawn exactly level with it (in
- * pixels too); dots outside that box are not drawn. */
+ * marks are, so a value at a tick is drawn level with it (in pixels,
+ * exactly on the tick's line); dots outside that box are not drawn. */
 typedef struct {
     ml_surface *s;
     ml_axis x, y;
@@ -263,7 +263,7 @@ int ml_draw_xy(const ml_plot *p, ml_surface *s, ml_region r) {
 
     const axis_glyphs *g = s->ascii ? &ascii_axes : &box_axes;
     int col0 = lw + 1, axis_row = top + ph;
-    double mx = (s->dx - 1) / 2.0, my = (s->dy - 1) / 2.0;
+    double mx = s->dx / 2, my = s->dy / 2; /* the dots at the middles of cells (in pixels: where axis lines run) */
     canvas c = {s, xa, ya, (int64_t)(r.col + col0) * s->dx, (int64_t)(r.row + top) * s->dy,
                 mx, mx + (double)(pw - 1) * s->dx, my, my + (double)(ph - 1) * s->dy};
     if (title) { /* centred over the canvas, or over the whole width when longer */

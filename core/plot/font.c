@@ -1,6 +1,7 @@
 /* font.c -- see font.h. Each glyph is drawn here as 9 rows of 5 pixels,
  * '#' ink and '.' blank, rows separated by spaces: readable and easy to
- * correct. tests/c/test_plot.c checks every string's shape. */
+ * correct. A string of the wrong shape reads as a missing glyph, and
+ * tests/c/test_plot.c checks that none is missing. */
 #include "font.h"
 
 #include <string.h>
@@ -147,10 +148,15 @@ static const glyph *find(uint32_t cp) {
 bool ml_font_glyph(uint32_t cp, uint8_t rows[ML_FONT_H]) {
     memset(rows, 0, ML_FONT_H);
     const glyph *g = find(cp);
-    if (!g) return false;
-    for (int r = 0; r < ML_FONT_H; r++)
-        for (int c = 0; c < ML_FONT_W; c++)
-            if (g->rows[r * (ML_FONT_W + 1) + c] == '#') rows[r] |= (uint8_t)(1u << (ML_FONT_W - 1 - c));
+    if (!g || strlen(g->rows) != ML_FONT_H * (ML_FONT_W + 1) - 1) return false;
+    for (int r = 0; r < ML_FONT_H; r++) {
+        const char *row = g->rows + r * (ML_FONT_W + 1);
+        if (r + 1 < ML_FONT_H && row[ML_FONT_W] != ' ') return false; /* a misdrawn glyph reads as missing */
+        for (int c = 0; c < ML_FONT_W; c++) {
+            if (row[c] != '#' && row[c] != '.') return false;
+            if (row[c] == '#') rows[r] |= (uint8_t)(1u << (ML_FONT_W - 1 - c));
+        }
+    }
     return true;
 }
 
@@ -162,6 +168,7 @@ static void block(uint8_t *rgb, int w, int h, int x, int y, int size, const uint
 void ml_font_draw_glyph(uint8_t *rgb, int w, int h, int x, int y, uint32_t cp, int scale, const uint8_t color[3]) {
     uint8_t rows[ML_FONT_H];
     if (!ml_font_glyph(cp, rows)) { /* a hollow box for what the font lacks */
+        memset(rows, 0, sizeof rows);
         rows[0] = rows[6] = 0x1f;
         for (int r = 1; r < 6; r++) rows[r] = 0x11;
     }

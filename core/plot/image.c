@@ -50,10 +50,10 @@ static int to_bytes(const char *fn, const float *v, int c, int h, int w, bool cl
             }
             out[i * (size_t)c + (size_t)k] = (uint8_t)lround(x * 255);
         }
-    if (nan) return ml_failc("%s: %lld values are NaN", fn, (long long)nan);
+    if (nan) return ml_failc("%s: %lld value%s NaN", fn, (long long)nan, nan == 1 ? " is" : "s are");
     if (outside && !clamp)
-        return ml_failc("%s: %lld values are outside [0, 1] (from %g to %g); clamp = true clips them", fn,
-                        (long long)outside, lo, hi);
+        return ml_failc("%s: %lld value%s outside [0, 1] (from %g to %g); clamp = true clips them", fn,
+                        (long long)outside, outside == 1 ? " is" : "s are", lo, hi);
     return 0;
 }
 

@@ -84,7 +84,8 @@ int ml_utf8_len(const char *s);
 int ml_put_text(ml_surface *s, ml_region r, int row, int col, const char *text, int maxw, uint8_t color);
 /* Text centred in columns [col, col + w) of row. */
 void ml_put_centered(ml_surface *s, ml_region r, int row, int col, int w, const char *text, uint8_t color);
-/* "(3 non-finite points skipped)" on the row, when skipped > 0. */
+/* "(3 non-finite points skipped)" on the row, when skipped > 0 (shorter
+ * when the region is narrow). */
 void ml_put_note(ml_surface *s, ml_region r, int row, int64_t skipped, const char *what);
 
 #endif

@@ -84,5 +84,6 @@ void ml_put_note(ml_surface *s, ml_region r, int row, int64_t skipped, const cha
     if (skipped <= 0) return;
     char note[96];
     snprintf(note, sizeof note, "(%lld non-finite %s%s skipped)", (long long)skipped, what, skipped == 1 ? "" : "s");
+    if ((int)strlen(note) > r.w) snprintf(note, sizeof note, "(%lld NaN/inf skipped)", (long long)skipped); /* a narrow plot */
     ml_put_text(s, r, row, 0, note, r.w, ML_COLOR_NOTE);
 }
