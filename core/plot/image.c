@@ -30,26 +30,19 @@ static int image_shape(const char *fn, const ml_tensor *t, int lead, int *c, int
     return 0;
 }
 
-/* Planar floats [C, H, W] to interleaved bytes, checking the range. */
-static int to_bytes(const char *fn, const float *v, int c, int h, int w, bool clamp, uint8_t *out) {
+/* Fails naming fn when any of n values is NaN, or outside [0, 1] unless
+ * clamp (then they are clipped on conversion). */
+static int check_range(const char *fn, const float *v, int64_t n, bool clamp) {
     int64_t outside = 0, nan = 0;
     double lo = 0, hi = 1;
-    size_t plane = (size_t)h * (size_t)w;
-    for (int k = 0; k < c; k++)
-        for (size_t i = 0; i < plane; i++) {
-            double x = v[(size_t)k * plane + i];
-            if (isnan(x)) {
-                nan++;
-                continue;
-            }
-            if (x < 0 || x > 1) {
-                outside++;
-                if (x < lo) lo = x;
-                if (x > hi) hi = x;
-                if (clamp) x = x < 0 ? 0 : 1;
-            }
-            out[i * (size_t)c + (size_t)k] = (uint8_t)lround(x * 255);
+    for (int64_t i = 0; i < n; i++) {
+        if (isnan(v[i])) nan++;
+        else if (v[i] < 0 || v[i] > 1) {
+            outside++;
+            if (v[i] < lo) lo = v[i];
+            if (v[i] > hi) hi = v[i];
         }
+    }
     if (nan) return ml_failc("%s: %lld value%s NaN", fn, (long long)nan, nan == 1 ? " is" : "s are");
     if (outside && !clamp)
         return ml_failc("%s: %lld value%s outside [0, 1] (from %g to %g); clamp = true clips them", fn,
@@ -57,20 +50,30 @@ static int to_bytes(const char *fn, const float *v, int c, int h, int w, bool cl
     return 0;
 }
 
+/* Planar floats [C, H, W] (checked) to interleaved bytes, clipped to [0, 1]. */
+static void to_bytes(const float *v, int c, int h, int w, uint8_t *out) {
+    size_t plane = (size_t)h * (size_t)w;
+    for (int k = 0; k < c; k++)
+        for (size_t i = 0; i < plane; i++) {
+            float x = v[(size_t)k * plane + i];
+            x = x < 0 ? 0 : x > 1 ? 1 : x;
+            out[i * (size_t)c + (size_t)k] = (uint8_t)lroundf(x * 255);
+        }
+}
+
 int ml_image_to_bytes(ml_tensor *t, bool clamp, uint8_t **data, int *h, int *w, int *c) {
     *data = NULL;
     if (image_shape("image", t, 0, c, h, w)) return -1;
     ml_tensor *tc = ml_contiguous(t);
     if (!tc) return -1;
-    uint8_t *out = malloc((size_t)*h * (size_t)*w * (size_t)*c);
-    int rc = out ? to_bytes("image", ml_f32(tc), *c, *h, *w, clamp, out) : ml_failc("image: out of memory");
+    size_t n = (size_t)*h * (size_t)*w * (size_t)*c;
+    uint8_t *out = NULL;
+    int rc = check_range("image", ml_f32(tc), (int64_t)n, clamp);
+    if (rc == 0 && !(out = malloc(n))) rc = ml_failc("image: out of memory");
+    if (rc == 0) to_bytes(ml_f32(tc), *c, *h, *w, out);
     ml_release(tc);
-    if (rc) {
-        free(out);
-        return -1;
-    }
     *data = out;
-    return 0;
+    return rc;
 }
 
 ml_tensor *ml_image_from_bytes(const uint8_t *data, int h, int w, int c) {
@@ -200,6 +203,8 @@ int ml_image_grid(const ml_image_grid_spec *spec, uint8_t **rgb_out, int *h_out,
     ml_tensor *cc = ml_contiguous(clean), *ac = adv ? ml_contiguous(adv) : NULL;
     int rc = 0;
     if (!rgb || !pix || (adv && !delta) || !cc || (adv && !ac)) rc = ml_failc("%s: out of memory", fn);
+    if (rc == 0) rc = check_range("image.grid: clean images", ml_f32(cc), ml_numel(cc), spec->clamp);
+    if (rc == 0 && ac) rc = check_range("image.grid: adversarial images", ml_f32(ac), ml_numel(ac), spec->clamp);
     if (rc == 0) memset(rgb, 255, (size_t)(gw * gh * 3));
     uint8_t ink[3];
     ml_plot_palette(ML_COLOR_DEFAULT, ink);
@@ -221,11 +226,7 @@ int ml_image_grid(const ml_image_grid_spec *spec, uint8_t **rgb_out, int *h_out,
                 for (size_t j = 0; j < img; j++) delta[j] = amp > 0 ? 0.5f + delta[j] / (2 * amp) : 0.5f;
                 src = delta;
             }
-            if (to_bytes(k == 0 ? "image.grid: clean images" : "image.grid: adversarial images", src, c, h, w,
-                         spec->clamp || k == 2, pix)) {
-                rc = -1;
-                break;
-            }
+            to_bytes(src, c, h, w, pix);
             int x = MARGIN + k * (colw + GAP) + (colw - w * scale) / 2;
             blit(rgb, (int)gw, pix, c, h, w, scale, x, y);
             if (boxes) {
