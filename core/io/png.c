@@ -10,19 +10,7 @@
 #include <unistd.h>
 
 #include "../error.h"
-
-typedef struct {
-    jmp_buf jb;
-    char msg[256];
-} png_err;
-
-static void on_error(png_structp png, png_const_charp msg) {
-    png_err *e = png_get_error_ptr(png);
-    snprintf(e->msg, sizeof e->msg, "%s", msg);
-    longjmp(e->jb, 1);
-}
-
-static void on_warning(png_structp png, png_const_charp msg) { (void)png; (void)msg; }
+#include "png_error.h"
 
 int ml_png_read(const char *path, uint8_t **data, int *h, int *w, int *c) {
     *data = NULL;

@@ -10,25 +10,13 @@
 #include <unistd.h>
 
 #include "../error.h"
+#include "png_error.h"
 
 #define MAX_SIDE 1000000 /* libpng's default limit on rows and columns */
 
-typedef struct {
-    jmp_buf jb;
-    char msg[256];
-} write_error;
-
-static void on_error(png_structp png, png_const_charp msg) {
-    write_error *e = png_get_error_ptr(png);
-    snprintf(e->msg, sizeof e->msg, "%s", msg);
-    longjmp(e->jb, 1);
-}
-
-static void on_warning(png_structp png, png_const_charp msg) { (void)png, (void)msg; }
-
 /* libpng's part: the image into an open file. 0, or -1 with the error set. */
 static int encode(FILE *f, const char *path, const uint8_t *data, int h, int w, int c) {
-    write_error err = {0};
+    png_err err = {0};
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &err, on_error, on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!info) {

@@ -257,7 +257,7 @@ int ml_draw_xy(const ml_plot *p, ml_surface *s, ml_region r) {
                         pw < 0 ? 0 : pw, ph < 0 ? 0 : ph);
     }
     int xtarget = pw / 10 > 2 ? pw / 10 : 2;
-    ml_axis xa = axis_of(p, ML_AXIS_X, xs, !hist, xtarget);
+    ml_axis xa = axis_of(p, ML_AXIS_X, xs, false, xtarget); /* x spans the data: a sweep ends where it ends */
     double xt[ML_MAX_TICKS], xstep;
     int nx = ml_axis_ticks(&xa, xtarget, xt, &xstep);
 
