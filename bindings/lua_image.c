@@ -34,8 +34,7 @@ static int push_text(lua_State *L, const char *fn, bool color, bool ascii) {
     lua_Integer maxw = mlua_opt_integer(L, 2, "width", cols < 120 ? cols : 120);
     lua_Integer maxh = mlua_opt_integer(L, 2, "height", lines > 3 ? lines - 2 : 1);
     if (maxw < 1 || maxh < 1 || maxw > ML_PLOT_MAX_CELLS || maxh > ML_PLOT_MAX_CELLS)
-        luaL_error(L, "%s: width and height must be between 1 and %d, got %d and %d", fn, ML_PLOT_MAX_CELLS, (int)maxw,
-                   (int)maxh);
+        luaL_error(L, "%s: width and height must be between 1 and %d, got %I and %I", fn, ML_PLOT_MAX_CELLS, maxw, maxh);
     bool blocks = mlua_opt_bool(L, 2, "color", color) && !mlua_opt_bool(L, 2, "ascii", ascii);
     uint8_t *px;
     int h, w, c;
@@ -102,8 +101,9 @@ static int l_grid(lua_State *L) {
     lua_getfield(L, 1, "clean");
     spec.clean = mlua_check_tensor(L, -1);
     if (lua_getfield(L, 1, "adversarial") != LUA_TNIL) spec.adversarial = mlua_check_tensor(L, -1);
-    spec.scale = (int)mlua_opt_integer(L, 1, "scale", 0);
-    if (spec.scale < 0 || spec.scale > 64) luaL_error(L, "image.grid: scale must be between 1 and 64, got %d", spec.scale);
+    lua_Integer scale = mlua_opt_integer(L, 1, "scale", 0);
+    if (scale < 0 || scale > 64) luaL_error(L, "image.grid: scale must be between 1 and 64, got %I", scale);
+    spec.scale = (int)scale;
     spec.clamp = mlua_opt_bool(L, 1, "clamp", false);
     int panels = ml_image_grid_panels(&spec);
     int64_t n = spec.clean->ndim >= 3 ? spec.clean->shape[0] : 0, cells = n * panels;

@@ -163,14 +163,14 @@ static void add_children(lua_State *L, lplot *lp, int spec) {
     }
     lua_pop(L, 1);
     lua_Integer cols = mlua_opt_integer(L, spec, "cols", 0);
-    if (cols != 0 && (cols < 1 || cols > 1024)) luaL_error(L, "grid: cols must be between 1 and 1024, got %d", (int)cols);
+    if (cols != 0 && (cols < 1 || cols > 1024)) luaL_error(L, "grid: cols must be between 1 and 1024, got %I", cols);
     if (cols && ml_plot_set_columns(lp->p, (int)cols)) mlua_error(L);
 }
 
 static int check_size(lua_State *L, int spec, const char *key, const char *fn) {
     lua_Integer v = mlua_opt_integer(L, spec, key, 0);
     if (lua_getfield(L, spec, key) != LUA_TNIL && (v < 1 || v > ML_PLOT_MAX_CELLS))
-        luaL_error(L, "%s: %s must be between 1 and %d cells, got %d", fn, key, ML_PLOT_MAX_CELLS, (int)v);
+        luaL_error(L, "%s: %s must be between 1 and %d cells, got %I", fn, key, ML_PLOT_MAX_CELLS, v);
     lua_pop(L, 1);
     return (int)v;
 }
@@ -211,7 +211,7 @@ static int l_make(lua_State *L) {
         int64_t n;
         double *v = read_values(L, -1, "hist", "values", true, &n);
         lua_Integer bins = mlua_opt_integer(L, 1, "bins", 10);
-        if (bins < 1 || bins > 100000) luaL_error(L, "hist: bins must be between 1 and 100000, got %d", (int)bins);
+        if (bins < 1 || bins > 100000) luaL_error(L, "hist: bins must be between 1 and 100000, got %I", bins);
         if (ml_plot_set_hist(lp->p, v, n, (int)bins, mlua_opt_bool(L, 1, "density", false))) return mlua_error(L);
         lua_pop(L, 2);
         break;
@@ -315,7 +315,7 @@ static int p_png(lua_State *L) {
     if (!idx && !lua_isnoneornil(L, 3)) luaL_argerror(L, 3, "options table expected");
     draw_options d = resolve(L, lp, idx, true);
     lua_Integer scale = idx ? mlua_opt_integer(L, idx, "scale", 2) : 2;
-    if (scale < 1 || scale > 16) luaL_error(L, "png: scale must be between 1 and 16, got %d", (int)scale);
+    if (scale < 1 || scale > 16) luaL_error(L, "png: scale must be between 1 and 16, got %I", scale);
     if (ml_plot_write_png(lp->p, path, d.width, d.height, (int)scale)) return mlua_error(L);
     return 0;
 }

@@ -31,7 +31,7 @@ end
 local function class_name(classes, label)
   if not classes then return tostring(label) end
   local name = classes[label]
-  if name == nil then error(("image.grid: label %d has no class name (%d classes)"):format(label, #classes), 4) end
+  if name == nil then error(("image.grid: label %d has no class name (%d classes)"):format(label, #classes), 3) end
   return tostring(name)
 end
 
@@ -74,9 +74,9 @@ I.grid = ml.doc(function(o)
   if o.headers ~= false then
     headers = type(o.headers) == "table" and o.headers or (panels == 3 and {"clean", "adversarial", "perturbation"} or nil)
   end
-  local image, boxes = I._grid{clean = o.clean, adversarial = o.adversarial, captions = (labels or preds or amp) and captions,
-                               colors = colors, headers = headers, scale = o.scale, clamp = o.clamp}
-  if o.path then I.save(image, o.path) end
+  local image, boxes = ml.plot._call(I._grid, {clean = o.clean, adversarial = o.adversarial, captions = (labels or preds or amp) and captions,
+                               colors = colors, headers = headers, scale = o.scale, clamp = o.clamp})
+  if o.path then ml.plot._call(I.save, image, o.path) end
   local names = {"clean", "adversarial", "perturbation"}
   local rows = {}
   for i = 1, n do

@@ -7,7 +7,23 @@
 local ml = require "moelab"
 
 local P = ml.plot
-local make, methods = P._make, P._methods
+local methods = P._methods
+
+-- Calls a C function for a public function of the library: an error reads as
+-- raised on the user's line (the first caller outside lua/moelab), not here.
+function P._call(f, ...)
+  local res = table.pack(pcall(f, ...))
+  if res[1] then return table.unpack(res, 2, res.n) end
+  local level = 2
+  while true do
+    local info = debug.getinfo(level, "S")
+    if not info or (info.what ~= "C" and not info.source:match("^@lua/moelab/")) then break end
+    level = level + 1
+  end
+  error((tostring(res[2]):gsub("^lua/moelab/[%w_]+%.lua:%d+: ", "")), level)
+end
+
+local function make(spec) return P._call(P._make, spec) end
 
 local COMMON = {"title", "xlabel", "ylabel", "width", "height", "ascii"}
 
@@ -79,7 +95,7 @@ end
 
 -- A results table (list of rows, each a table of fields) -> series.
 local function is_rows(t)
-  return type(t) == "table" and not is_tensor(t) and type(t[1]) == "table" and not is_tensor(t[1])
+  return type(t) == "table" and not is_tensor(t) and type(t[1]) == "table" and not is_values(t[1])
 end
 
 local function field(fn, row, i, key)
@@ -136,10 +152,11 @@ local XY = with(COMMON, "x", "y", "xlog", "ylog", "xlim", "ylim")
 local function xy(kind)
   return function(data, opts)
     local fn = kind
-    if is_values(data) then -- a single series: lines(values, {options})
+    if is_values(data) or (type(data) == "table" and is_values(data[1])) then
+      -- one series, or a list of series: lines(values, {options})
       opts = check_options(fn, opts, with(COMMON, "xlog", "ylog", "xlim", "ylim"))
       local spec = spec_of(kind, opts, with(COMMON, "xlog", "ylog", "xlim", "ylim"))
-      spec.series = {{y = data}}
+      spec.series = series_of(fn, nil, data)
       return make(spec)
     end
     if is_rows(data) then
@@ -162,7 +179,7 @@ end
 
 P.lines = ml.doc(xy("lines"), [[
 ml.plot.lines{x = xs, y = ys, title, xlabel, ylabel, xlog, ylog, xlim = {lo, hi}, ylim, width, height, ascii}
-ml.plot.lines(rows, {x = "eps", y = "robust_acc" | {"acc", ...}, by = "model", ...same options})
+ml.plot.lines(ys, {options}); ml.plot.lines(rows, {x = "eps", y = "robust_acc" | {"acc", ...}, by = "model", ...})
   -> a plot of lines (points joined in order; a NaN breaks the line and is noted, never drawn).
   xs: a list or 1-d tensor (default 1, 2, ...); ys: values (one series), a list of series, or
   {name = values, ...} (named series, a legend in the right margin, sorted by name).

@@ -81,6 +81,16 @@ T.test("lines from a results table (golden)", function()
   T.check(tostring(two):find("eps", 1, true) and tostring(two):find("robust_acc", 1, true), "one series per y field")
 end)
 
+T.test("values alone, a list of series, tensors of either dtype", function()
+  local a = ml.plot.lines({1, 3, 2}, {title = "t", width = 30, height = 8, ascii = true})
+  local b = ml.plot.lines{y = {1, 3, 2}, title = "t", width = 30, height = 8, ascii = true}
+  local c = ml.plot.lines{y = ml.tensor({1, 3, 2}, "int64"), x = ml.tensor({1, 2, 3}), title = "t", width = 30, height = 8, ascii = true}
+  T.check(tostring(a) == tostring(b) and tostring(b) == tostring(c), "the same plot three ways")
+  local two = ml.plot.lines({{1, 2, 3}, {3, 2, 1}}, {width = 30, height = 8, ascii = true})
+  local coloured = two:render{color = true}
+  T.check(coloured:find("\27[34m*", 1, true) and coloured:find("\27[31m+", 1, true), "two unnamed series, two colours and markers")
+end)
+
 T.test("scatter (golden)", function()
   local x, y = {}, {}
   for i = 1, 60 do x[i], y[i] = math.sin(i * 0.7) * 3 + 5, math.cos(i * 1.3) * 2 + i * 0.1 end
@@ -199,6 +209,8 @@ T.test("p:png: the same plot in pixels, read back", function()
 end)
 
 T.test("bad input is a clear error", function()
+  local _, where = pcall(function() ml.plot.lines{y = {}} end)
+  T.check(where:find("^tests/lua/test_plot.lua:%d+: lines:"), "reported on the caller's line: " .. where)
   T.raises(function() ml.plot.lines{y = {}} end, "lines: series '' is empty")
   T.raises(function() ml.plot.lines{x = {1, 2, 3}, y = {acc = {1, 2}}} end, "lines: series 'acc' has 3 x values and 2 y values")
   T.raises(function() ml.plot.lines{y = {1, 2}, width = -3} end, "lines: width must be between 1 and 10000 cells, got -3")
