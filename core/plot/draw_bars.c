@@ -66,14 +66,14 @@ int ml_draw_bars(const ml_plot *p, ml_surface *s, ml_region r) {
     if (bw < 1) return ml_failc("bars: %d columns are too few for these labels and values", r.w);
     if (title) ml_put_centered(s, r, 0, 0, r.w, title, ML_COLOR_DEFAULT);
     double zero = (0 - lo) / (hi - lo);
-    int64_t z8 = 8 * llround((zero < 0 ? 0 : zero > 1 ? 1 : zero) * bw); /* the zero line on a cell edge */
+    int64_t z8 = 8 * llround((zero > 1 ? 1 : zero >= 0 ? zero : 0) * bw); /* the zero line on a cell edge */
     for (int i = 0; i < shown; i++) {
         int row = top + i;
         double v = p->bar_value[i];
         ml_put_text(s, r, row, 0, p->bar_label[i], lw, ML_COLOR_DEFAULT);
         if (isfinite(v)) {
             double f = (v - lo) / (hi - lo);
-            bar(s, r.row + row, r.col + col0, z8, llround((f < 0 ? 0 : f > 1 ? 1 : f) * bw * 8));
+            bar(s, r.row + row, r.col + col0, z8, llround((f > 1 ? 1 : f >= 0 ? f : 0) * bw * 8));
         }
         ml_format_number(v, 4, value, sizeof value);
         ml_put_text(s, r, row, r.w - (int)strlen(value), value, vw, ML_COLOR_DEFAULT);
@@ -126,8 +126,8 @@ int ml_draw_spark(const ml_plot *p, ml_surface *s, ml_region r) {
     if (title) ml_put_text(s, r, 0, 0, title, tw - 1, ML_COLOR_DEFAULT);
     for (int c = 0; c < m; c++) {
         if (isnan(col[c])) continue;
-        int level = hi > lo ? (int)floor((col[c] - lo) / (hi - lo) * 8) : 3;
-        level = level < 0 ? 0 : level > 7 ? 7 : level;
+        double t = hi > lo ? (col[c] - lo) / (hi - lo) * 8 : 3;
+        int level = t >= 7 ? 7 : t >= 0 ? (int)t : 0; /* NaN (an overflowing span) reads as the lowest */
         s->put(s, r.row, r.col + tw + c, s->ascii ? (uint32_t)spark_ascii[level] : 0x2581 + (uint32_t)level,
                ML_COLOR_SERIES);
     }

@@ -41,7 +41,7 @@ static const char *label(const ml_plot *p, ml_plot_axis axis, int64_t i, char *b
 
 /* Glyph and colour of a value at fraction t in [0, 1] of the scale. */
 static void shade(const ml_surface *s, double t, uint32_t *cp, uint8_t *color) {
-    t = t < 0 ? 0 : t > 1 ? 1 : t;
+    t = t > 1 ? 1 : t >= 0 ? t : 0; /* NaN (an overflowing span) reads as the lowest */
     int k = s->ascii ? (int)(t * 9) : (int)(t * 5);
     *cp = s->ascii ? (uint32_t)shades_ascii[k > 8 ? 8 : k] : shades_box[k > 4 ? 4 : k];
     int level = (int)(t * ML_PLOT_HEAT_LEVELS);

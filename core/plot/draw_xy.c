@@ -67,8 +67,8 @@ static int count_bins(const ml_plot *p, bins *b) {
     for (int64_t i = 0; i < p->nvalues; i++) {
         double v = p->values[i];
         if (!isfinite(v) || v < b->lo || v > b->hi) continue;
-        int k = (int)((v - b->lo) / (b->hi - b->lo) * p->bins);
-        b->height[k < p->bins ? k : p->bins - 1] += 1;
+        double k = (v - b->lo) / (b->hi - b->lo) * p->bins; /* NaN when the span overflows */
+        b->height[k >= 0 && k < p->bins ? (int)k : k >= p->bins ? p->bins - 1 : 0] += 1;
         counted++;
     }
     double scale = p->density && counted ? p->bins / ((b->hi - b->lo) * (double)counted) : 1;
@@ -115,7 +115,7 @@ static bool clip(const canvas *c, double *x0, double *y0, double *x1, double *y1
     }
     double ax = *x0 + t0 * dx, ay = *y0 + t0 * dy, bx = *x0 + t1 * dx, by = *y0 + t1 * dy;
     *x0 = ax, *y0 = ay, *x1 = bx, *y1 = by;
-    return true;
+    return isfinite(ax) && isfinite(ay) && isfinite(bx) && isfinite(by); /* 1e308 over a span of 1e-300 */
 }
 
 static void segment(const canvas *c, double x0, double y0, double x1, double y1, int series) {
@@ -142,13 +142,15 @@ static void draw_series(const ml_plot *p, const canvas *c) {
             double x = series_x(s, j), y = s->y[j];
             if (!isfinite(x) || !isfinite(y)) continue;
             double px = dot_x(c, x), py = dot_y(c, y);
+            if (!isfinite(px) || !isfinite(py)) continue; /* finite data beyond what doubles can map */
             if (p->kind == ML_PLOT_SCATTER) {
                 if (inside(c, px, py)) c->s->mark(c->s, c->ox + llround(px), c->oy + llround(py), k);
                 continue;
             }
             bool prev = j > 0 && isfinite(series_x(s, j - 1)) && isfinite(s->y[j - 1]);
             bool next = j + 1 < s->n && isfinite(series_x(s, j + 1)) && isfinite(s->y[j + 1]);
-            if (prev) segment(c, dot_x(c, series_x(s, j - 1)), dot_y(c, s->y[j - 1]), px, py, k);
+            if (prev && isfinite(dot_x(c, series_x(s, j - 1))) && isfinite(dot_y(c, s->y[j - 1])))
+                segment(c, dot_x(c, series_x(s, j - 1)), dot_y(c, s->y[j - 1]), px, py, k);
             else if (!next && inside(c, px, py)) c->s->dot(c->s, c->ox + llround(px), c->oy + llround(py), k);
         }
     }
@@ -165,7 +167,7 @@ static void draw_bins(const ml_plot *p, const bins *b, const canvas *c, int row0
         for (int k = k0; k < k1 && k < p->bins; k++)
             if (b->height[k] > h) h = b->height[k];
         double f = ml_axis_frac(&c->y, h);
-        int64_t eighths = f <= 0 ? 0 : f >= 1 ? (int64_t)ph * 8 : llround(f * ph * 8);
+        int64_t eighths = !(f > 0) ? 0 : f >= 1 ? (int64_t)ph * 8 : llround(f * ph * 8);
         if (s->ascii) {
             int64_t full = (eighths + 4) / 8;
             for (int64_t i = 0; i < full; i++) s->put(s, row0 + ph - 1 - (int)i, col0 + col, '#', ML_COLOR_SERIES);
@@ -275,7 +277,8 @@ int ml_draw_xy(const ml_plot *p, ml_surface *s, ml_region r) {
     for (int i = 0; i < ph; i++) s->put(s, r.row + top + i, r.col + lw, g->vline, ML_COLOR_AXIS);
     int last_row = -1;
     for (int i = 0; i < ny; i++) {
-        int row = (int)(llround(dot_y(&c, yt[i])) / s->dy);
+        double dy = dot_y(&c, yt[i]);
+        int row = isfinite(dy) ? (int)(llround(dy) / s->dy) : -1;
         if (row == last_row || row < 0 || row >= ph) continue;
         last_row = row;
         s->put(s, r.row + top + row, r.col + lw, g->ytick, ML_COLOR_AXIS);
@@ -286,7 +289,8 @@ int ml_draw_xy(const ml_plot *p, ml_surface *s, ml_region r) {
     for (int i = 0; i < pw; i++) s->put(s, r.row + axis_row, r.col + col0 + i, g->hline, ML_COLOR_AXIS);
     int last_end = -1;
     for (int i = 0; i < nx; i++) {
-        int col = (int)(llround(dot_x(&c, xt[i])) / s->dx);
+        double dx = dot_x(&c, xt[i]);
+        int col = isfinite(dx) ? (int)(llround(dx) / s->dx) : -1;
         if (col < 0 || col >= pw) continue;
         s->put(s, r.row + axis_row, r.col + col0 + col, g->xtick, ML_COLOR_AXIS);
         char label[32];

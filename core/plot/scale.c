@@ -30,7 +30,7 @@ ml_axis ml_axis_auto(double lo, double hi, bool log, bool extend, int target) {
         a.lo = lo - d, a.hi = hi + d;
         return a;
     }
-    if (extend) {
+    if (extend && isfinite(a.hi - a.lo)) {
         double step = ml_nice_step(a.hi - a.lo, target);
         /* the small slack keeps a limit that already is a multiple of the step */
         a.lo = floor(a.lo / step + 1e-9) * step;
@@ -42,6 +42,8 @@ ml_axis ml_axis_auto(double lo, double hi, bool log, bool extend, int target) {
 
 /* Linear ticks: multiples of a nice step inside [lo, hi]. */
 static int linear_ticks(double lo, double hi, double step, double *ticks, double *step_out) {
+    *step_out = step;
+    if (!isfinite(step) || !(step > 0) || !isfinite(lo / step) || !isfinite(hi / step)) return 0; /* a span past doubles */
     double k0 = ceil(lo / step - 1e-9), k1 = floor(hi / step + 1e-9);
     int n = 0;
     for (double k = k0; k <= k1 && n < ML_MAX_TICKS; k++) {
@@ -49,7 +51,6 @@ static int linear_ticks(double lo, double hi, double step, double *ticks, double
         if (fabs(v) < step * 1e-9) v = 0; /* no "-0" and no 1e-17 */
         ticks[n++] = v;
     }
-    *step_out = step;
     return n;
 }
 

@@ -282,6 +282,36 @@ TEST(grid_places_plots_side_by_side_and_in_rows) {
     ml_plot_release(g);
 }
 
+TEST(extreme_values_render) {
+    /* spans that overflow doubles, points 1e308 apart over 1e-300: drawn or left out, never a hang */
+    double x[4] = {0, 1e-300, 2e-300, 1}, y[4] = {1e308, -1e308, 0, 1}, big[3] = {1e308, -1e308, 1e308};
+    ml_plot *kinds[6];
+    kinds[0] = ml_plot_new(ML_PLOT_LINES);
+    kinds[1] = ml_plot_new(ML_PLOT_SCATTER);
+    for (int i = 0; i < 2; i++) ml_plot_add_series(kinds[i], "s", x, 4, y, 4);
+    kinds[2] = ml_plot_new(ML_PLOT_HIST);
+    ml_plot_set_hist(kinds[2], big, 3, 5, true);
+    kinds[3] = ml_plot_new(ML_PLOT_BARS);
+    ml_plot_add_bar(kinds[3], "a", 1e308);
+    ml_plot_add_bar(kinds[3], "b", -1e308);
+    kinds[4] = ml_plot_new(ML_PLOT_HEATMAP);
+    ml_plot_set_matrix(kinds[4], 1, 3, big);
+    kinds[5] = ml_plot_new(ML_PLOT_SPARK);
+    ml_plot_add_series(kinds[5], NULL, NULL, 0, big, 3);
+    for (int i = 0; i < 6; i++) {
+        for (int ascii = 0; ascii < 2; ascii++) {
+            ml_cells *c = ml_plot_render(kinds[i], 40, 12, ascii);
+            CHECK(c != NULL);
+            ml_cells_free(c);
+        }
+        CHECK(ml_plot_set_limits(kinds[i], ML_AXIS_Y, -1e308, 1e308) == 0);
+        ml_cells *c = ml_plot_render(kinds[i], 40, 12, false);
+        CHECK(c != NULL);
+        ml_cells_free(c);
+        ml_plot_release(kinds[i]);
+    }
+}
+
 static void pixel(const uint8_t *rgb, int w, int x, int y, uint8_t out[3]) { memcpy(out, rgb + ((size_t)y * w + x) * 3, 3); }
 
 TEST(raster_pixels_by_hand) {
@@ -417,6 +447,7 @@ int main(void) {
     RUN(bars_spark_heatmap_exact);
     RUN(errors_are_clear);
     RUN(grid_places_plots_side_by_side_and_in_rows);
+    RUN(extreme_values_render);
     RUN(raster_pixels_by_hand);
     RUN(font_covers_ascii);
     RUN(png_round_trip_and_errors);
