@@ -22,5 +22,7 @@ void mlua_open_theory(lua_State *L);
 void mlua_open_moe(lua_State *L);
 void mlua_open_kind(lua_State *L);
 void mlua_open_trace(lua_State *L);
+void mlua_open_plot(lua_State *L);
+void mlua_open_image(lua_State *L);
 
 #endif

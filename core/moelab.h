@@ -39,6 +39,9 @@
 #include "train/optim.h"
 #include "data/dataset.h"
 #include "io/png.h"
+#include "io/png_write.h"
+#include "plot/plot.h"
+#include "plot/image.h"
 #include "theory/theory.h"
 
 #endif

@@ -10,19 +10,7 @@
 #include <unistd.h>
 
 #include "../error.h"
-
-typedef struct {
-    jmp_buf jb;
-    char msg[256];
-} png_err;
-
-static void on_error(png_structp png, png_const_charp msg) {
-    png_err *e = png_get_error_ptr(png);
-    snprintf(e->msg, sizeof e->msg, "%s", msg);
-    longjmp(e->jb, 1);
-}
-
-static void on_warning(png_structp png, png_const_charp msg) { (void)png; (void)msg; }
+#include "png_error.h"
 
 int ml_png_read(const char *path, uint8_t **data, int *h, int *w, int *c) {
     *data = NULL;
@@ -92,40 +80,5 @@ int ml_png_read(const char *path, uint8_t **data, int *h, int *w, int *c) {
     *h = height;
     *w = width;
     *c = channels;
-    return 0;
-}
-
-int ml_png_write(const char *path, const uint8_t *data, int h, int w, int c) {
-    if (h < 1 || w < 1 || (c != 1 && c != 3 && c != 4))
-        return ml_failc("png: cannot write a %dx%d image with %d channels", h, w, c);
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return ml_failc("png: cannot write %s: %s", path, strerror(errno));
-    png_err err = {0};
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &err, on_error, on_warning);
-    png_infop info = png ? png_create_info_struct(png) : NULL;
-    if (!info || setjmp(err.jb)) {
-        png_destroy_write_struct(&png, &info);
-        fclose(f);
-        remove(tmp);
-        return ml_failc("png: writing %s failed (%s)", path, err.msg[0] ? err.msg : "out of memory");
-    }
-    png_init_io(png, f);
-    int color = c == 1 ? PNG_COLOR_TYPE_GRAY : c == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_RGB_ALPHA;
-    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, color, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
-                 PNG_FILTER_TYPE_DEFAULT);
-    png_write_info(png, info);
-    for (int y = 0; y < h; y++) png_write_row(png, (png_const_bytep)(data + (size_t)y * w * c));
-    png_write_end(png, NULL);
-    png_destroy_write_struct(&png, &info);
-    if (fflush(f) != 0 || fclose(f) != 0) {
-        remove(tmp);
-        return ml_failc("png: writing %s failed: %s", path, strerror(errno));
-    }
-    if (rename(tmp, path) != 0) {
-        remove(tmp);
-        return ml_failc("png: cannot rename onto %s: %s", path, strerror(errno));
-    }
     return 0;
 }

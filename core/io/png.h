@@ -1,4 +1,4 @@
-/* png.h -- reading and writing 8-bit PNG images through libpng.
+/* png.h -- reading 8-bit PNG images through libpng (writing: png_write.h).
  *
  * Reading accepts 8-bit gray, gray+alpha, RGB, RGBA and palette images (and
  * gray below 8 bits, expanded); alpha is dropped, palettes become RGB. 16-bit
@@ -13,8 +13,5 @@
 /* Reads path into a malloc'd buffer of h*w*c bytes, channels interleaved
  * (HWC), c = 1 (gray) or 3 (RGB). Returns 0 or -1 with the error set. */
 int ml_png_read(const char *path, uint8_t **data, int *h, int *w, int *c);
-/* Writes h*w*c bytes (HWC, c = 1, 3 or 4) as an 8-bit PNG, atomically
- * (temporary file, then rename). */
-int ml_png_write(const char *path, const uint8_t *data, int h, int w, int c);
 
 #endif

@@ -301,6 +301,8 @@ moelab -- a lab bench for the adversarial robustness of Mixture-of-Experts model
   MoE          ml.moe.route, gather/combine, auxiliary losses
   Files        ml.save(path, model), ml.load(path), ml.io.load_safetensors
   Theory       ml.theory (Lipschitz constants of MoEs)
+  Plots        ml.plot.lines{x = eps, y = {moe = acc}}, hist, heatmap, grid; p:png(f)  help(ml.plot)
+  Pictures     ml.image.save, load, show; ml.image.grid{clean = x, adversarial = xa}  help(ml.image)
 
 Keys: Tab completes names (ml.nn.<Tab>), Ctrl-C interrupts a computation or clears the line,
 Ctrl-D quits. A trailing ; hides the result; ?name shows help; ml.repl.timing(true) times commands.

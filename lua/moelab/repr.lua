@@ -82,6 +82,8 @@ local function render(t, depth, seen, indent)
 end
 
 function ml.repr(v)
+  local mt = getmetatable(v) -- a value may say how the prompt shows it (plots: in colour)
+  if type(mt) == "table" and type(rawget(mt, "__repr")) == "function" then return mt.__repr(v) end
   if type(v) == "table" then return render(v, 0, {}, "") end
   if type(v) == "string" then return v end
   return tostring(v)
