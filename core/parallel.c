@@ -9,6 +9,12 @@ int openblas_get_num_threads(void);
 
 int ml_num_threads(void) { return omp_get_max_threads(); }
 
+int ml_slices(int64_t items, int per_thread) {
+    int64_t s = (int64_t)omp_get_max_threads() * (per_thread < 1 ? 1 : per_thread);
+    if (s > items) s = items;
+    return s < 1 ? 1 : (int)s;
+}
+
 int ml_serial_begin(void) {
     int saved = omp_get_max_threads();
     if (saved != 1) omp_set_num_threads(1);

@@ -17,6 +17,7 @@
 #define ML_PARALLEL_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 int ml_num_threads(void);          /* threads available to OpenMP loops */
 /* True when BLAS threads a large GEMM itself with the OpenMP pool (the OpenMP
@@ -32,5 +33,28 @@ void ml_blas_single_end(int saved);
  * compile). Returns the previous thread count for ml_serial_end. */
 int ml_serial_begin(void);
 void ml_serial_end(int saved);
+
+/* Sums that come out the same on every run. A sum whose partials are indexed
+ * by thread while the work is handed out dynamically adds in an order that
+ * depends on timing (and so on the machine's load). Instead the items are
+ * cut into `slices` fixed consecutive ranges -- their number depends only on
+ * the sizes and the thread count -- each slice sums into its own partial, the
+ * slices may run on any thread in any order, and the partials are added in
+ * slice order:
+ *
+ *     int S = ml_slices(items, 4);
+ *     #pragma omp parallel for schedule(dynamic, 1)
+ *     for (int s = 0; s < S; s++)
+ *         for (int64_t i = ml_slice_begin(items, S, s); i < ml_slice_begin(items, S, s + 1); i++)
+ *             partial[s] += f(i);
+ *     total = partial[0] + partial[1] + ... (in this order)
+ *
+ * ml_slices: per_thread slices for each thread (ml_num_threads()), at most
+ * `items`, at least 1. */
+int ml_slices(int64_t items, int per_thread);
+static inline int64_t ml_slice_begin(int64_t items, int64_t slices, int64_t s) {
+    int64_t q = items / slices, r = items % slices;
+    return q * s + (s < r ? s : r);
+}
 
 #endif

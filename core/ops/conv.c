@@ -257,45 +257,52 @@ static int conv_grads(const geom *gp, ml_tensor *x, ml_tensor *w, const float *g
         }
     }
     if (ix || iw) {
+        /* samples in slices, each with its own partial weight gradient,
+         * added up in slice order (parallel.h): the same sums whatever
+         * thread takes which slice */
+        int64_t slices = ml_slices(g.N, 4);
         int threads = omp_get_max_threads();
-        if (threads > g.N) threads = (int)(g.N > 0 ? g.N : 1);
+        if (threads > slices) threads = (int)slices;
         size_t colsz = sizeof(float) * (size_t)(g.K * g.P), wsz = sizeof(float) * (size_t)ml_numel(w);
         float *cols = ml_alloc(colsz * (size_t)threads);
-        float *wpart = iw ? ml_alloc(wsz * (size_t)threads) : NULL;
+        float *wpart = iw ? ml_alloc(wsz * (size_t)slices) : NULL;
         if (!cols || (iw && !wpart)) {
             ml_free(cols, colsz * (size_t)threads);
+            ml_free(wpart, wsz * (size_t)slices);
             ml_release(gx);
             ml_release(gw);
             return -1;
         }
-        if (iw) memset(wpart, 0, wsz * (size_t)threads);
+        if (iw) memset(wpart, 0, wsz * (size_t)slices);
         int saved = ml_blas_single_begin();
         #pragma omp parallel num_threads(threads)
         {
-            int t = omp_get_thread_num();
-            float *col = (float *)((char *)cols + colsz * (size_t)t);
-            float *gwt = iw ? (float *)((char *)wpart + wsz * (size_t)t) : NULL;
+            float *col = (float *)((char *)cols + colsz * (size_t)omp_get_thread_num());
             #pragma omp for schedule(dynamic, 1)
-            for (int64_t n = 0; n < g.N; n++) {
-                if (ml_interrupt_pending()) continue;
-                for (int grp = 0; grp < g.groups; grp++) {
-                    const float *gys = gy + (n * g.O + grp * g.Og) * g.P;
-                    const float *wg = ww + grp * g.Og * g.K;
-                    if (iw) {
-                        const float *src = xx + (n * g.C + grp * g.Cg) * g.H * g.W;
-                        if (!g.direct) {
-                            im2col(&g, src, col);
-                            src = col;
+            for (int64_t sl = 0; sl < slices; sl++) {
+                float *gwt = iw ? (float *)((char *)wpart + wsz * (size_t)sl) : NULL;
+                for (int64_t n = ml_slice_begin(g.N, slices, sl); n < ml_slice_begin(g.N, slices, sl + 1); n++) {
+                    if (ml_interrupt_pending()) break;
+                    for (int grp = 0; grp < g.groups; grp++) {
+                        const float *gys = gy + (n * g.O + grp * g.Og) * g.P;
+                        const float *wg = ww + grp * g.Og * g.K;
+                        if (iw) {
+                            const float *src = xx + (n * g.C + grp * g.Cg) * g.H * g.W;
+                            if (!g.direct) {
+                                im2col(&g, src, col);
+                                src = col;
+                            }
+                            ml_sgemm(false, true, g.Og, g.K, g.P, 1.0f, gys, g.P, src, g.P, 1.0f, gwt + grp * g.Og * g.K,
+                                     g.K);
                         }
-                        ml_sgemm(false, true, g.Og, g.K, g.P, 1.0f, gys, g.P, src, g.P, 1.0f, gwt + grp * g.Og * g.K, g.K);
-                    }
-                    if (ix) {
-                        float *gxs = ml_f32(gx) + (n * g.C + grp * g.Cg) * g.H * g.W;
-                        if (g.direct) {
-                            ml_sgemm(true, false, g.K, g.P, g.Og, 1.0f, wg, g.K, gys, g.P, 0.0f, gxs, g.P);
-                        } else {
-                            ml_sgemm(true, false, g.K, g.P, g.Og, 1.0f, wg, g.K, gys, g.P, 0.0f, col, g.P);
-                            col2im(&g, col, gxs);
+                        if (ix) {
+                            float *gxs = ml_f32(gx) + (n * g.C + grp * g.Cg) * g.H * g.W;
+                            if (g.direct) {
+                                ml_sgemm(true, false, g.K, g.P, g.Og, 1.0f, wg, g.K, gys, g.P, 0.0f, gxs, g.P);
+                            } else {
+                                ml_sgemm(true, false, g.K, g.P, g.Og, 1.0f, wg, g.K, gys, g.P, 0.0f, col, g.P);
+                                col2im(&g, col, gxs);
+                            }
                         }
                     }
                 }
@@ -305,11 +312,11 @@ static int conv_grads(const geom *gp, ml_tensor *x, ml_tensor *w, const float *g
         if (iw) {
             float *dst = ml_f32(gw);
             int64_t nw = ml_numel(w);
-            for (int t = 0; t < threads; t++) {
-                const float *src = (const float *)((char *)wpart + wsz * (size_t)t);
+            for (int64_t sl = 0; sl < slices; sl++) {
+                const float *src = (const float *)((char *)wpart + wsz * (size_t)sl);
                 for (int64_t i = 0; i < nw; i++) dst[i] += src[i];
             }
-            ml_free(wpart, wsz * (size_t)threads);
+            ml_free(wpart, wsz * (size_t)slices);
         }
         ml_free(cols, colsz * (size_t)threads);
         if (ml_interrupted()) {

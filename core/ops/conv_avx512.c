@@ -1316,28 +1316,39 @@ int ml_conv_avx512_weight_grad(const ml_conv_geom *g, const float *x, const floa
     wg_plan p;
     wg_choose(nb, g->Cg, nS * P, &p);
     int64_t blocks = cdiv(g->N, nS);
-    int threads = pick_threads(blocks);
+    /* Slices of consecutive blocks, each summing into its own partial, added
+     * up in slice order (parallel.h): the same sums whatever thread takes
+     * which slice. Two slices per thread, so that a thread slowed down by the
+     * machine's load does not hold the other up for long, while the partials
+     * (a weight gradient each) stay few. */
+    int64_t run = cdiv(blocks, 2 * (int64_t)pick_threads(blocks)), slices = cdiv(blocks, run);
+    int threads = pick_threads(slices);
     if (threads > 256) threads = 256;
-    int64_t psz = (int64_t)g->groups * K * Opad;
-    int64_t counts[3] = {g->C * q->cplane, nS * P * Opad, psz};
+    int64_t psz = cdiv((int64_t)g->groups * K * Opad, 16) * 16;
+    int64_t counts[2] = {g->C * q->cplane, nS * P * Opad};
     scratch s;
-    float *bufs[768];
+    float *bufs[512];
     int64_t *coff = malloc(sizeof(int64_t) * (size_t)K);
-    int64_t extra[3] = {0, 0, 0};
-    if (!coff || scratch_get(&s, threads, counts, extra, 3, bufs)) {
+    int64_t extra[2] = {0, 0};
+    float *parts = NULL;
+    size_t pbytes = sizeof(float) * (size_t)(psz * slices);
+    if (!coff || scratch_get(&s, threads, counts, extra, 2, bufs)) {
         free(coff);
         free(tp);
         return coff ? -1 : ml_failc("conv2d: out of memory");
     }
-    for (int64_t c = 0; c < g->Cg; c++)
+    parts = ml_alloc(pbytes);
+    for (int64_t c = 0; c < g->Cg && coff; c++)
         for (int t = 0; t < T; t++) coff[c * T + t] = c * q->cplane + tp->toff[t];
     /* the output pixels where tap t reads data rather than padding */
     int64_t (*vr)[4] = malloc(sizeof *vr * (size_t)T);
-    if (!vr) {
+    if (!vr || !parts) {
+        free(vr);
         free(coff);
         free(tp);
+        ml_free(parts, pbytes);
         ml_free(s.base, s.bytes);
-        return ml_failc("conv2d: out of memory");
+        return parts ? ml_failc("conv2d: out of memory") : -1;
     }
     for (int64_t ki = 0; ki < g->kh; ki++)
         for (int64_t kj = 0; kj < g->kw; kj++) {
@@ -1348,62 +1359,74 @@ int ml_conv_avx512_weight_grad(const ml_conv_geom *g, const float *x, const floa
             vr[t][3] = imin(g->Wo, cdiv_any(g->pw + g->W - kj * g->dw, g->sw));
         }
     wg_fn full = wg_find(p.R, p.RB);
-    int64_t run = sample_run(blocks, 1, threads);
     #pragma omp parallel num_threads(threads)
     {
         int tid = omp_get_thread_num();
-        float *xb = bufs[3 * tid], *gyT = bufs[3 * tid + 1], *part = bufs[3 * tid + 2];
-        memset(part, 0, sizeof(float) * (size_t)psz);
+        float *xb = bufs[2 * tid], *gyT = bufs[2 * tid + 1];
         wg_args a = {.Opad = Opad, .Ho = g->Ho, .Wo = g->Wo, .Hq = q->Hq, .Wq = q->Wq};
-        #pragma omp for schedule(dynamic, run)
-        for (int64_t blk = 0; blk < blocks; blk++) {
-            if (ml_interrupt_pending()) continue;
-            int64_t n0 = blk * nS;
-            int ns = (int)imin(nS, g->N - n0);
-            prep(q, x + n0 * g->C * g->H * g->W, g->C * g->H * g->W, ns, g->C, g->H, g->W, xb);
-            if ((blk + 1) % run && blk + 1 < blocks) {
-                /* the next block's input and output gradient */
-                int64_t n1 = n0 + nS, ns1 = imin(nS, g->N - n1);
-                prefetch_l2(x + n1 * g->C * g->H * g->W, ns1 * g->C * g->H * g->W);
-                prefetch_l2(gy + n1 * g->O * P, ns1 * g->O * P);
-            }
-            a.nS = ns;
-            for (int gi = 0; gi < g->groups; gi++) {
-                transpose_gy(gy + (n0 * g->O + gi * g->Og) * P, g->O * P, ns, g->Og, P, Opad, gyT);
-                const float *xg = xb + gi * g->Cg * q->cplane;
-                float *pg = part + gi * K * Opad;
-                /* passes of R input channels that share a tap: the same valid
-                 * output region, so the products with padding are left out */
-                a.pstride = T * Opad;
-                for (int g0 = 0; g0 < nb; g0 += p.RB) {
-                    int rb = (int)imin(p.RB, nb - g0);
-                    a.gyT = gyT + g0 * 16;
-                    for (int t = 0; t < T; t++) {
-                        a.ylo = vr[t][0], a.yhi = vr[t][1], a.xlo = vr[t][2], a.xhi = vr[t][3];
-                        if (a.ylo >= a.yhi || a.xlo >= a.xhi) continue;
-                        for (int64_t c0 = 0; c0 < g->Cg; c0 += p.R) {
-                            int R = (int)imin(p.R, g->Cg - c0);
-                            wg_fn fn = (R == p.R && rb == p.RB) ? full : wg_find(R, rb);
-                            for (int r = 0; r < R; r++) a.base[r] = xg + coff[(c0 + r) * T + t];
-                            a.part = pg + (c0 * T + t) * Opad + g0 * 16;
-                            fn(&a);
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t sl = 0; sl < slices; sl++) {
+            float *part = parts + sl * psz;
+            memset(part, 0, sizeof(float) * (size_t)psz);
+            int64_t b1 = imin(blocks, (sl + 1) * run);
+            for (int64_t blk = sl * run; blk < b1; blk++) {
+                if (ml_interrupt_pending()) break;
+                int64_t n0 = blk * nS;
+                int ns = (int)imin(nS, g->N - n0);
+                prep(q, x + n0 * g->C * g->H * g->W, g->C * g->H * g->W, ns, g->C, g->H, g->W, xb);
+                if (blk + 1 < b1) {
+                    /* the next block's input and output gradient */
+                    int64_t n1 = n0 + nS, ns1 = imin(nS, g->N - n1);
+                    prefetch_l2(x + n1 * g->C * g->H * g->W, ns1 * g->C * g->H * g->W);
+                    prefetch_l2(gy + n1 * g->O * P, ns1 * g->O * P);
+                }
+                a.nS = ns;
+                for (int gi = 0; gi < g->groups; gi++) {
+                    transpose_gy(gy + (n0 * g->O + gi * g->Og) * P, g->O * P, ns, g->Og, P, Opad, gyT);
+                    const float *xg = xb + gi * g->Cg * q->cplane;
+                    float *pg = part + gi * K * Opad;
+                    /* passes of R input channels that share a tap: the same valid
+                     * output region, so the products with padding are left out */
+                    a.pstride = T * Opad;
+                    for (int g0 = 0; g0 < nb; g0 += p.RB) {
+                        int rb = (int)imin(p.RB, nb - g0);
+                        a.gyT = gyT + g0 * 16;
+                        for (int t = 0; t < T; t++) {
+                            a.ylo = vr[t][0], a.yhi = vr[t][1], a.xlo = vr[t][2], a.xhi = vr[t][3];
+                            if (a.ylo >= a.yhi || a.xlo >= a.xhi) continue;
+                            for (int64_t c0 = 0; c0 < g->Cg; c0 += p.R) {
+                                int R = (int)imin(p.R, g->Cg - c0);
+                                wg_fn fn = (R == p.R && rb == p.RB) ? full : wg_find(R, rb);
+                                for (int r = 0; r < R; r++) a.base[r] = xg + coff[(c0 + r) * T + t];
+                                a.part = pg + (c0 * T + t) * Opad + g0 * 16;
+                                fn(&a);
+                            }
                         }
                     }
                 }
             }
         }
     }
-    /* reduce the partial sums into gw [O][Cg][kh][kw] = [groups][Og][K] */
+    /* the slices' partials added in slice order into the first, in parallel
+     * over stretches of it; then transposed into gw [O][Cg][kh][kw] = [groups][Og][K] */
+    int64_t stretch = 4096, nstretch = cdiv(psz, stretch);
+    #pragma omp parallel for schedule(static) num_threads(threads) if (slices > 1 && psz * slices >= 65536)
+    for (int64_t i = 0; i < nstretch; i++) {
+        float *d = parts + i * stretch;
+        int64_t len = imin(stretch, psz - i * stretch);
+        for (int64_t sl = 1; sl < slices; sl++) {
+            const float *src = parts + sl * psz + i * stretch;
+            for (int64_t e = 0; e < len; e++) d[e] += src[e];
+        }
+    }
     #pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (g->O * K >= 16384)
     for (int gi = 0; gi < g->groups; gi++)
         for (int64_t o = 0; o < g->Og; o++) {
             float *d = gw + (gi * g->Og + o) * K;
-            for (int64_t k = 0; k < K; k++) {
-                float sum = 0.0f;
-                for (int t = 0; t < threads; t++) sum += bufs[3 * t + 2][(gi * K + k) * Opad + o];
-                d[k] = sum;
-            }
+            const float *src = parts + gi * K * Opad + o;
+            for (int64_t k = 0; k < K; k++) d[k] = src[k * Opad];
         }
+    ml_free(parts, pbytes);
     ml_free(s.base, s.bytes);
     free(vr);
     free(coff);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../autograd.h"
+#include "../parallel.h"
 #include "vmath.h"
 #include "../memory.h"
 #include "../rng.h"
@@ -182,19 +183,21 @@ static void bn_rows_grad_x(const float *x, const float *g, const float *y, float
 /* Rows per work item: whole rows, at least ~4096 floats. */
 static int64_t bn_block(int64_t inner) { return inner >= 4096 ? 1 : 4096 / (inner ? inner : 1); }
 
-/* Per-thread lane sums: threads x 2 x [C][BN_LANES] doubles, zeroed. */
-static double *bn_partials(int threads, int64_t C, size_t *bytes) {
-    *bytes = sizeof(double) * 2 * (size_t)threads * (size_t)C * BN_LANES;
+/* Per-slice lane sums: slices x 2 x [C][BN_LANES] doubles, zeroed. The rows
+ * are cut into fixed slices, one per thread, and the slices' sums are added
+ * in slice order (parallel.h), so the statistics do not depend on timing. */
+static double *bn_partials(int slices, int64_t C, size_t *bytes) {
+    *bytes = sizeof(double) * 2 * (size_t)slices * (size_t)C * BN_LANES;
     double *p = ml_alloc(*bytes);
     if (p) memset(p, 0, *bytes);
     return p;
 }
 
-/* The totals per channel of the per-thread lane sums. */
-static void bn_totals(const double *p, int threads, int64_t C, double *t1, double *t2) {
+/* The totals per channel of the per-slice lane sums, in slice order. */
+static void bn_totals(const double *p, int slices, int64_t C, double *t1, double *t2) {
     for (int64_t c = 0; c < C; c++) {
         double s1 = 0, s2 = 0;
-        for (int t = 0; t < threads; t++) {
+        for (int t = 0; t < slices; t++) {
             const double *a1 = p + ((size_t)t * 2 * (size_t)C + (size_t)c) * BN_LANES;
             const double *a2 = a1 + (size_t)C * BN_LANES;
             for (int l = 0; l < BN_LANES; l++) {
@@ -256,15 +259,12 @@ static int bn_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
         if (!part) {
             rc = -1;
         } else {
-            #pragma omp parallel num_threads(threads)
-            {
-                double *d1 = part + (size_t)omp_get_thread_num() * 2 * (size_t)C * BN_LANES, *d2 = d1 + C * BN_LANES;
-                #pragma omp for schedule(static)
-                for (int64_t r0 = 0; r0 < rows; r0 += blk) {
-                    int64_t nr = rows - r0 < blk ? rows - r0 : blk;
-                    bn_rows_grad_sums(xx + r0 * inner, gg + r0 * inner, yy ? yy + r0 * inner : NULL,
-                                      grp ? grp + r0 * inner : NULL, nr, r0, C, inner, mu, d1, d2);
-                }
+            #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+            for (int sl = 0; sl < threads; sl++) {
+                double *d1 = part + (size_t)sl * 2 * (size_t)C * BN_LANES, *d2 = d1 + C * BN_LANES;
+                int64_t r0 = ml_slice_begin(rows, threads, sl), nr = ml_slice_begin(rows, threads, sl + 1) - r0;
+                bn_rows_grad_sums(xx + r0 * inner, gg + r0 * inner, yy ? yy + r0 * inner : NULL,
+                                  grp ? grp + r0 * inner : NULL, nr, r0, C, inner, mu, d1, d2);
             }
             bn_totals(part, threads, C, tot, tot + C);
             ml_free(part, pbytes);
@@ -366,14 +366,11 @@ ml_tensor *ml_batch_norm_act(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, m
             for (int64_t i = 0; i < inner; i++) s += xx[c * inner + i];
             K[c] = (float)(s / (double)inner);
         }
-        #pragma omp parallel num_threads(threads)
-        {
-            double *d1 = part + (size_t)omp_get_thread_num() * 2 * (size_t)C * BN_LANES, *d2 = d1 + C * BN_LANES;
-            #pragma omp for schedule(static)
-            for (int64_t r0 = 0; r0 < rows; r0 += blk) {
-                int64_t nr = rows - r0 < blk ? rows - r0 : blk;
-                bn_rows_stats(xx + r0 * inner, nr, r0, C, inner, K, d1, d2);
-            }
+        #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+        for (int sl = 0; sl < threads; sl++) {
+            double *d1 = part + (size_t)sl * 2 * (size_t)C * BN_LANES, *d2 = d1 + C * BN_LANES;
+            int64_t r0 = ml_slice_begin(rows, threads, sl), nr = ml_slice_begin(rows, threads, sl + 1) - r0;
+            bn_rows_stats(xx + r0 * inner, nr, r0, C, inner, K, d1, d2);
         }
         bn_totals(part, threads, C, tot, tot + C);
     }
@@ -528,9 +525,10 @@ static int ln_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
         ml_release(gb);
         return -1;
     }
-    /* rows in parallel; each thread sums its rows' weight and bias gradients
-     * into its own buffers, added up afterwards */
-    int threads = rows * D >= 65536 ? omp_get_max_threads() : 1;
+    /* rows in parallel, cut into one slice per thread; each slice sums its
+     * rows' weight and bias gradients into its own buffers, added up in slice
+     * order afterwards (parallel.h) */
+    int threads = rows * D >= 65536 ? ml_slices(rows, 1) : 1;
     size_t part = (size_t)D * 2;
     float *parts = (gw || gb) ? ml_alloc(sizeof(float) * part * (size_t)threads) : NULL;
     if ((gw || gb) && !parts) {
@@ -540,11 +538,10 @@ static int ln_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
         return -1;
     }
     if (parts) memset(parts, 0, sizeof(float) * part * (size_t)threads);
-    #pragma omp parallel num_threads(threads)
-    {
-        float *pw = parts ? parts + part * (size_t)omp_get_thread_num() : NULL;
-        #pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; r++)
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int sl = 0; sl < threads; sl++) {
+        float *pw = parts ? parts + part * (size_t)sl : NULL;
+        for (int64_t r = ml_slice_begin(rows, threads, sl); r < ml_slice_begin(rows, threads, sl + 1); r++)
             ln_row_backward(xx + r * D, gg + r * D, mu[r], is[r], gamma, D, gx ? ml_f32(gx) + r * D : NULL,
                             gw ? pw : NULL, gb ? pw + D : NULL);
     }
