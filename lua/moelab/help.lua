@@ -269,7 +269,8 @@ Trace (what every MoE layer decided in one forward) -- y, trace = model:forward(
   #trace  :layers()           number of MoE layers; their names in forward order
   :get(i|name) :equal(t2)     a layer (error if absent); same selection (also t1 == t2)
   :compatible(t2) :save(path) same model and batch size (else an error); write as safetensors
-  ml.trace.load(path), ml.trace.new({...}); model:forward(x, {routing = trace}) forces its selection]],
+  ml.trace.load(path), ml.trace.new({...}); model:forward(x, {routing = trace}) forces its selection
+  A layer's table is a copy: to force an edited selection, build a trace with ml.trace.new.]],
   Optimizer = [[
 Optimizer -- opt:step(), opt:zero_grad(), opt:lr([value]), opt:steps(), opt:params(),
   opt:state_dict() -> tensors, steps; opt:load_state_dict(tensors, steps) to resume]],
