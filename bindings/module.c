@@ -24,8 +24,8 @@ static const struct {
     {"index", mlua_open_index},   {"data", mlua_open_data},   {"io", mlua_open_io},
     {"nn", mlua_open_nn},         {"train", mlua_open_train}, {"theory", mlua_open_theory},
     {"moe", mlua_open_moe},
-    {"kind", mlua_open_kind},     {"trace", mlua_open_trace},
     {"nn_layers", mlua_open_nn_layers}, {"nn_zoo", mlua_open_nn_zoo},
+    {"kind", mlua_open_kind},     {"trace", mlua_open_trace},
 };
 
 /* package.preload loader for an embedded file: upvalue 1 = its index */
