@@ -67,10 +67,10 @@ static int d_classes(lua_State *L) {
 
 static int d_labels(lua_State *L) {
     ml_dataset *d = check_ds(L, 1);
-    ml_tensor *t = ml_empty(ML_I64, 1, &d->n);
-    if (!t) return mlua_error(L);
-    for (int64_t i = 0; i < d->n; i++) ml_i64(t)[i] = d->labels[i] + 1;
-    return mlua_push_tensor(L, t);
+    ml_tensor *t = ml_from_data(ML_I64, 1, &d->n, d->labels);
+    ml_tensor *one_based = t ? mlua_index_from_core(t) : NULL;
+    ml_release(t);
+    return mlua_push_tensor(L, one_based);
 }
 
 static void read_augment(lua_State *L, int opts, ml_augment *a) {
@@ -101,9 +101,10 @@ static int push_batch(lua_State *L, ml_dataset *d, const int64_t *idx, int64_t n
     if (lua_istable(L, opts)) lua_pop(L, 1);
     ml_tensor *x, *y;
     if (ml_dataset_batch(d, idx, n, &a, rng, &x, &y)) return mlua_error(L);
-    for (int64_t i = 0; i < n; i++) ml_i64(y)[i] += 1;
+    ml_tensor *labels = mlua_index_from_core(y);
+    ml_release(y);
     mlua_push_tensor(L, x);
-    mlua_push_tensor(L, y);
+    mlua_push_tensor(L, labels);
     return 2;
 }
 

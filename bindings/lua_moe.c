@@ -34,13 +34,19 @@ static int l_route(lua_State *L) {
     lua_setfield(L, -2, "token");
     lua_pushinteger(L, r.capacity);
     lua_setfield(L, -2, "capacity");
-    lua_createtable(L, (int)r.E + 1, 0);
-    for (int64_t e = 0; e <= r.E; e++) {
-        lua_pushinteger(L, r.offset[e] + 1);
+    int64_t n_off = r.E + 1;
+    ml_tensor *off = ml_from_data(ML_I64, 1, &n_off, r.offset);
+    ml_tensor *off1 = off ? mlua_index_from_core(off) : NULL; /* first assignment of each expert, 1-based */
+    ml_release(off);
+    ml_routing_free(&r);
+    if (!off1) return mlua_error(L);
+    lua_createtable(L, (int)n_off, 0);
+    for (int64_t e = 0; e < n_off; e++) {
+        lua_pushinteger(L, ml_i64(off1)[e]);
         lua_rawseti(L, -2, (int)e + 1);
     }
+    ml_release(off1);
     lua_setfield(L, -2, "offsets");
-    ml_routing_free(&r);
     return 1;
 }
 

@@ -10,8 +10,6 @@
 #include "rng.h"
 #include "areas.h"
 
-ml_tensor *mlua_table_to_tensor(lua_State *L, int idx, ml_dtype dt);
-
 static ml_dtype check_dtype(lua_State *L, int idx, ml_dtype def) {
     if (lua_isnoneornil(L, idx)) return def;
     const char *s = luaL_checkstring(L, idx);

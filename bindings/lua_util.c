@@ -73,7 +73,6 @@ static void table_fill(lua_State *L, int idx, int depth, int ndim, const int64_t
     }
 }
 
-ml_tensor *mlua_table_to_tensor(lua_State *L, int idx, ml_dtype dt);
 ml_tensor *mlua_table_to_tensor(lua_State *L, int idx, ml_dtype dt) {
     idx = lua_absindex(L, idx);
     int64_t shape[ML_MAX_DIMS] = {0};

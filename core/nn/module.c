@@ -1,5 +1,5 @@
 /* module.c -- module lifetime, parameters, children, forward with paths,
- * traversal, configs and the type registry. */
+ * traversal, configs. */
 #include "module.h"
 
 #include <math.h>
@@ -15,7 +15,7 @@
 /* ------------------------------------------------------------ lifetime */
 ml_module *ml_module_new(const ml_module_type *type, void *state) {
     ml_module *m = calloc(1, sizeof *m);
-    if (!m) return ml_fail("out of memory");
+    if (!m) return ml_fail_oom(__func__);
     m->refcount = 1;
     m->type = type;
     m->training = true;
@@ -52,7 +52,7 @@ static ml_tensor *add_param(ml_module *m, const char *name, ml_tensor *t, bool b
         ml_param *p = realloc(m->params, sizeof *p * (size_t)cap);
         if (!p) {
             ml_release(t);
-            return ml_fail("out of memory");
+            return ml_fail_oom(__func__);
         }
         m->params = p;
         m->cap_params = cap;
@@ -77,7 +77,7 @@ ml_module *ml_module_add_child(ml_module *m, const char *name, ml_module *child)
         ml_child *c = realloc(m->children, sizeof *c * (size_t)cap);
         if (!c) {
             ml_module_release(child);
-            return ml_fail("out of memory");
+            return ml_fail_oom(__func__);
         }
         m->children = c;
         m->cap_children = cap;
@@ -147,9 +147,9 @@ ml_trace *ml_ctx_take_trace(ml_ctx *ctx) {
 static int begin_routing_use(ml_ctx *ctx) {
     forget_routing_use(ctx);
     if (ctx->routing && ctx->routing->n > 0 && !(ctx->routing_used = calloc((size_t)ctx->routing->n, sizeof(bool))))
-        return ml_failc("out of memory");
+        return ml_failc_oom(__func__);
     if (ctx->n_overrides > 0 && !(ctx->overrides_used = calloc((size_t)ctx->n_overrides, sizeof(bool))))
-        return ml_failc("out of memory");
+        return ml_failc_oom(__func__);
     return 0;
 }
 
@@ -206,9 +206,9 @@ ml_tensor *ml_module_forward_child(ml_module *parent, int i, ml_tensor *x, ml_ct
         double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
         ctx->on_module(ctx->on_module_ud, ctx->path, c->m, x, y, ml_flops() - flops0, secs);
     }
-    if (!y && strcmp(ml_last_error(), "interrupted") != 0 && strncmp(ml_last_error(), "in ", 3) != 0) {
-        if (ctx) ml_error_prefix("in %s (%s): ", ctx->path, c->m->type->name);
-        else ml_error_prefix("in module '%s' (%s) of %s: ", c->name, c->m->type->name, parent->type->name);
+    if (!y) {
+        if (ctx) ml_error_locate("in %s (%s): ", ctx->path, c->m->type->name);
+        else ml_error_locate("in module '%s' (%s) of %s: ", c->name, c->m->type->name, parent->type->name);
     }
     if (ctx) ctx->path[len] = 0;
     return y;
@@ -293,39 +293,6 @@ cJSON *ml_module_config(const ml_module *m) {
                        "with their architecture; save its parameters with ml.io.save_safetensors instead)",
                        m->type->name);
     return m->type->config(m);
-}
-
-/* ------------------------------------------------------------ registry */
-#define MAX_TYPES 128
-typedef struct {
-    const char *name;
-    ml_module_ctor ctor;
-} registry_entry;
-static registry_entry registry[MAX_TYPES];
-static int n_registered;
-
-void ml_module_register(const char *name, ml_module_ctor ctor) {
-    for (int i = 0; i < n_registered; i++)
-        if (!strcmp(registry[i].name, name)) {
-            registry[i].ctor = ctor;
-            return;
-        }
-    if (n_registered < MAX_TYPES) registry[n_registered++] = (registry_entry){name, ctor};
-}
-
-void ml_nn_register_builtin(void); /* registry.c */
-
-ml_module *ml_module_from_config(const cJSON *config) {
-    static bool ready;
-    if (!ready) {
-        ml_nn_register_builtin();
-        ready = true;
-    }
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(config, "type");
-    if (!cJSON_IsString(type)) return ml_fail("model config: missing \"type\"");
-    for (int i = 0; i < n_registered; i++)
-        if (!strcmp(registry[i].name, type->valuestring)) return registry[i].ctor(config);
-    return ml_fail("model config: unknown module type '%s'", type->valuestring);
 }
 
 /* ------------------------------------------------------------ helpers */

@@ -144,12 +144,16 @@ void ml_module_describe(const ml_module *m, char *buf, size_t n);
  * the tree cannot be rebuilt from data (e.g. a Lua function module). */
 cJSON *ml_module_config(const ml_module *m);
 
-/* ------------------------------------------------------------ registry
- * Module types that can be rebuilt from a config register a constructor. */
-typedef ml_module *(*ml_module_ctor)(const cJSON *config);
-void ml_module_register(const char *name, ml_module_ctor ctor);
-/* Builds a module from {"type": "...", ...}. */
-ml_module *ml_module_from_config(const cJSON *config);
+/* ------------------------------------------------------------ types by name
+ * A module type that can be rebuilt from its config lists itself in its
+ * file's table of kinds (registry.h finds them): its name, its constructor
+ * from a config and, when it has one, its option table (options.h). */
+struct ml_options;
+typedef struct {
+    const char *name;
+    ml_module *(*from_config)(const cJSON *config);
+    const struct ml_options *options; /* NULL: none declared */
+} ml_module_kind;
 
 /* ------------------------------------------------------------ init helpers */
 /* PyTorch's default for Linear/Conv: U(-1/sqrt(fan_in), 1/sqrt(fan_in)). */

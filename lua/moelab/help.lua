@@ -197,18 +197,6 @@ local texts = {
   ["nn.TransformerBlock"] = "ml.nn.TransformerBlock(dim, heads, [{eps = 1e-6, mlp = module | hidden}]) -> pre-LN block:\n  x + attn(ln1(x)), then + mlp(ln2(x)); mlp may be a TokenMoE",
   ["nn.PatchEmbed"] = "ml.nn.PatchEmbed({C, H, W}, patch, dim) -> [B, 1 + HW/p^2, dim] tokens: p x p patches, class token, position embedding",
   ["nn.BasicBlock"] = "ml.nn.BasicBlock(in, out, [stride = 1]) -> ResNet residual block (two 3x3 conv + BN, shortcut when the shape changes)",
-  ["nn.Router"] = "ml.nn.Router(dim, experts) -> linear router without bias, logits = x S^T (parameters in the \"router\" group)",
-  ["nn.TokenMoE"] = "ml.nn.TokenMoE(dim, [{experts = 8, k = 2, capacity_factor = 1.25, noise_std = 1, expert = module | config,\n  importance_weight = 0.005, load_weight = 0.005, switch_weight = 0, z_weight = 0, renormalize = false,\n  batch_priority = false, round_capacity = false, random_ties = true}])\n  Sparse V-MoE layer over tokens: noisy top-k routing with capacity; only the selected experts are computed;\n  auxiliary losses and a routing trace in model:forward(x, {trace = true}). Exact ties go to the lowest expert\n  index in evaluation (random_ties applies in training only).",
-  ["nn.SmoothMoE"] = "ml.nn.SmoothMoE(dim, [{experts = 8, expert = module | config}]) -> f(x) = sum_i p_i(x) f_i(x), p = softmax(S x) (all experts computed)",
-  ["nn.MoEConv2d"] = "ml.nn.MoEConv2d(in, out, k, [{stride = 1, padding = (k-1)/2, experts = 2, ratio = 0.5, router = \"layer\" | \"global\", mask = false,\n  importance_weight = 0, switch_weight = 0}])\n  Channel-MoE convolution (MoE-CNN): each sample's router picks one expert, a block of ratio*out channels;\n  only those channels are computed (mask = true: full convolution then mask, the reference form).\n  importance_weight / switch_weight > 0 add balancing losses for the per-layer router in training.",
-  ["nn.MaskedConv2d"] = "ml.nn.MaskedConv2d(in, out, k, [{stride, padding, ratio = 0.5}]) -> convolution keeping the ratio of output channels\n  with the largest learned scores (Sparse-CNN baseline; scores in the \"router\" group)",
-  ["nn.mlp"] = "ml.nn.mlp{classes = 10, input = {1, 28, 28}, hidden = {256, 128}, width = 1} -> MLP classifier (normalises inside)",
-  ["nn.cnn"] = "ml.nn.cnn{classes = 10, input = {1, 28, 28}, width = 1} -> small CNN: conv32-pool-conv64-pool-fc128-fc",
-  ["nn.resnet18"] = "ml.nn.resnet18{classes = 10, input = {3, 32, 32}, width = 1, base_width = 16, family = \"dense\"} -> CIFAR ResNet-18\n  family: \"dense\", \"s_dense\", \"sparse_cnn\", \"moe_cnn\" (with experts, ratio, router); see docs/MODELS.md",
-  ["nn.vgg16"] = "ml.nn.vgg16{classes = 10, input = {3, 32, 32}, width = 1, family = \"dense\"} -> VGG-16 with batch norm",
-  ["nn.wrn"] = "ml.nn.wrn{classes = 10, depth = 16, widen = 4, width = 1, family = \"dense\"} -> Wide ResNet (pre-activation)",
-  ["nn.vit"] = "ml.nn.vit{classes = 10, input = {1, 28, 28}, patch = 4, dim = 64, depth = 4, heads = 4, mlp = 256, eps = 1e-6} -> ViT",
-  ["nn.vmoe"] = "ml.nn.vmoe{... vit options ..., experts = 8, k = 2, capacity_factor = 1.25, moe_every = 2, noise_std = 1,\n  importance_weight = 0.005, load_weight = 0.005} -> V-MoE: the MLP of every moe_every-th block is a TokenMoE",
   ["nn.dense"] = "ml.nn.dense{backbone = \"resnet18\" | \"vgg16\" | \"wrn\" | \"cnn\", ...} -> the dense model (r = 1) of the AdvMoE family",
   ["nn.s_dense"] = "ml.nn.s_dense{backbone, ratio = 0.5, ...} -> every width scaled by ratio (same active size as MoE-CNN)",
   ["nn.sparse_cnn"] = "ml.nn.sparse_cnn{backbone, ratio = 0.5, ...} -> static structured channel masks learned from scores (HYDRA-style)",
@@ -281,7 +269,8 @@ Trace (what every MoE layer decided in one forward) -- y, trace = model:forward(
   #trace  :layers()           number of MoE layers; their names in forward order
   :get(i|name) :equal(t2)     a layer (error if absent); same selection (also t1 == t2)
   :compatible(t2) :save(path) same model and batch size (else an error); write as safetensors
-  ml.trace.load(path), ml.trace.new({...}); model:forward(x, {routing = trace}) forces its selection]],
+  ml.trace.load(path), ml.trace.new({...}); model:forward(x, {routing = trace}) forces its selection
+  A layer's table is a copy: to force an edited selection, build a trace with ml.trace.new.]],
   Optimizer = [[
 Optimizer -- opt:step(), opt:zero_grad(), opt:lr([value]), opt:steps(), opt:params(),
   opt:state_dict() -> tensors, steps; opt:load_state_dict(tensors, steps) to resume]],
