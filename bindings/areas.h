@@ -20,5 +20,6 @@ void mlua_open_nn(lua_State *L);
 void mlua_open_train(lua_State *L);
 void mlua_open_theory(lua_State *L);
 void mlua_open_moe(lua_State *L);
+void mlua_open_attack(lua_State *L);
 
 #endif

@@ -950,3 +950,7 @@ void mlua_module_methods(lua_State *L, const luaL_Reg *methods) {
     luaL_setfuncs(L, methods, 0);
     lua_pop(L, 2);
 }
+
+/* Pushes the routing traces of a forward context as model:forward returns them
+ * (for other binding areas: the attacks' progress and Lua objectives). */
+void mlua_push_traces(lua_State *L, const ml_ctx *ctx) { push_traces(L, ctx); }

@@ -24,6 +24,7 @@ static const struct {
     {"index", mlua_open_index},   {"data", mlua_open_data},   {"io", mlua_open_io},
     {"nn", mlua_open_nn},         {"train", mlua_open_train}, {"theory", mlua_open_theory},
     {"moe", mlua_open_moe},
+    {"attack", mlua_open_attack},
 };
 
 /* package.preload loader for an embedded file: upvalue 1 = its index */

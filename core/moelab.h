@@ -39,5 +39,6 @@
 #include "data/dataset.h"
 #include "io/png.h"
 #include "theory/theory.h"
+#include "attack/attack.h"
 
 #endif
