@@ -84,8 +84,9 @@ static void apgd_start(ml_attack_ctx *a, const ml_attack_batch *bt, float *xk) {
     for (int64_t i = 0; i < bt->b; i++) {
         double n = 0;
         float *v = xk + i * D;
+        ml_rng_state *g = atk_rng(a, bt, i);
         for (int64_t j = 0; j < D; j++) {
-            double t = a->o->norm == ML_NORM_LINF ? 2 * atk_uniform(a) - 1 : atk_normal(a);
+            double t = a->o->norm == ML_NORM_LINF ? 2 * atk_uniform(g) - 1 : atk_normal(g);
             v[j] = (float)t;
             n = a->o->norm == ML_NORM_LINF ? (fabs(t) > n ? fabs(t) : n) : n + t * t;
         }

@@ -7,10 +7,13 @@
  *   "custom":   the list in opts.attacks (apgd-ce, apgd-dlr, apgd-t, fab-t, square, pgd, fgsm)
  *
  * The robust examples at the start of an attack are split in chunks of
- * opts.batch; each (attack, chunk) has its own seed, so a run that resumes
- * from its state file (opts.state_path, rewritten atomically after every
- * chunk, with the adversarial rows found so far in <state>.adv.safetensors)
- * computes exactly what the uninterrupted run does. */
+ * opts.batch. Each example's random draws come from its own generator
+ * (seed, attack, row), so a run that resumes from its state file
+ * (opts.state_path, rewritten atomically after every chunk, with the
+ * adversarial rows found so far in <state>.adv.safetensors) computes what the
+ * uninterrupted run does, and an attack breaks the same examples inside the
+ * ensemble as alone (for a model that treats the examples of a batch
+ * independently). */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -370,7 +373,7 @@ int atk_autoattack(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *o
             float *broke = NULL;
             rc = cr && !atk_batch_rows(bt, cr, &sub) && !atk_out_new(&r, &sub) ? 0 : -1;
             if (rc == 0) {
-                atk_reseed(a, (uint64_t)k + 1, (uint64_t)c + 1);
+                atk_reseed(a, p.names[k]); /* per example: the chunking does not change the result */
                 ml_seed(a->o->seed ^ ((uint64_t)(k + 1) << 40) ^ ((uint64_t)(c + 1) << 20));
                 rc = run_part(a, p.names[k], &sub, &r);
             }

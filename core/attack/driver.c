@@ -311,11 +311,15 @@ void atk_direction(ml_attack_norm norm, int64_t b, int64_t D, float *g) {
     }
 }
 
-double atk_uniform(ml_attack_ctx *a) { return ml_rng_local_uniform(&a->rng); }
+ml_rng_state *atk_rng(ml_attack_ctx *a, const ml_attack_batch *bt, int64_t i) {
+    return &a->row_rng[bt->index ? ml_i64(bt->index)[i] : i];
+}
 
-double atk_normal(ml_attack_ctx *a) {
-    /* Box-Muller on the private generator (no cached spare: one draw = two uniforms) */
-    double u1 = atk_uniform(a), u2 = atk_uniform(a);
+double atk_uniform(ml_rng_state *g) { return ml_rng_local_uniform(g); }
+
+double atk_normal(ml_rng_state *g) {
+    /* Box-Muller (no cached spare: one draw = two uniforms) */
+    double u1 = atk_uniform(g), u2 = atk_uniform(g);
     if (u1 < 1e-300) u1 = 1e-300;
     return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
 }
@@ -327,8 +331,11 @@ static uint64_t splitmix(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-void atk_reseed(ml_attack_ctx *a, uint64_t k1, uint64_t k2) {
-    ml_rng_local_seed(&a->rng, splitmix(splitmix(a->o->seed ^ splitmix(k1)) ^ k2));
+void atk_reseed(ml_attack_ctx *a, const char *attack) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (const char *c = attack; *c; c++) h = (h ^ (unsigned char)*c) * 0x100000001b3ULL;
+    uint64_t base = splitmix(a->o->seed ^ splitmix(h));
+    for (int64_t r = 0; r < a->n_rows; r++) ml_rng_local_seed(&a->row_rng[r], splitmix(base ^ splitmix((uint64_t)r)));
 }
 
 void atk_random_start(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa, double eps) {
@@ -336,16 +343,17 @@ void atk_random_start(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa
     const float *x = ml_f32(bt->x);
     float *v = ml_f32(xa);
     for (int64_t i = 0; i < b; i++) {
+        ml_rng_state *g = atk_rng(a, bt, i);
         if (a->o->norm == ML_NORM_LINF) {
-            for (int64_t j = 0; j < D; j++) v[i * D + j] = (float)(x[i * D + j] + eps * (2 * atk_uniform(a) - 1));
+            for (int64_t j = 0; j < D; j++) v[i * D + j] = (float)(x[i * D + j] + eps * (2 * atk_uniform(g) - 1));
         } else {
             double s = 0;
             for (int64_t j = 0; j < D; j++) {
-                double z = atk_normal(a);
+                double z = atk_normal(g);
                 v[i * D + j] = (float)z;
                 s += z * z;
             }
-            double r = atk_uniform(a) * eps / (sqrt(s) + 1e-12);
+            double r = atk_uniform(g) * eps / (sqrt(s) + 1e-12);
             for (int64_t j = 0; j < D; j++) v[i * D + j] = (float)(x[i * D + j] + r * v[i * D + j]);
         }
     }

@@ -20,7 +20,8 @@ typedef struct {
     const ml_attack_opts *o;
     ml_objective *obj;         /* the objective of the gradient attacks (borrowed) */
     ml_attack_cost *cost;      /* where passes are counted */
-    ml_rng_state rng;          /* the attack's private generator */
+    ml_rng_state *row_rng;     /* a private generator per row of the caller's batch */
+    int64_t n_rows;
     ml_attack_routing routing; /* the last forward's traces / aux */
     ml_tensor *clean_logits;   /* [B, C] of the caller's batch (detached) */
     int64_t C;                 /* classes */
@@ -86,10 +87,15 @@ void atk_direction(ml_attack_norm norm, int64_t b, int64_t D, float *g);
 /* xa := x + a random point of the ball (uniform in each coordinate for linf;
  * for l2 a uniform direction scaled by U(0, 1) eps), then clamped. */
 void atk_random_start(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa, double eps);
-double atk_uniform(ml_attack_ctx *a);
-double atk_normal(ml_attack_ctx *a);
-/* A fresh private generator for a component / chunk, from the seed and two counters. */
-void atk_reseed(ml_attack_ctx *a, uint64_t k1, uint64_t k2);
+/* The private generator of example i of bt. Every random draw about an example
+ * (starts, squares) comes from its own row's generator, so what an attack does
+ * to an example depends on the seed, the attack and the example, never on
+ * which other examples share its batch (AutoAttack's subsets and chunks). */
+ml_rng_state *atk_rng(ml_attack_ctx *a, const ml_attack_batch *bt, int64_t i);
+double atk_uniform(ml_rng_state *g); /* [0, 1) */
+double atk_normal(ml_rng_state *g);
+/* Reseeds every row's generator from opts.seed, the attack's name and the row. */
+void atk_reseed(ml_attack_ctx *a, const char *attack);
 
 /* ---------------------------------------------------------------- progress */
 /* Calls on_step (when set) and checks Ctrl-C: 0 to go on, 1 to stop (sets

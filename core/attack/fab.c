@@ -131,8 +131,9 @@ static int fab_once(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *
     if (random_start) { /* a point at half the radius: x0 + eps/2 t / ||t|| */
         for (int64_t i = 0; i < b; i++) {
             float *v = x1 + i * D;
+            ml_rng_state *rg = atk_rng(a, bt, i);
             for (int64_t j = 0; j < D; j++)
-                v[j] = (float)(o->norm == ML_NORM_LINF ? 2 * atk_uniform(a) - 1 : atk_normal(a));
+                v[j] = (float)(o->norm == ML_NORM_LINF ? 2 * atk_uniform(rg) - 1 : atk_normal(rg));
             double f = 0.5 * o->eps / (row_norm(o->norm, v, D) + 1e-12);
             for (int64_t j = 0; j < D; j++) {
                 float u = (float)(x0[i * D + j] + f * v[j]);
@@ -213,6 +214,13 @@ int atk_fab_targeted(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out 
     int n_targets = a->o->n_targets < a->C - 1 ? a->o->n_targets : (int)(a->C - 1);
     int rc = 0;
     a->run = 0;
+    /* an example misclassified at x is at distance 0: x itself */
+    for (int64_t i = 0; i < bt->b; i++) {
+        int64_t row = bt->index ? ml_i64(bt->index)[i] : i, best = 0;
+        const float *z = ml_f32(a->clean_logits) + row * a->C;
+        for (int64_t c = 1; c < a->C; c++) best = z[c] > z[best] ? c : best;
+        if (best != ml_i64(bt->y)[i]) ml_f32(out->success)[i] = 1, ml_f32(out->loss)[i] = 0;
+    }
     for (int t = 1; t <= n_targets && rc == 0 && !a->stop; t++) {
         for (int k = 0; k < a->o->restarts && rc == 0 && !a->stop; k++, a->run++) {
             ml_tensor *rows = atk_rows_where(out->success, 0);

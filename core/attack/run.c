@@ -296,7 +296,12 @@ ml_tensor *ml_attack_run(const char *name, ml_module *model, ml_tensor *x, ml_te
     a.was_training = saved_modes.any_training;
     ml_module_set_training(model, false);
     ml_seed(o->seed ^ 0x5eed5eed5eedULL);
-    atk_reseed(&a, 0, 0);
+    a.n_rows = bt.b;
+    if (!(a.row_rng = malloc(sizeof *a.row_rng * (size_t)bt.b))) {
+        ml_fail("%s: out of memory", fn);
+        goto done;
+    }
+    atk_reseed(&a, fn);
 
     /* the clean forward: the number of classes, labels, clean prediction */
     {
@@ -365,6 +370,7 @@ done:
     ml_release(clean);
     ml_release(a.clean_logits);
     ml_attack_routing_free(&a.routing);
+    free(a.row_rng);
     atk_out_free(&out);
     atk_batch_free(&bt);
     ml_objective_free(own);

@@ -26,8 +26,8 @@ static double p_selection(double p_init, int i) {
     return p;
 }
 
-static int random_below(ml_attack_ctx *a, int n) { /* uniform in 0 .. n-1 */
-    int v = (int)(atk_uniform(a) * n);
+static int random_below(ml_rng_state *g, int n) { /* uniform in 0 .. n-1 */
+    int v = (int)(atk_uniform(g) * n);
     return v < n ? v : n - 1;
 }
 
@@ -53,7 +53,7 @@ int atk_square(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *out) 
     for (int64_t i = 0; i < b; i++)
         for (int64_t c = 0; c < C; c++)
             for (int64_t w = 0; w < W; w++) {
-                float s = atk_uniform(a) < 0.5 ? -eps : eps;
+                float s = atk_uniform(atk_rng(a, bt, i)) < 0.5 ? -eps : eps;
                 for (int64_t h = 0; h < H; h++) best[((i * C + c) * H + h) * W + w] += s;
             }
     ml_bump_version(out->x_adv);
@@ -90,9 +90,10 @@ int atk_square(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *out) 
             float *v = cv + j * D;
             const float *xi = x0 + i * D;
             memcpy(v, best + i * D, sizeof(float) * (size_t)D);
-            int64_t vh = random_below(a, (int)(H - s + 1)), vw = random_below(a, (int)(W - s + 1));
+            ml_rng_state *g = atk_rng(a, bt, i);
+            int64_t vh = random_below(g, (int)(H - s + 1)), vw = random_below(g, (int)(W - s + 1));
             for (int64_t c = 0; c < C; c++) {
-                float delta = atk_uniform(a) < 0.5 ? -2 * eps : 2 * eps;
+                float delta = atk_uniform(g) < 0.5 ? -2 * eps : 2 * eps;
                 for (int64_t h = vh; h < vh + s; h++)
                     for (int64_t w = vw; w < vw + s; w++) {
                         int64_t q = (c * H + h) * W + w;
