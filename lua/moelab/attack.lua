@@ -228,6 +228,5 @@ ml.attack.loss(name, logits, y, [{target = t, clean = logits}]) -> losses [B] (d
   (z_t - z_y), "bce" (multi-label, y float [B, C]), "ce_aux" (plus the routers' auxiliary losses; needs a
   forward, use it as an attack option), "kl" (KL to the clean prediction: clean = logits). Attacks maximise them.]])
 ml.doc(A.objectives, "ml.attack.objectives() -> the names of the built-in objectives (attack option objective)")
-ml.doc(A, "ml.attack -- adversarial attacks: fgsm, pgd, apgd, apgd_t, fab, square, autoattack, check; save/load")
 
 return true
