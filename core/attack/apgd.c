@@ -186,30 +186,18 @@ done:
     return rc;
 }
 
-/* Runs apgd_once on the examples of bt not broken in out, `restarts` times,
- * merging the worst case into out; target_rank > 0 targets the class of that
- * rank at the clean point (APGD-T). */
+static int apgd_run(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *r, int k) {
+    return apgd_once(a, bt, r);
+}
+
+/* `restarts` runs on the examples of bt not broken yet, merging the worst
+ * case into out; target_rank > 0 targets the class of that rank at the clean
+ * point (APGD-T). */
 static int apgd_runs(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *out, int target_rank) {
     int rc = 0;
-    for (int k = 0; k < a->o->restarts && rc == 0 && !a->stop; k++) {
-        ml_tensor *rows = atk_rows_where(out->success, 0);
-        if (!rows) return -1;
-        ml_attack_batch sub = {0};
-        ml_attack_out r = {0};
-        if (rows->shape[0] > 0) {
-            rc = atk_batch_rows(bt, rows, &sub);
-            if (rc == 0 && target_rank > 0 && !(sub.obj_target = atk_ranked_class(a, &sub, target_rank))) rc = -1;
-            if (rc == 0 && atk_out_new(&r, &sub)) rc = -1;
-            if (rc == 0) rc = apgd_once(a, &sub, &r);
-            if (rc == 0 || rc == 1) atk_out_merge(out, &r, rows, false);
-        }
-        atk_out_free(&r);
-        atk_batch_free(&sub);
-        bool none_left = rows->shape[0] == 0;
-        ml_release(rows);
-        if (none_left) break;
-        a->run++;
-    }
+    int64_t left = 1;
+    for (int k = 0; k < a->o->restarts && rc == 0 && !a->stop && left > 0; k++, a->run++)
+        rc = atk_run_unbroken(a, bt, out, target_rank, k, apgd_run, false, &left);
     return rc < 0 ? -1 : 0;
 }
 

@@ -43,22 +43,19 @@ static int check_randomness(ml_attack_ctx *a, const ml_attack_batch *bt, ml_doct
             double n0 = 0;
             const float *r0 = ml_f32(z[0]) + i * C;
             for (int64_t c = 0; c < C; c++) n0 += (double)r0[c] * r0[c];
-            int64_t p0 = 0;
-            for (int64_t c = 1; c < C; c++) p0 = r0[c] > r0[p0] ? c : p0;
+            int64_t p0 = atk_argmax(r0, C);
             bool moved = false;
             for (int k = 1; k < N; k++) {
                 const float *rk = ml_f32(z[k]) + i * C;
                 double nk = 0;
                 for (int64_t c = 0; c < C; c++) nk += (double)rk[c] * rk[c];
                 double diff = 0;
-                int64_t pk = 0;
                 for (int64_t c = 0; c < C; c++) {
                     double u = r0[c] / (sqrt(n0) + 1e-10) - rk[c] / (sqrt(nk) + 1e-10);
                     diff += u * u;
-                    pk = rk[c] > rk[pk] ? c : pk;
                 }
                 spread = sqrt(diff) > spread ? sqrt(diff) : spread;
-                moved |= pk != p0;
+                moved |= atk_argmax(rk, C) != p0;
             }
             changed += moved;
         }

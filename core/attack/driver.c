@@ -93,6 +93,27 @@ ml_tensor *atk_rows_where(const ml_tensor *mask, int want) {
     return rows;
 }
 
+int atk_run_unbroken(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *out, int target_rank, int k,
+                     atk_body body, bool only_success, int64_t *left) {
+    ml_tensor *rows = atk_rows_where(out->success, 0);
+    if (!rows) return -1;
+    *left = rows->shape[0];
+    ml_attack_batch sub = {0};
+    ml_attack_out r = {0};
+    int rc = 0;
+    if (*left > 0) {
+        rc = atk_batch_rows(bt, rows, &sub);
+        if (rc == 0 && target_rank > 0 && !(sub.obj_target = atk_ranked_class(a, &sub, target_rank))) rc = -1;
+        if (rc == 0 && atk_out_new(&r, &sub)) rc = -1;
+        if (rc == 0) rc = body(a, &sub, &r, k);
+        if (rc >= 0) atk_out_merge(out, &r, rows, only_success);
+    }
+    atk_out_free(&r);
+    atk_batch_free(&sub);
+    ml_release(rows);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- success */
 void atk_margin(const ml_tensor *logits, const ml_tensor *y, float *out) {
     int64_t b = logits->shape[0], C = logits->shape[1];
@@ -107,7 +128,7 @@ void atk_margin(const ml_tensor *logits, const ml_tensor *y, float *out) {
     }
 }
 
-static int64_t argmax_row(const float *row, int64_t C) {
+int64_t atk_argmax(const float *row, int64_t C) {
     int64_t best = 0;
     for (int64_t c = 1; c < C; c++)
         if (row[c] > row[best]) best = c;
@@ -128,7 +149,7 @@ void atk_success(const ml_attack_ctx *a, const ml_attack_batch *bt, const ml_ten
     }
     const int64_t *yy = ml_i64(bt->y), *tt = bt->target ? ml_i64(bt->target) : NULL;
     for (int64_t i = 0; i < b; i++) {
-        int64_t p = argmax_row(z + i * C, C);
+        int64_t p = atk_argmax(z + i * C, C);
         out[i] = tt ? p == tt[i] : p != yy[i];
     }
 }
@@ -282,18 +303,20 @@ void atk_project(const ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *x
     ml_bump_version(xa);
 }
 
-void atk_norms(ml_attack_norm norm, const ml_attack_batch *bt, const ml_tensor *xa, float *out) {
-    int64_t b = bt->b, D = bt->D;
-    const float *x = ml_f32(bt->x), *v = ml_f32(xa);
-    for (int64_t i = 0; i < b; i++) {
-        double acc = 0;
-        for (int64_t j = 0; j < D; j++) {
-            double d = fabs((double)v[i * D + j] - x[i * D + j]);
-            if (norm == ML_NORM_LINF) acc = d > acc ? d : acc;
-            else acc += d * d;
-        }
-        out[i] = (float)(norm == ML_NORM_LINF ? acc : sqrt(acc));
+double atk_row_dist(ml_attack_norm norm, const float *u, const float *v, int64_t D) {
+    double acc = 0;
+    for (int64_t j = 0; j < D; j++) {
+        double d = fabs((double)u[j] - (v ? v[j] : 0));
+        if (norm == ML_NORM_LINF) acc = d > acc ? d : acc;
+        else acc += d * d;
     }
+    return norm == ML_NORM_LINF ? acc : sqrt(acc);
+}
+
+void atk_norms(ml_attack_norm norm, const ml_attack_batch *bt, const ml_tensor *xa, float *out) {
+    int64_t D = bt->D;
+    for (int64_t i = 0; i < bt->b; i++)
+        out[i] = (float)atk_row_dist(norm, ml_f32(xa) + i * D, ml_f32(bt->x) + i * D, D);
 }
 
 void atk_direction(ml_attack_norm norm, int64_t b, int64_t D, float *g) {

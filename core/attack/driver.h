@@ -57,6 +57,14 @@ void atk_out_free(ml_attack_out *out);
  * worst case per example: a success replaces a failure, and (unless
  * only_success) a higher loss replaces a lower one; steps add up. */
 void atk_out_merge(ml_attack_out *dst, const ml_attack_out *src, const ml_tensor *rows, bool only_success);
+/* One run of an attack body on a batch; k counts the runs (restarts, targets). */
+typedef int (*atk_body)(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *r, int k);
+/* Runs body on the examples of bt not broken in out (with the objective's
+ * target classes of rank target_rank when > 0) and merges the result into
+ * out (atk_out_merge). *left = how many examples it ran on (0: none was left).
+ * Returns 0, 1 (stopped: what was found is merged) or -1. */
+int atk_run_unbroken(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *out, int target_rank, int k,
+                     atk_body body, bool only_success, int64_t *left);
 /* int64 [k] of the rows where mask (float [b]) is 0 (want = 0) or 1 (want = 1). */
 ml_tensor *atk_rows_where(const ml_tensor *mask, int want);
 
@@ -73,6 +81,8 @@ int atk_eval(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa, ml_tens
 /* 1 where logits say the example is broken (misclassified, target reached,
  * or a multi-label prediction differs). */
 void atk_success(const ml_attack_ctx *a, const ml_attack_batch *bt, const ml_tensor *logits, float *out);
+/* The index of the largest of C values (the first on ties). */
+int64_t atk_argmax(const float *row, int64_t C);
 /* The margin z_y - max_{i != y} z_i per example (<= 0: misclassified). */
 void atk_margin(const ml_tensor *logits, const ml_tensor *y, float *out);
 
@@ -80,6 +90,8 @@ void atk_margin(const ml_tensor *logits, const ml_tensor *y, float *out);
 /* xa := projection of xa onto the norm ball of radius eps around x (and [0, 1]
  * when clamping), row by row. */
 void atk_project(const ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa, double eps);
+/* ||u - v|| in the norm for one row of D values (v NULL: ||u||). */
+double atk_row_dist(ml_attack_norm norm, const float *u, const float *v, int64_t D);
 /* out[i] = ||xa_i - x_i|| in the attack's norm. */
 void atk_norms(ml_attack_norm norm, const ml_attack_batch *bt, const ml_tensor *xa, float *out);
 /* dir := sign(g) (linf) or g / ||g||_2 (l2), row by row (in place). */

@@ -90,29 +90,11 @@ void ml_fab_project(ml_attack_norm norm, int64_t D, const float *t, const float 
 }
 
 /* ---------------------------------------------------------------- one run */
-static double row_norm(ml_attack_norm norm, const float *v, int64_t D) {
-    double acc = 0;
-    for (int64_t j = 0; j < D; j++) {
-        double a = fabs((double)v[j]);
-        if (norm == ML_NORM_LINF) acc = a > acc ? a : acc;
-        else acc += a * a;
-    }
-    return norm == ML_NORM_LINF ? acc : sqrt(acc);
-}
-
-static double row_dist(ml_attack_norm norm, const float *x, const float *y, int64_t D) {
-    double acc = 0;
-    for (int64_t j = 0; j < D; j++) {
-        double a = fabs((double)x[j] - y[j]);
-        if (norm == ML_NORM_LINF) acc = a > acc ? a : acc;
-        else acc += a * a;
-    }
-    return norm == ML_NORM_LINF ? acc : sqrt(acc);
-}
-
 enum { X1, G, D1, D2, BEST, NBUF };
 
-static int fab_once(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *r, bool random_start) {
+/* One run; the runs after the first (restarts) start at a random point. */
+static int fab_run(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *r, int run) {
+    bool random_start = run > 0;
     const ml_attack_opts *o = a->o;
     int n_iter = o->steps > 0 ? o->steps : 100;
     int64_t b = bt->b, D = bt->D;
@@ -134,7 +116,7 @@ static int fab_once(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *
             ml_rng_state *rg = atk_rng(a, bt, i);
             for (int64_t j = 0; j < D; j++)
                 v[j] = (float)(o->norm == ML_NORM_LINF ? 2 * atk_uniform(rg) - 1 : atk_normal(rg));
-            double f = 0.5 * o->eps / (row_norm(o->norm, v, D) + 1e-12);
+            double f = 0.5 * o->eps / (atk_row_dist(o->norm, v, NULL, D) + 1e-12);
             for (int64_t j = 0; j < D; j++) {
                 float u = (float)(x0[i * D + j] + f * v[j]);
                 v[j] = u < 0 ? 0 : u > 1 ? 1 : u;
@@ -153,7 +135,7 @@ static int fab_once(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *
             double plane = gx - df[i]; /* the hyperplane g . z = plane where the linearised z_t - z_y is 0 */
             ml_fab_project(o->norm, D, xi, gi, plane, d1 + i * D, work);
             ml_fab_project(o->norm, D, x0i, gi, plane, d2 + i * D, work);
-            double a1 = row_norm(o->norm, d1 + i * D, D), a2 = row_norm(o->norm, d2 + i * D, D);
+            double a1 = atk_row_dist(o->norm, d1 + i * D, NULL, D), a2 = atk_row_dist(o->norm, d2 + i * D, NULL, D);
             a1 = a1 > 1e-8 ? a1 : 1e-8;
             a2 = a2 > 1e-8 ? a2 : 1e-8;
             double al = a1 / (a1 + a2);
@@ -173,7 +155,7 @@ static int fab_once(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *
             if (adv[i] == 0) continue;
             float *v = x1 + i * D;
             const float *x0i = x0 + i * D;
-            double t = row_dist(o->norm, v, x0i, D);
+            double t = atk_row_dist(o->norm, v, x0i, D);
             if (t < res[i]) {
                 res[i] = (float)t;
                 memcpy(bestx + i * D, v, sizeof(float) * (size_t)D);
@@ -216,33 +198,13 @@ int atk_fab_targeted(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out 
     a->run = 0;
     /* an example misclassified at x is at distance 0: x itself */
     for (int64_t i = 0; i < bt->b; i++) {
-        int64_t row = bt->index ? ml_i64(bt->index)[i] : i, best = 0;
-        const float *z = ml_f32(a->clean_logits) + row * a->C;
-        for (int64_t c = 1; c < a->C; c++) best = z[c] > z[best] ? c : best;
-        if (best != ml_i64(bt->y)[i]) ml_f32(out->success)[i] = 1, ml_f32(out->loss)[i] = 0;
+        int64_t row = bt->index ? ml_i64(bt->index)[i] : i;
+        if (atk_argmax(ml_f32(a->clean_logits) + row * a->C, a->C) != ml_i64(bt->y)[i]) ml_f32(out->success)[i] = 1, ml_f32(out->loss)[i] = 0;
     }
     for (int t = 1; t <= n_targets && rc == 0 && !a->stop; t++) {
-        for (int k = 0; k < a->o->restarts && rc == 0 && !a->stop; k++, a->run++) {
-            ml_tensor *rows = atk_rows_where(out->success, 0);
-            if (!rows) {
-                rc = -1;
-                break;
-            }
-            ml_attack_batch sub = {0};
-            ml_attack_out r = {0};
-            bool empty = rows->shape[0] == 0;
-            if (!empty) {
-                rc = atk_batch_rows(bt, rows, &sub);
-                if (rc == 0 && !(sub.obj_target = atk_ranked_class(a, &sub, t))) rc = -1;
-                if (rc == 0 && atk_out_new(&r, &sub)) rc = -1;
-                if (rc == 0) rc = fab_once(a, &sub, &r, k > 0);
-                if (rc == 0 || rc == 1) atk_out_merge(out, &r, rows, true);
-            }
-            atk_out_free(&r);
-            atk_batch_free(&sub);
-            ml_release(rows);
-            if (empty) break;
-        }
+        int64_t left = 1;
+        for (int k = 0; k < a->o->restarts && rc == 0 && !a->stop && left > 0; k++, a->run++)
+            rc = atk_run_unbroken(a, bt, out, t, k, fab_run, true, &left);
     }
     a->obj = saved;
     ml_objective_free(diff);

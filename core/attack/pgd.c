@@ -42,32 +42,21 @@ static int pgd_once(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *
     return rc;
 }
 
+static int pgd_run(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *r, int k) {
+    ml_tensor *g = ml_empty_like(bt->x), *frozen = ml_empty(ML_F32, 1, &bt->b);
+    int rc = g && frozen ? pgd_once(a, bt, r, ml_f32(g), ml_f32(frozen)) : -1;
+    ml_release(g);
+    ml_release(frozen);
+    return rc;
+}
+
 int atk_pgd(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *out) {
     int rc = 0;
-    for (int k = 0; k < a->o->restarts && rc == 0 && !a->stop; k++) {
+    int64_t left = 1;
+    /* a restart re-attacks only the examples not broken yet */
+    for (int k = 0; k < a->o->restarts && rc == 0 && !a->stop && left > 0; k++) {
         a->run = k;
-        /* a restart re-attacks only the examples not broken yet */
-        ml_tensor *rows = k == 0 ? ml_arange(0, (double)bt->b, 1, ML_I64) : atk_rows_where(out->success, 0);
-        if (!rows) return -1;
-        if (rows->shape[0] == 0) {
-            ml_release(rows);
-            break;
-        }
-        ml_attack_batch sub = {0};
-        ml_attack_out r = {0};
-        ml_tensor *g = NULL, *frozen = NULL;
-        rc = k == 0 ? 0 : atk_batch_rows(bt, rows, &sub);
-        const ml_attack_batch *use = k == 0 ? bt : &sub;
-        if (rc == 0 && atk_out_new(&r, use)) rc = -1;
-        if (rc == 0 && (!(g = ml_empty_like(use->x)) || !(frozen = ml_empty(ML_F32, 1, &use->b)))) rc = -1;
-        if (rc == 0) rc = pgd_once(a, use, &r, ml_f32(g), ml_f32(frozen));
-        /* an interrupted restart does not replace finished ones */
-        if (rc == 0 || (rc == 1 && k == 0)) atk_out_merge(out, &r, rows, false);
-        ml_release(g);
-        ml_release(frozen);
-        atk_out_free(&r);
-        atk_batch_free(&sub);
-        ml_release(rows);
+        rc = atk_run_unbroken(a, bt, out, 0, k, pgd_run, false, &left);
     }
     return rc < 0 ? -1 : 0;
 }

@@ -153,18 +153,11 @@ static void restore_modes(modes *s) {
 }
 
 /* ---------------------------------------------------------------- report */
-static int64_t argmax_of(const float *row, int64_t C) {
-    int64_t best = 0;
-    for (int64_t c = 1; c < C; c++)
-        if (row[c] > row[best]) best = c;
-    return best;
-}
-
 static ml_tensor *predictions(const ml_tensor *z) {
     int64_t B = z->shape[0], C = z->shape[1];
     ml_tensor *p = ml_empty(ML_I64, 1, &B);
     if (p)
-        for (int64_t i = 0; i < B; i++) ml_i64(p)[i] = argmax_of(ml_f32(z) + i * C, C);
+        for (int64_t i = 0; i < B; i++) ml_i64(p)[i] = atk_argmax(ml_f32(z) + i * C, C);
     return p;
 }
 
