@@ -38,7 +38,9 @@ static int pgd_once(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *
         }
         atk_project(a, bt, r->x_adv, eps);
     }
-    if (rc == 0) rc = atk_eval(a, bt, r->x_adv, NULL, loss, succ);
+    /* restarts compare runs by the final point's loss and success; a single run needs no extra forward
+     * (its loss and success are the last step's, and the caller evaluates the result) */
+    if (rc == 0 && o->restarts > 1) rc = atk_eval(a, bt, r->x_adv, NULL, loss, succ);
     return rc;
 }
 
