@@ -407,7 +407,13 @@ static int l_run(lua_State *L) {
     lua_pop(L, 1);
     o.eps = opt_num(L, 5, fn, "eps", 0);
     o.norm = check_norm(L, fn, opt_str(L, 5, fn, "norm", "linf"));
-    o.seed = (uint64_t)opt_num(L, 5, fn, "seed", 0);
+    if (field(L, 5, "seed") != LUA_TNIL) {
+        int ok = 0;
+        lua_Integer seed = lua_tointegerx(L, -1, &ok);
+        if (!ok) luaL_error(L, "%s: seed must be an integer, got %s", fn, luaL_tolstring(L, -1, NULL));
+        o.seed = (uint64_t)seed;
+    }
+    lua_pop(L, 1);
     o.clamp = opt_bool(L, 5, fn, "clamp", true);
     o.trace = opt_bool(L, 5, fn, "trace", false);
     o.steps = opt_int(L, 5, fn, "steps", -1, 1, "a positive integer");

@@ -24,6 +24,7 @@ T.test("norm, steps, alpha and the other numbers", function()
   T.raises(pgd({eps = 0.1, restarts = 0}), "pgd: restarts must be an integer >= 1, got 0")
   T.raises(pgd({eps = 0.1, eot = 0}), "pgd: eot must be an integer >= 1, got 0")
   T.raises(pgd({eps = 0.1, random_start = 1}), "pgd: random_start must be true or false, got number")
+  T.raises(pgd({eps = 0.1, seed = 1.5}), "pgd: seed must be an integer, got 1.5")
   T.raises(function() ml.attack.apgd(m, x, y, {eps = 0.1, rho = 1.5}) end, "apgd: rho must be in (0, 1), got 1.5")
   T.raises(function() ml.attack.square(m, x:reshape(4, 1, 3, 4), y, {eps = 0.1, p_init = 0}) end,
     "square: p_init must be in (0, 1], got 0")
