@@ -86,7 +86,7 @@ typedef struct {
     int n_attacks;                                /* custom: the list */
     const char *attacks[ML_ATTACK_MAX_PARTS];
     const char *state_path;                       /* resumable state (JSON), or NULL */
-    int64_t batch;                                /* examples per chunk (0 = all at once) */
+    int64_t batch;                                /* examples per chunk (250; 0 = all at once) */
     bool checks;                                  /* run the doctor's cheap checks first (true) */
     /* progress */
     ml_attack_step_fn on_step;
