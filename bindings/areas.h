@@ -26,5 +26,6 @@ void mlua_open_kind(lua_State *L);
 void mlua_open_trace(lua_State *L);
 void mlua_open_plot(lua_State *L);
 void mlua_open_image(lua_State *L);
+void mlua_open_attack(lua_State *L);
 
 #endif

@@ -43,5 +43,6 @@
 #include "plot/plot.h"
 #include "plot/image.h"
 #include "theory/theory.h"
+#include "attack/attack.h"
 
 #endif

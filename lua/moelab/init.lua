@@ -13,5 +13,6 @@ require "moelab.theory"
 require "moelab.repr"
 require "moelab.plot"
 require "moelab.image"
+require "moelab.attack"
 
 return true
