@@ -29,20 +29,25 @@ static void push_routing(lua_State *L, const void *routing, bool keep_grad) {
 }
 
 static const char *const common_opts[] = {"eps", "norm", "seed", "clamp", "on_step", "trace", "log", NULL};
+/* the gradient passes of these attacks take the router-attack switches */
+#define ROUTER_SWITCHES "selection_grad", "router_noise"
+/* FGSM, PGD and APGD also attack a part of an MoE (target = "router", ...) */
+#define MOE_PARTS "target", "expert", "steer_steps", ROUTER_SWITCHES
 static const struct {
     const char *attack;
-    const char *const opts[16];
+    const char *const opts[20];
 } attack_opts[] = {
-    {"fgsm", {"objective", "target", "eot", NULL}},
-    {"pgd", {"steps", "alpha", "random_start", "restarts", "early_stop", "eot", "objective", "target", NULL}},
-    {"apgd", {"steps", "restarts", "eot", "objective", "target", "rho", "momentum", NULL}},
-    {"apgd-ce", {"steps", "restarts", "eot", "rho", "momentum", NULL}},
-    {"apgd-dlr", {"steps", "restarts", "eot", "rho", "momentum", NULL}},
-    {"apgd-t", {"steps", "restarts", "eot", "n_targets", "rho", "momentum", NULL}},
-    {"fab-t", {"steps", "restarts", "eot", "n_targets", "alpha_max", "eta", "beta", NULL}},
-    {"fab", {"steps", "restarts", "eot", "n_targets", "alpha_max", "eta", "beta", NULL}},
+    {"fgsm", {"objective", "eot", MOE_PARTS, NULL}},
+    {"pgd", {"steps", "alpha", "random_start", "restarts", "early_stop", "eot", "objective", MOE_PARTS, NULL}},
+    {"apgd", {"steps", "restarts", "eot", "objective", "rho", "momentum", MOE_PARTS, NULL}},
+    {"apgd-ce", {"steps", "restarts", "eot", "rho", "momentum", ROUTER_SWITCHES, NULL}},
+    {"apgd-dlr", {"steps", "restarts", "eot", "rho", "momentum", ROUTER_SWITCHES, NULL}},
+    {"apgd-t", {"steps", "restarts", "eot", "n_targets", "rho", "momentum", ROUTER_SWITCHES, NULL}},
+    {"fab-t", {"steps", "restarts", "eot", "n_targets", "alpha_max", "eta", "beta", ROUTER_SWITCHES, NULL}},
+    {"fab", {"steps", "restarts", "eot", "n_targets", "alpha_max", "eta", "beta", ROUTER_SWITCHES, NULL}},
     {"square", {"queries", "p_init", NULL}},
-    {"autoattack", {"version", "attacks", "state", "batch", "checks", "steps", "eot", "queries", "n_targets", NULL}},
+    {"autoattack", {"version", "attacks", "state", "batch", "checks", "steps", "eot", "queries", "n_targets",
+                    ROUTER_SWITCHES, NULL}},
     {"check", {"steps", "queries", "eot", NULL}},
     {"check-cheap", {"steps", "queries", "eot", NULL}},
 };
@@ -391,6 +396,30 @@ static void push_report(lua_State *L, const ml_attack_report *r, const ml_attack
         push_doctor(L, &r->doctor);
         lua_setfield(L, -2, "doctor");
     }
+    lua_pushstring(L, ml_moe_target_name(r->moe_target));
+    lua_setfield(L, -2, "target");
+    lua_pushstring(L, r->selection_ste ? "ste" : "model");
+    lua_setfield(L, -2, "selection_grad");
+    lua_pushboolean(L, r->router_noise);
+    lua_setfield(L, -2, "router_noise");
+    if (r->n_layers > 0) {
+        lua_createtable(L, r->n_layers, 0);
+        for (int i = 0; i < r->n_layers; i++) {
+            const ml_attack_layer *l = &r->layers[i];
+            lua_createtable(L, 0, 4);
+            lua_pushstring(L, l->name);
+            lua_setfield(L, -2, "layer");
+            set_num(L, "change", l->change);
+            if (l->steer >= 0) {
+                set_int(L, "expert", l->steer + 1);
+                set_num(L, "steered", l->steered);
+            }
+            lua_rawseti(L, -2, i + 1);
+        }
+        lua_setfield(L, -2, "routing");
+        set_int(L, "routing_changed", r->routing_changed);
+    }
+    set_int(L, "prediction_changed", r->prediction_changed);
 }
 
 /* ml.attack._run(name, model, x, y, [opts]) -> x_adv, report */
@@ -444,6 +473,28 @@ static int l_run(lua_State *L) {
     o.state_path = opt_str(L, 5, fn, "state", NULL);
     o.batch = opt_int(L, 5, fn, "batch", 250, 0, "an integer >= 0");
     o.checks = opt_bool(L, 5, fn, "checks", true);
+    o.router_noise = opt_bool(L, 5, fn, "router_noise", false);
+    const char *sel = opt_str(L, 5, fn, "selection_grad", "model");
+    if (strcmp(sel, "model") && strcmp(sel, "ste"))
+        luaL_error(L, "%s: selection_grad must be \"model\" (the gradient the model defines, through the gates) or "
+                   "\"ste\" (straight-through), got '%s'", fn, sel);
+    o.selection_ste = !strcmp(sel, "ste");
+    if (field(L, 5, "target") == LUA_TSTRING && ml_moe_target_parse(fn, lua_tostring(L, -1), &o.moe_target))
+        return mlua_error(L);
+    lua_pop(L, 1);
+    o.steer_steps = opt_int(L, 5, fn, "steer_steps", 0, 1, "a positive integer");
+    int et = field(L, 5, "expert");
+    if (et == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "weakest")) {
+        o.steer_expert = -1;
+    } else if (et != LUA_TNIL) {
+        int ok = 0;
+        lua_Integer e = lua_tointegerx(L, -1, &ok);
+        if (!ok || e < 1 || e > 1 << 20)
+            luaL_error(L, "%s: expert must be an expert number (1-based) or \"weakest\", got %s", fn,
+                       luaL_tolstring(L, -1, NULL));
+        o.steer_expert = (int)e - 1;
+    }
+    lua_pop(L, 1);
     if (field(L, 5, "attacks") != LUA_TNIL) {
         if (!lua_istable(L, -1)) luaL_error(L, "%s: attacks must be a list of attack names", fn);
         int n = (int)lua_rawlen(L, -1);
@@ -490,9 +541,19 @@ static int l_run(lua_State *L) {
     bool multilabel = st->objective && st->objective->multilabel;
     if (lua_isnoneornil(L, 4)) luaL_error(L, "%s: labels y are missing", fn);
     st->y = labels_to_core(L, 4, fn, "y", multilabel);
-    if (field(L, 5, "target") != LUA_TNIL) st->target = labels_to_core(L, lua_gettop(L), fn, "target", false);
+    /* target: a part of an MoE (a name, read above) or target classes (a tensor) */
+    int tt = field(L, 5, "target");
+    if (tt != LUA_TNIL && tt != LUA_TSTRING) {
+        if (!mlua_to_tensor(L, -1))
+            luaL_error(L, "%s: target must be \"model\", \"router\", \"experts\", \"steer_then_break\" or a tensor "
+                       "of target classes, got %s", fn, luaL_typename(L, -1));
+        st->target = labels_to_core(L, lua_gettop(L), fn, "target", false);
+    }
     lua_pop(L, 1);
     o.target = st->target;
+    if (et != LUA_TNIL && o.moe_target != ML_TARGET_STEER_THEN_BREAK &&
+        !(st->objective && !strcmp(st->objective->name, "routing_steer")))
+        luaL_error(L, "%s: expert applies to target = \"steer_then_break\" and objective = \"routing_steer\"", fn);
 
     callbacks cb = {L, 0, 0};
     if (field(L, 5, "on_step") != LUA_TNIL) {
@@ -559,6 +620,56 @@ static int l_loss(lua_State *L) {
     return mlua_push_tensor(L, ml_objective_apply(st->objective, z, st->y, st->target, clean, 1));
 }
 
+/* ml.attack.routing_change(clean, trace, n | index) -> {{layer, change}, ...}, changed [b]
+ * n: the examples of both traces; index: the rows (1-based) of the clean
+ * batch that trace's examples are (info.index of on_step). */
+static int l_routing_change(lua_State *L) {
+    const char *fn = "routing_change";
+    ml_trace *clean = mlua_check_trace(L, 1), *cur = mlua_check_trace(L, 2);
+    ml_tensor *index = NULL;
+    int64_t b;
+    if (lua_type(L, 3) == LUA_TNUMBER) {
+        lua_Integer n = lua_tointeger(L, 3);
+        if (!lua_isinteger(L, 3) || n < 1)
+            luaL_error(L, "%s: the number of examples must be a positive integer, got %s", fn, luaL_tolstring(L, 3, NULL));
+        b = n;
+    } else {
+        ml_tensor *t = mlua_to_tensor(L, 3);
+        if (!t || t->dtype != ML_I64 || t->ndim != 1)
+            luaL_error(L, "%s: third argument must be the number of examples or an int64 tensor of rows (1-based), got "
+                       "%s", fn, t ? ML_SHAPE_STR(t) : luaL_typename(L, 3));
+        index = mlua_index_to_core(L, 3, fn);
+        mlua_push_tensor(L, index); /* Lua owns it */
+        b = index->shape[0];
+    }
+    int64_t B = b;
+    if (index && cur->n > 0 && clean->n > 0) { /* the clean batch's size, from the first layer */
+        const ml_trace_layer *lc = &cur->layers[0], *l0 = &clean->layers[0];
+        if (b < 1 || lc->T % b) luaL_error(L, "%s: layer '%s' routed %d items for %d examples", fn, lc->name,
+                                          (int)lc->T, (int)b);
+        int64_t n = lc->T / b;
+        B = n > 0 ? l0->T / n : b;
+        for (int64_t i = 0; i < b; i++)
+            if (ml_i64(index)[i] < 0 || ml_i64(index)[i] >= B)
+                luaL_error(L, "%s: row %d of the index is %d, outside 1..%d (the clean batch)", fn, (int)i + 1,
+                           (int)ml_i64(index)[i] + 1, (int)B);
+    }
+    double *rate = lua_newuserdatauv(L, sizeof(double) * (size_t)(clean->n > 0 ? clean->n : 1), 0);
+    ml_tensor *changed = ml_zeros(ML_F32, 1, &b);
+    mlua_push_tensor(L, changed);
+    if (ml_attack_routing_change(fn, clean, B, cur, index, rate, ml_f32(changed)) < 0) return mlua_error(L);
+    lua_createtable(L, clean->n, 0);
+    for (int i = 0; i < clean->n; i++) {
+        lua_createtable(L, 0, 2);
+        lua_pushstring(L, clean->layers[i].name);
+        lua_setfield(L, -2, "layer");
+        set_num(L, "change", rate[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_insert(L, -2);
+    return 2;
+}
+
 /* ml.attack.objectives() -> the names of the built-in objectives */
 static int l_objectives(lua_State *L) {
     lua_pushstring(L, ml_objective_names());
@@ -575,6 +686,7 @@ void mlua_open_attack(lua_State *L) {
                           {"_last", l_last},
                           {"loss", l_loss},
                           {"objectives", l_objectives},
+                          {"routing_change", l_routing_change},
                           {NULL, NULL}};
     luaL_setfuncs(L, f, 0);
     lua_pop(L, 1);

@@ -228,6 +228,14 @@ ml.attack.loss(name, logits, y, [{target = t, clean = logits}]) -> losses [B] (d
   The attack objectives: "ce", "dlr", "cw" (max_{i~=y} z_i - z_y), "ce_targeted", "dlr_targeted", "logit_diff"
   (z_t - z_y), "bce" (multi-label, y float [B, C]), "ce_aux" (plus the routers' auxiliary losses; needs a
   forward, use it as an attack option), "kl" (KL to the clean prediction: clean = logits). Attacks maximise them.]])
+ml.doc(A.routing_change, [[
+ml.attack.routing_change(clean_trace, trace, n | index) -> {{layer, change}, ...}, changed [b]
+  How the routing of a forward (trace) differs from the clean routing (clean_trace), per MoE layer: change =
+  the fraction of the layer's items (tokens, or samples for a channel MoE) kept by a different set of experts;
+  changed[i] = 1 when some item of example i changed in some layer. n: both traces are of the same n examples;
+  index (int64, 1-based): the rows of the clean batch that trace's examples are (info.index in on_step).
+  e.g. ml.attack.pgd(m, x, y, {eps = 0.1, trace = true, on_step = function(_, i)
+         print(ml.attack.routing_change(clean, i.trace, i.index)[1].change) end})]])
 ml.doc(A.objectives, "ml.attack.objectives() -> the names of the built-in objectives (attack option objective)")
 
 return true
