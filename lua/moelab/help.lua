@@ -159,8 +159,11 @@ local texts = {
   ["memory_trim"] = "ml.memory_trim() -> returns cached buffers to the system",
   ["threads"] = "ml.threads([n]) -> number of threads (sets OpenMP and OpenBLAS when n is given)",
   ["clock"] = "ml.clock() -> monotonic time in seconds, for timing",
+  ["build_info"] = "ml.build_info() -> {version, compiler, blas, blas_openmp, openmp, threads, cpus, cpu, features,\n  conv_avx512, sanitized}: the build and the machine, to keep beside a table of results (moelab -v prints it)",
   ["isatty"] = "ml.isatty([fd = 1]) -> true when the file descriptor is a terminal",
   ["interrupted"] = "ml.interrupted() -> true when Ctrl-C was pressed during the current command",
+  ["interrupt"] = "ml.interrupt() -- acts as Ctrl-C: the running command stops at its next check, unless an\n  ml.interruptible around it consumes the interrupt (a training callback can stop ml.train.fit this way)",
+  ["interruptible"] = "ml.interruptible(fn, ...) -> interrupted, fn's results\n  Runs fn(...); Ctrl-C stops it and returns true instead of raising (the interrupt is consumed, so what\n  follows runs normally). Other errors pass through. e.g. local stopped = ml.interruptible(train_loop)",
   -- io
   ["io.load_safetensors"] = "ml.io.load_safetensors(path) -> {name = tensor}, {metadata}\n  Reads a safetensors file (validated; a corrupt file is refused with its name and the reason).",
   ["io.save_safetensors"] = "ml.io.save_safetensors(path, {name = tensor}, [{key = \"value\"}])\n  Writes a safetensors file atomically (temporary file, fsync, rename).",

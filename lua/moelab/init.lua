@@ -10,5 +10,6 @@ require "moelab.train"
 require "moelab.data"
 require "moelab.theory"
 require "moelab.repr"
+require "moelab.complete"
 
 return true

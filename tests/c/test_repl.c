@@ -164,6 +164,53 @@ TEST(prompt_prints_and_continues) {
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* Values that once ended the session (exit 139) print, and the prompt goes on. */
+TEST(prompt_prints_several_values_and_odd_ones) {
+    session s;
+    CHECK(start(&s));
+    CHECK(expect_prompt(&s, 10));
+    size_t m = s.len;
+    send(&s, "ml.rand(300), 1\r");
+    CHECK(expect(&s, m, "[float32 tensor of shape 300]\t1", 10));
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, "setmetatable({}, {__tostring = function() error('boom') end}), 'next'\r");
+    CHECK(expect(&s, m, "<table: cannot be printed: ", 5));
+    CHECK(expect(&s, m, "boom>\tnext", 5));
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, "m = ml.nn.mlp{}\r");
+    CHECK(expect_prompt(&s, 10));
+    m = s.len;
+    send(&s, "m:eval()\r"); /* a chaining method: one line, not the tree */
+    CHECK(expect(&s, m, "235.1K parameters, eval mode>", 5));
+    CHECK(expect_prompt(&s, 5));
+    CHECK(strstr(s.buf + m, "Linear(") == NULL);
+    m = s.len;
+    send(&s, "_ == m\r"); /* _ holds the last result */
+    CHECK(expect(&s, m, "true", 5));
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, ":time on\r");
+    CHECK(expect(&s, m, "timing on", 5));
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, "x = 1\r");
+    CHECK(expect(&s, m, " s)", 5));
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, ":time off\r");
+    CHECK(expect(&s, m, "timing off", 5));
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, ":bogus\r");
+    CHECK(expect(&s, m, "unknown command ':bogus'", 5));
+    CHECK(expect_prompt(&s, 5));
+    send(&s, "\x04");
+    int st = finish(&s, 5);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 TEST(ctrl_c_interrupts_lua_loops_and_c_kernels) {
     session s;
     CHECK(start(&s));
@@ -256,6 +303,7 @@ TEST(command_line) {
     CHECK(run_capture(cmd, out, sizeof out) == 0 && strstr(out, "3\n0."));
     snprintf(cmd, sizeof cmd, "%s -v 2>&1", MOELAB_BINARY);
     CHECK(run_capture(cmd, out, sizeof out) == 0 && strstr(out, "moelab ") && strstr(out, "Lua 5.4"));
+    CHECK(strstr(out, "BLAS ") && strstr(out, "OpenMP ") && strstr(out, "CPU ") && strstr(out, "logical CPUs"));
     snprintf(cmd, sizeof cmd, "%s -h 2>&1", MOELAB_BINARY);
     CHECK(run_capture(cmd, out, sizeof out) == 0 && strstr(out, "usage: moelab"));
     snprintf(cmd, sizeof cmd, "%s --bogus 2>&1", MOELAB_BINARY);
@@ -288,6 +336,7 @@ int main(void) {
     if (!mkdtemp(tmpdir)) return 1;
     signal(SIGPIPE, SIG_IGN);
     RUN(prompt_prints_and_continues);
+    RUN(prompt_prints_several_values_and_odd_ones);
     RUN(ctrl_c_interrupts_lua_loops_and_c_kernels);
     RUN(history_is_saved);
     RUN(command_line);
