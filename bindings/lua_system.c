@@ -1,4 +1,5 @@
 /* lua_system.c -- memory statistics, threads, timers, version. */
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,10 +63,18 @@ static int l_interrupted(lua_State *L) {
     return 1;
 }
 
-/* ml.interrupt(): acts as Ctrl-C (the running command stops at its next check) */
+/* ml.interrupt(): acts as Ctrl-C. Under a host that handles SIGINT (the
+ * moelab prompt arms its Lua hook there) it raises the signal; otherwise (a
+ * stock lua5.4, where SIGINT would end the process) it sets the core's flag,
+ * which the kernels and ml.interruptible see. */
 static int l_interrupt(lua_State *L) {
     (void)L;
-    ml_interrupt_request();
+    struct sigaction old;
+    if (sigaction(SIGINT, NULL, &old) == 0 &&
+        ((old.sa_flags & SA_SIGINFO) || (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN)))
+        raise(SIGINT);
+    else
+        ml_interrupt_request();
     return 0;
 }
 

@@ -8,14 +8,14 @@
  * result, values print through ml.repl.show (repr.lua), and Ctrl-C at the
  * prompt clears the line.
  *
- * Interrupts. Ctrl-C sets the core's flag, which C kernels poll. Lua code
- * sees it through a count hook that raises "interrupted" for as long as the
- * flag is set, so a pcall in user code cannot swallow Ctrl-C: the command
- * stops unless a library function consumes the interrupt on purpose
- * (ml.interruptible clears the flag; ml.train.fit returns its history that
- * way). The hook polls every HOOK_POLL instructions during a command, so
- * coroutines (which inherit the hook of the thread that creates them) stop
- * too; the signal handler switches the main thread to every instruction. */
+ * Interrupts. Ctrl-C sets the core's flag, which C kernels poll, and arms a
+ * count hook on the main thread and on the coroutine running at that moment
+ * (the coroutine functions are wrapped to keep track of it). The hook raises
+ * "interrupted" at every instruction for as long as the flag is set, so a
+ * pcall in user code cannot swallow Ctrl-C: the command stops unless a library
+ * function consumes the interrupt on purpose (ml.interruptible clears the
+ * flag; ml.train.fit returns its history that way), and then the hook removes
+ * itself. No hook is set otherwise: a hook slows every Lua instruction. */
 #include "repl.h"
 
 #include <dirent.h>
@@ -31,9 +31,8 @@
 #include "error.h"
 #include "lineedit.h"
 
-#define HOOK_POLL 1000
-
 static lua_State *main_L;
+static lua_State *volatile running_L; /* the coroutine running now (NULL: the main thread) */
 static volatile sig_atomic_t computing;
 static bool timing;
 
@@ -41,15 +40,18 @@ static bool timing;
 static void interrupt_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
     if (ml_interrupt_pending()) luaL_error(L, "interrupted");
-    /* consumed (ml.interruptible cleared it): back to slow polling */
-    if (lua_gethookcount(L) != HOOK_POLL) lua_sethook(L, interrupt_hook, LUA_MASKCOUNT, HOOK_POLL);
+    lua_sethook(L, NULL, 0, 0); /* consumed by ml.interruptible */
 }
 
 static void on_sigint(int sig) {
     (void)sig;
     ml_interrupt_request(); /* C kernels poll this */
     le_signal_interrupt();  /* the prompt clears its line */
-    if (computing && main_L) lua_sethook(main_L, interrupt_hook, LUA_MASKCOUNT, 1);
+    if (computing && main_L) {
+        lua_sethook(main_L, interrupt_hook, LUA_MASKCOUNT, 1);
+        lua_State *co = running_L;
+        if (co) lua_sethook(co, interrupt_hook, LUA_MASKCOUNT, 1);
+    }
 }
 
 void repl_install_signals(lua_State *L) {
@@ -60,6 +62,72 @@ void repl_install_signals(lua_State *L) {
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = 0; /* no SA_RESTART: a blocking read or select returns EINTR */
     sigaction(SIGINT, &sa, NULL);
+}
+
+/* coroutine.resume and the functions made by coroutine.wrap, wrapped: they
+ * note which thread runs, so that Ctrl-C reaches a loop inside a coroutine.
+ * upvalue 1: the original function. */
+static int tracked_call(lua_State *L, lua_State *co) {
+    lua_State *prev = running_L;
+    if (co && ml_interrupt_pending() && computing) lua_sethook(co, interrupt_hook, LUA_MASKCOUNT, 1);
+    running_L = co;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+    running_L = prev;
+    if (status != LUA_OK) return lua_error(L);
+    return lua_gettop(L);
+}
+
+static int tracked_resume(lua_State *L) { return tracked_call(L, lua_tothread(L, 1)); }
+
+/* The function coroutine.wrap returns: resumes its thread (upvalue 1) through
+ * the tracked resume (upvalue 2) and raises the coroutine's error, with the
+ * caller's position as coroutine.wrap does. */
+static int tracked_wrap_call(lua_State *L) {
+    lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+    int narg = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_rotate(L, 1, 2); /* resume, co, args... */
+    lua_call(L, narg + 1, LUA_MULTRET);
+    if (!lua_toboolean(L, 1)) {
+        if (lua_status(co) != LUA_OK && lua_status(co) != LUA_YIELD) lua_resetthread(co);
+        if (lua_type(L, 2) == LUA_TSTRING) {
+            luaL_where(L, 1);
+            lua_pushvalue(L, 2);
+            lua_concat(L, 2);
+            return lua_error(L);
+        }
+        lua_settop(L, 2);
+        return lua_error(L);
+    }
+    return lua_gettop(L) - 1;
+}
+
+/* coroutine.wrap(f) -> a function resuming coroutine.create(f) (upvalue 1: create,
+ * upvalue 2: the tracked resume) */
+static int tracked_wrap(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_pushcclosure(L, tracked_wrap_call, 2);
+    return 1;
+}
+
+static void track_coroutines(lua_State *L) {
+    if (lua_getglobal(L, "coroutine") == LUA_TTABLE) {
+        lua_getfield(L, -1, "create");
+        lua_getfield(L, -2, "resume");
+        lua_pushcclosure(L, tracked_resume, 1);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -4, "resume");
+        lua_pushcclosure(L, tracked_wrap, 2);
+        lua_setfield(L, -2, "wrap");
+    }
+    lua_pop(L, 1);
 }
 
 /* ------------------------------------------------------------ errors */
@@ -112,7 +180,6 @@ int repl_docall(lua_State *L, int narg, int nres) {
     lua_pushcfunction(L, msghandler);
     lua_insert(L, base);
     ml_interrupt_clear();
-    lua_sethook(L, interrupt_hook, LUA_MASKCOUNT, HOOK_POLL);
     computing = 1;
     int status = lua_pcall(L, narg, nres, base);
     computing = 0;
@@ -201,6 +268,7 @@ static int l_listdir(lua_State *L) {
 }
 
 void repl_open(lua_State *L) {
+    track_coroutines(L);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     if (lua_getfield(L, -1, "moelab") == LUA_TTABLE) {
         luaL_getsubtable(L, -1, "repl");

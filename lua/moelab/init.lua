@@ -5,6 +5,7 @@ local ml = require "moelab"
 
 require "moelab.help"
 require "moelab.gradcheck"
+require "moelab.progress"
 require "moelab.nn"
 require "moelab.train"
 require "moelab.data"
