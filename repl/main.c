@@ -28,6 +28,8 @@ static void usage(FILE *out) {
           "  -i          enter the prompt after running the script or -e code\n"
           "  -v          show version and build information (BLAS, OpenMP, CPU)\n"
           "  -h          show this help\n"
+          "  --sandbox   run untrusted code: no processes, no native modules, no binary\n"
+          "              chunks, files only inside the working folder (before the script)\n"
           "  -           run a script read from standard input\n"
           "  --          stop handling options\n"
           "With no script and no -e, moelab opens its prompt (Ctrl-C interrupts, Ctrl-D quits).\n",
@@ -121,6 +123,12 @@ static int pmain(lua_State *L) {
             if (status != LUA_OK) break;
         } else if (!strcmp(arg, "-i")) {
             interactive = true;
+        } else if (!strcmp(arg, "--sandbox")) {
+            if (ran) {
+                fputs("moelab: --sandbox must come before -e and the script\n", stderr);
+                return 0;
+            }
+            repl_sandbox(L);
         } else if (!strcmp(arg, "-v")) {
             version();
             ran = true;

@@ -35,6 +35,9 @@ static lua_State *main_L;
 static lua_State *volatile running_L; /* the coroutine running now (NULL: the main thread) */
 static volatile sig_atomic_t computing;
 static bool timing;
+static const char *chunk_mode; /* "t" in the sandbox: no binary chunks */
+
+void repl_text_chunks_only(void) { chunk_mode = "t"; }
 
 /* ------------------------------------------------------------ interrupts */
 static void interrupt_hook(lua_State *L, lua_Debug *ar) {
@@ -190,7 +193,7 @@ int repl_docall(lua_State *L, int narg, int nres) {
 }
 
 int repl_dostring(lua_State *L, const char *code, const char *name) {
-    int status = luaL_loadbuffer(L, code, strlen(code), name);
+    int status = luaL_loadbufferx(L, code, strlen(code), name, chunk_mode);
     if (status == LUA_OK) status = repl_docall(L, 0, 0);
     repl_report(L, status);
     return status;
@@ -204,7 +207,7 @@ int repl_dofile(lua_State *L, const char *path, int argc, char **argv, int scrip
         lua_rawseti(L, -2, i - script_index);
     }
     lua_setglobal(L, "arg");
-    int status = luaL_loadfile(L, path);
+    int status = luaL_loadfilex(L, path, chunk_mode);
     if (status == LUA_OK) {
         int n = 0;
         for (int i = script_index + 1; i < argc; i++, n++) lua_pushstring(L, argv[i]);
@@ -386,14 +389,14 @@ static int read_chunk(lua_State *L, char **text, bool *silent) {
             lua_pushliteral(L, "out of memory reading the line");
             return LUA_ERRMEM;
         }
-        int status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
+        int status = luaL_loadbufferx(L, ret, strlen(ret), "=stdin", chunk_mode);
         free(ret);
         if (status == LUA_OK) {
             *text = buf;
             return LUA_OK;
         }
         lua_pop(L, 1);
-        status = luaL_loadbuffer(L, buf, strlen(buf), "=stdin");
+        status = luaL_loadbufferx(L, buf, strlen(buf), "=stdin", chunk_mode);
         if (!incomplete(L, status)) {
             *text = buf;
             return status;

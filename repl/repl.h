@@ -26,6 +26,13 @@ int repl_loop(lua_State *L);
 /* Prints the error message on top of the stack to stderr and pops it. */
 void repl_report(lua_State *L, int status);
 
+/* Restricts the state for untrusted code (sandbox.c): no processes, no native
+ * code, no binary chunks, files only inside the working folder. Raises a Lua
+ * error when it cannot. */
+void repl_sandbox(lua_State *L);
+/* From now on scripts, -e code and prompt lines load as text only. */
+void repl_text_chunks_only(void);
+
 /* Tab completion (completion.c): candidates for the word line[start, end) of
  * the line being edited, as a NULL-terminated malloc'd array (or NULL). */
 char **repl_complete(const char *line, int start, int end, void *L);

@@ -473,15 +473,15 @@ ml.help([value | name | topic]) -- prints help; help() alone prints an overview.
   "Trace"; "Module:train" names a method.]])
 ml.doc(ml.doc, "ml.doc(value, text) -> value; registers a help text (for your own functions too)")
 
--- Names of public functions and methods without a help text (the tests
--- require none): "ml.name" for functions, "Kind:name" for methods.
-function ml.undocumented()
+-- Every public function (ml.x, ml.area.x) and method (Kind:x) with its help
+-- text (nil when it has none), sorted by name.
+function ml.api()
   resolve_methods()
-  local missing = {}
+  local out = {}
   local function scan(t, prefix, depth)
     for k, v in pairs(t) do
       if type(k) == "string" and k:sub(1, 1) ~= "_" then
-        if type(v) == "function" and not docs[v] then missing[#missing + 1] = prefix .. k end
+        if type(v) == "function" then out[#out + 1] = {name = prefix .. k, value = v, text = docs[v]} end
         if type(v) == "table" and depth == 0 then scan(v, prefix .. k .. ".", 1) end
       end
     end
@@ -489,13 +489,22 @@ function ml.undocumented()
   scan(ml, "ml.", 0)
   for _, kind in ipairs(method_kinds) do
     local names, t = methods_of(kind[1])
-    for _, k in ipairs(names) do
-      if not docs[t[k]] then missing[#missing + 1] = kind[1] .. ":" .. k end
-    end
+    for _, k in ipairs(names) do out[#out + 1] = {name = kind[1] .. ":" .. k, value = t[k], text = docs[t[k]]} end
   end
-  table.sort(missing)
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
+end
+
+-- Names of public functions and methods without a help text (the tests
+-- require none).
+function ml.undocumented()
+  local missing = {}
+  for _, e in ipairs(ml.api()) do
+    if not e.text then missing[#missing + 1] = e.name end
+  end
   return missing
 end
+ml.doc(ml.api, "ml.api() -> sorted list of {name, value, text} for every public function (ml.x) and method (Module:x)")
 ml.doc(ml.undocumented, "ml.undocumented() -> names of public functions (ml.x) and methods (Module:x) that lack a help text")
 
 return true
