@@ -50,8 +50,7 @@ local texts = {
   ["fill"] = "t:fill(value) -> t, every element set to value (in place)",
   ["zero"] = "t:zero() -> t, filled with zeros (in place)",
   -- views
-  ["reshape"] = "t:reshape(d1, d2, ... | {shape}) -> same elements in a new shape (a view when possible; one size may be -1)",
-  ["view"] = "t:view(d1, d2, ...) -> same as reshape",
+  ["reshape"] = "t:reshape(d1, d2, ... | {shape}) -> same elements in a new shape (a view when possible; one size may be -1);\n  t:view(...) is the same",
   ["flatten"] = "t:flatten([start = 1], [stop = -1]) -> dimensions start..stop merged into one",
   ["permute"] = "t:permute(d1, d2, ...) -> a view with the dimensions reordered",
   ["transpose"] = "t:transpose([d1 = 1], [d2 = 2]) -> a view with two dimensions swapped",
@@ -237,6 +236,7 @@ local texts = {
 }
 
 local function resolve(name)
+  if not name:match("^[%w_]+[%w_.]*$") then return nil end
   local v = ml
   for part in name:gmatch("[^.]+") do
     if type(v) ~= "table" then return nil end
@@ -437,6 +437,7 @@ function ml.help(...)
   end
   if type(x) == "string" then
     if topics[x] then print(topic_text(x)) return end
+    if x == "ml" then return ml.help(ml) end
     local kind_name, method = x:match("^(%a+):([%a_][%w_]*)$")
     if kind_name then
       local _, t = methods_of(kind_name)

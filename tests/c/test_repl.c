@@ -96,6 +96,41 @@ static void send(session *s, const char *text) {
     (void)n;
 }
 
+/* Drops all but the last `keep` bytes of output (a long corpus prints far
+ * more than the buffer holds); positions taken before are void. */
+static void trim(session *s, size_t keep) {
+    if (s->len <= keep) return;
+    memmove(s->buf, s->buf + s->len - keep, keep);
+    s->len = keep;
+    s->buf[s->len] = 0;
+}
+
+/* Reads what is there. Returns false at end of output. */
+static bool pump(session *s, int wait_ms) {
+    if (s->len > sizeof s->buf - 4096) trim(s, sizeof s->buf / 2); /* a runaway output */
+    struct pollfd p = {s->fd, POLLIN, 0};
+    if (poll(&p, 1, wait_ms) > 0) {
+        ssize_t r = read(s->fd, s->buf + s->len, sizeof s->buf - 1 - s->len);
+        if (r > 0) s->len += (size_t)r;
+        else if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) return false;
+    }
+    s->buf[s->len] = 0;
+    return true;
+}
+
+/* Waits until the output ends with the prompt or the continuation prompt:
+ * the line before has been handled and the editor waits for the next one. */
+static bool await_input(session *s, double timeout) {
+    double end = now() + timeout;
+    while (now() < end) {
+        if (!pump(s, 20)) break;
+        if ((s->len >= 8 && !strcmp(s->buf + s->len - 8, "moelab> ")) ||
+            (s->len >= 3 && !strcmp(s->buf + s->len - 3, ".. ")))
+            return true;
+    }
+    return false;
+}
+
 static int finish(session *s, double timeout) {
     double end = now() + timeout;
     int status = -1;
@@ -208,6 +243,71 @@ TEST(prompt_prints_several_values_and_odd_ones) {
     CHECK(expect_prompt(&s, 5));
     send(&s, "\x04");
     int st = finish(&s, 5);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* tests/c/prompt_corpus.txt typed line by line: after each the prompt must
+ * answer again; @expect lines check the output of the line before;
+ * @interrupt lines press Ctrl-C once their code runs. */
+TEST(prompt_corpus) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/tests/c/prompt_corpus.txt", MOELAB_SOURCE_DIR);
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL);
+    if (!f) return;
+    session s;
+    CHECK(start(&s));
+    CHECK(expect_prompt(&s, 10));
+    char line[4096];
+    int lineno = 0, typed = 0;
+    size_t mark = s.len;
+    bool alive = true;
+    while (alive && fgets(line, sizeof line, f)) {
+        lineno++;
+        line[strcspn(line, "\n")] = 0;
+        if (!line[0] || line[0] == '#') continue;
+        if (!strncmp(line, "@expect ", 8)) {
+            if (!strstr(s.buf + (mark < s.len ? mark : s.len), line + 8)) {
+                fprintf(stderr, "  corpus line %d: expected \"%s\" in:\n----\n%s\n----\n", lineno, line + 8,
+                        s.buf + (mark < s.len ? mark : s.len));
+                CHECK(false);
+            }
+            continue;
+        }
+        bool interrupt = !strncmp(line, "@interrupt ", 11);
+        const char *code = interrupt ? line + 11 : line;
+        trim(&s, 64);
+        mark = s.len;
+        send(&s, code);
+        send(&s, "\r");
+        typed++;
+        if (interrupt) {
+            double t0 = now();
+            while (now() - t0 < 0.6) pump(&s, 20); /* let it start */
+            send(&s, "\x03");
+            if (!expect(&s, mark, "interrupted", 20)) {
+                fprintf(stderr, "  corpus line %d: Ctrl-C did not interrupt: %s\n", lineno, code);
+                CHECK(false);
+            }
+        }
+        if (!await_input(&s, 60)) {
+            fprintf(stderr, "  corpus line %d: the prompt did not come back after: %s\n  output:\n%s\n", lineno, code,
+                    s.buf + (mark < s.len ? mark : s.len));
+            CHECK(false);
+            alive = false;
+        }
+    }
+    fclose(f);
+    CHECK(typed >= 250);
+    if (alive) {
+        mark = s.len;
+        send(&s, "print('still' .. ' here')\r");
+        CHECK(expect(&s, mark, "still here", 10));
+        CHECK(expect_prompt(&s, 5));
+        send(&s, "\x04");
+    }
+    int st = finish(&s, 10);
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) fprintf(stderr, "  exit status %d after %d lines\n", st, typed);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
@@ -337,6 +437,7 @@ int main(void) {
     signal(SIGPIPE, SIG_IGN);
     RUN(prompt_prints_and_continues);
     RUN(prompt_prints_several_values_and_odd_ones);
+    RUN(prompt_corpus);
     RUN(ctrl_c_interrupts_lua_loops_and_c_kernels);
     RUN(history_is_saved);
     RUN(command_line);
