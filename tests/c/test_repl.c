@@ -360,6 +360,41 @@ TEST(ctrl_c_interrupts_lua_loops_and_c_kernels) {
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 3);
 }
 
+/* Tab through the real line editor: a global, ml.att -> ml.attention, and a
+ * module's numbered children (m. -> m[, the common start of m[1], m[2]). */
+TEST(tab_completes) {
+    session s;
+    CHECK(start(&s));
+    CHECK(expect_prompt(&s, 10));
+    size_t m = s.len;
+    send(&s, "probe_value_xyz = 42\r");
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, "probe_val\t");
+    usleep(300000);
+    send(&s, "\r");
+    CHECK(expect(&s, m, "42", 5));
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, "type(ml.att\t");
+    usleep(300000);
+    send(&s, ")\r");
+    CHECK(expect(&s, m, "function", 5)); /* type(ml.att) would be nil */
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, "m = ml.nn.Sequential(ml.nn.Linear(2, 3), ml.nn.ReLU())\r");
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, "m.\t");
+    usleep(300000);
+    send(&s, "2]:type()\r");
+    CHECK(expect(&s, m, "Activation", 5));
+    CHECK(expect_prompt(&s, 5));
+    send(&s, "\x04");
+    int st = finish(&s, 5);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 TEST(history_is_saved) {
     char path[600];
     snprintf(path, sizeof path, "%s/history", tmpdir);
@@ -439,6 +474,7 @@ int main(void) {
     RUN(prompt_prints_several_values_and_odd_ones);
     RUN(prompt_corpus);
     RUN(ctrl_c_interrupts_lua_loops_and_c_kernels);
+    RUN(tab_completes);
     RUN(history_is_saved);
     RUN(command_line);
     char cmd[300];
