@@ -6,6 +6,7 @@
 -- draw costs one clock read, so C code with a per-step callback can call
 -- bar:update on every step (or pass bar:callback()).
 local ml = require "moelab"
+local options = require "moelab.options"
 
 local Progress = {}
 Progress.__index = Progress
@@ -31,16 +32,7 @@ end
 -- ml.progress{total = n, label = "", unit = "it", quiet = false, interval = 30, tty = auto,
 --             transient = false, width = 100, out = io.stdout, clock = ml.clock} -> bar
 function ml.progress(opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("progress: expects an option table, e.g. ml.progress{total = 100}", 2) end
-  for k in pairs(opts) do
-    if not known[k] then
-      local names = {}
-      for n in pairs(known) do names[#names + 1] = n end
-      table.sort(names)
-      error(("progress: unknown option %q (known: %s)"):format(tostring(k), table.concat(names, ", ")), 2)
-    end
-  end
+  opts = options.check("progress", opts, known, 2)
   local total = opts.total
   if total ~= nil and (type(total) ~= "number" or total < 0 or total ~= total) then
     error(("progress: total must be a number >= 0, got %s"):format(tostring(total)), 2)

@@ -41,27 +41,8 @@ function train.schedule(opts)
 end
 
 ------------------------------------------------------------------ arguments
-local function kind(v)
-  local mt = getmetatable(v)
-  return type(v) == "userdata" and type(mt) == "table" and mt.__name or type(v)
-end
-
--- Rejects option keys the function does not know, listing the ones it does.
-local function check_options(fn, opts, known, level)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" or getmetatable(opts) ~= nil then
-    error(("%s: options must be a table, got a %s"):format(fn, kind(opts)), level + 1)
-  end
-  for k in pairs(opts) do
-    if not known[k] then
-      local names = {}
-      for n in pairs(known) do names[#names + 1] = n end
-      table.sort(names)
-      error(("%s: unknown option %q (known: %s)"):format(fn, tostring(k), table.concat(names, ", ")), level + 1)
-    end
-  end
-  return opts
-end
+local options = require "moelab.options"
+local kind, check_options = options.kind, options.check
 
 local function check_model(fn, model, level)
   if kind(model) ~= "Module" then

@@ -83,7 +83,7 @@ T.test("bad options", function()
   T.raises(function() ml.progress{totl = 3} end, 'progress: unknown option "totl" (known: clock, interval, label, out, quiet')
   T.raises(function() ml.progress{total = -1} end, "progress: total must be a number >= 0, got -1")
   T.raises(function() ml.progress{interval = "often"} end, "progress: interval must be a number of seconds >= 0")
-  T.raises(function() ml.progress(5) end, "progress: expects an option table")
+  T.raises(function() ml.progress(5) end, "progress: options must be a table, got a number")
 end)
 
 T.done()
