@@ -5,8 +5,14 @@
 local ml = require "moelab"
 local T = dofile("tests/lua/testing.lua")
 
-local moelab = arg[-1]
 local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+-- the binary running this test, as a path that works from another folder
+local moelab = arg[-1]
+if moelab:find("/") and not moelab:match("^/") then
+  local p = assert(io.popen("pwd"))
+  moelab = p:read("l") .. "/" .. moelab
+  p:close()
+end
 
 local dir = os.tmpname()
 os.remove(dir)
@@ -175,6 +181,23 @@ T.test("a binary script is refused", function()
   out = p:read("a")
   p:close()
   T.check(out:find("--sandbox must come before -e and the script", 1, true) and out:find("status 1"), out)
+end)
+
+T.test("a checkpoint never runs code", function()
+  -- configs that name a Lua-function module or carry Lua source in their
+  -- strings are refused; nothing in them runs (the sentinel stays false)
+  checkpoint_ran = false
+  local path = dir .. "/crafted.safetensors"
+  local configs = {
+    [[{"type":"Lambda","fn":"checkpoint_ran = true"}]],
+    [[{"type":"Sequential","modules":[{"type":"Lambda","fn":"checkpoint_ran = true"}]}]],
+    [[{"type":"Linear","in":"checkpoint_ran = true","out":2}]],
+  }
+  for _, cfg in ipairs(configs) do
+    ml.io.save_safetensors(path, {weight = ml.zeros(2, 2)}, {["moelab.config"] = cfg})
+    T.raises(function() ml.load(path) end)
+  end
+  T.check(checkpoint_ran == false, "no code from the file ran")
 end)
 
 os.execute("rm -rf " .. sh_quote(dir))
