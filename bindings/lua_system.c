@@ -63,18 +63,17 @@ static int l_interrupted(lua_State *L) {
     return 1;
 }
 
-/* ml.interrupt(): acts as Ctrl-C. Under a host that handles SIGINT (the
- * moelab prompt arms its Lua hook there) it raises the signal; otherwise (a
- * stock lua5.4, where SIGINT would end the process) it sets the core's flag,
- * which the kernels and ml.interruptible see. */
+/* ml.interrupt(): acts as Ctrl-C. It sets the core's flag, which the kernels
+ * and ml.interruptible see, and, under a host that handles SIGINT (the moelab
+ * prompt arms its Lua hook there), raises the signal; without a handler (a
+ * stock lua5.4 outside a call) SIGINT would end the process. */
 static int l_interrupt(lua_State *L) {
     (void)L;
+    ml_interrupt_request();
     struct sigaction old;
     if (sigaction(SIGINT, NULL, &old) == 0 &&
         ((old.sa_flags & SA_SIGINFO) || (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN)))
         raise(SIGINT);
-    else
-        ml_interrupt_request();
     return 0;
 }
 

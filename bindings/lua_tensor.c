@@ -112,6 +112,7 @@ static int l_randint(lua_State *L) {
     int64_t s[ML_MAX_DIMS];
     int nd = shape_arg(L, shape_idx, s, "randint");
     if (hi < lo) luaL_error(L, "randint: high (%I) is less than low (%I)", (LUAI_UACINT)hi, (LUAI_UACINT)lo);
+    if (hi == LUA_MAXINTEGER) luaL_error(L, "randint: high must be below math.maxinteger");
     return mlua_push_tensor(L, ml_randint(lo, hi + 1, nd, s));
 }
 

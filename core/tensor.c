@@ -186,14 +186,14 @@ ml_tensor *ml_randint(int64_t low, int64_t high, int ndim, const int64_t *shape)
         return ml_fail("randint: high (%" PRId64 ") must be greater than low (%" PRId64 ")", high, low);
     ml_tensor *t = ml_empty(ML_I64, ndim, shape);
     if (!t) return NULL;
-    uint64_t range = (uint64_t)(high - low);
+    uint64_t range = (uint64_t)high - (uint64_t)low; /* high - low may not fit in int64 */
     int64_t *p = ml_i64(t);
     for (int64_t i = 0, n = ml_numel(t); i < n; i++) {
         /* rejection sampling: no modulo bias */
         uint64_t limit = UINT64_MAX - UINT64_MAX % range, r;
         do r = ml_rng_u64();
         while (r >= limit);
-        p[i] = low + (int64_t)(r % range);
+        p[i] = (int64_t)((uint64_t)low + r % range);
     }
     return t;
 }

@@ -221,14 +221,15 @@ int repl_dofile(lua_State *L, const char *path, int argc, char **argv, int scrip
 /* Pushes package.loaded.moelab.repl[name] (nil when absent): the library's
  * own table, whatever the user did to the global `ml`. */
 int repl_library_field(lua_State *L, const char *name) {
+    int top = lua_gettop(L);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-    int t = lua_getfield(L, -1, "moelab") == LUA_TTABLE ? lua_getfield(L, -1, "repl") : LUA_TNIL;
-    if (t == LUA_TTABLE) lua_getfield(L, -1, name);
-    else lua_pushnil(L);
-    int type = lua_type(L, -1);
-    lua_replace(L, -4);
-    lua_pop(L, 2);
-    return type;
+    if (lua_getfield(L, -1, "moelab") == LUA_TTABLE && lua_getfield(L, -1, "repl") == LUA_TTABLE)
+        lua_getfield(L, -1, name);
+    else
+        lua_pushnil(L);
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+    return lua_type(L, -1);
 }
 
 /* ml.repl.timing([on = true]) -> the previous setting */

@@ -4,6 +4,9 @@
 -- short past a screenful, so `m:parameters()` or a training history can be
 -- read at the prompt instead of `table: 0x55...`.
 local ml = require "moelab"
+-- the globals it uses, kept: the prompt still prints after `tostring = nil`
+local getmetatable, ipairs, pairs, pcall, select, tostring, type = getmetatable, ipairs, pairs, pcall, select, tostring, type
+local math, table = math, table
 
 local MAX_ITEMS, MAX_DEPTH, WIDTH = 40, 2, 100
 
