@@ -31,7 +31,8 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static bool start(session *s) {
+/* Starts moelab on a pseudo-terminal: the prompt, or the script when given. */
+static bool start_with(session *s, const char *script) {
     memset(s, 0, sizeof *s);
     struct winsize ws = {24, 100, 0, 0};
     s->pid = forkpty(&s->fd, NULL, NULL, &ws);
@@ -42,12 +43,14 @@ static bool start(session *s) {
         putenv(hist);
         putenv("TERM=xterm");
         putenv("OMP_NUM_THREADS=2");
-        execl(MOELAB_BINARY, "moelab", (char *)NULL);
+        execl(MOELAB_BINARY, "moelab", script, (char *)NULL);
         _exit(127);
     }
     fcntl(s->fd, F_SETFL, O_NONBLOCK);
     return true;
 }
+
+static bool start(session *s) { return start_with(s, NULL); }
 
 /* Reads until `needle` appears after position `from` (or timeout). */
 static bool expect(session *s, size_t from, const char *needle, double timeout) {
@@ -395,6 +398,35 @@ TEST(tab_completes) {
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* Ctrl-C in a script: fit returns its history, and the rest of the script
+ * runs normally (the interrupt once stayed set and every later call failed). */
+TEST(ctrl_c_in_a_script_returns_the_history) {
+    char script[600];
+    snprintf(script, sizeof script, "%s/fit.lua", tmpdir);
+    FILE *f = fopen(script, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs("local d = ml.data.mnist()\n"
+          "local h = ml.train.fit(ml.nn.cnn{}, d.train, {epochs = 100, batch = 32})\n"
+          "print('after fit', h.interrupted, #h)\n"
+          "print('kernel', ml.randn(1000):numel(), ml.interrupted())\n"
+          "ml.save('" , f);
+    fputs(tmpdir, f);
+    fputs("/after.safetensors', ml.nn.Linear(2, 2))\nprint('saved')\n", f);
+    fclose(f);
+    session s;
+    CHECK(start_with(&s, script));
+    CHECK(expect(&s, 0, "epoch 1/100", 60));
+    usleep(300000);
+    send(&s, "\x03");
+    CHECK(expect(&s, 0, "training interrupted in epoch 1", 20));
+    CHECK(expect(&s, 0, "after fit\ttrue\t1", 20));
+    CHECK(expect(&s, 0, "kernel\t1000\tfalse", 20));
+    CHECK(expect(&s, 0, "saved", 20));
+    int st = finish(&s, 20);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 TEST(history_is_saved) {
     char path[600];
     snprintf(path, sizeof path, "%s/history", tmpdir);
@@ -475,6 +507,7 @@ int main(void) {
     RUN(prompt_corpus);
     RUN(ctrl_c_interrupts_lua_loops_and_c_kernels);
     RUN(tab_completes);
+    RUN(ctrl_c_in_a_script_returns_the_history);
     RUN(history_is_saved);
     RUN(command_line);
     char cmd[300];
