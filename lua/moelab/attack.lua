@@ -19,16 +19,16 @@ local function call(name, model, x, y, opts)
   local quiet = o.quiet
   o.quiet = nil
   if o.log == nil and not quiet and name == "autoattack" then o.log = print end
-  local ok, xa, rep = pcall(A._run, name, model, x, y, o)
-  local last_x, last_rep = A._last()
-  if not ok then
-    -- Ctrl-C can fire as the attack returns: its result was kept
-    if last_x and tostring(xa):find("interrupted", 1, true) then
+  -- Ctrl-C: the C attack returns its best batch so far; if the interrupt
+  -- fired as it returned, its result was kept (A._last)
+  local stopped, xa, rep = ml.interruptible(A._run, name, model, x, y, o)
+  if stopped then
+    if rep == nil then
+      local last_x, last_rep = A._last()
+      if not last_x then error(name .. ": interrupted before any result", 2) end
       xa, rep = last_x, last_rep
-      rep.interrupted = true
-    else
-      error(xa, 0)
     end
+    rep.interrupted = true
   end
   rep.x, rep.y, rep.x_adv = x, y, xa
   rep.model_config = model:config()

@@ -5,6 +5,7 @@ local ml = require "moelab"
 
 require "moelab.help"
 require "moelab.gradcheck"
+require "moelab.progress"
 require "moelab.nn"
 require "moelab.trace"
 require "moelab.train"
@@ -14,5 +15,6 @@ require "moelab.repr"
 require "moelab.plot"
 require "moelab.image"
 require "moelab.attack"
+require "moelab.complete"
 
 return true

@@ -27,6 +27,11 @@ end
 -- before traces had methods: trace:layers() is the same).
 function nn.trace_layers(t) return t:layers() end
 
+local summary_mt = {__tostring = function(r)
+  return ("<summary: %d parameters, %d active per input, %.4g GFLOPs per image; fields rows, params, active, "
+          .. "flops, text>"):format(r.params, r.active, r.flops / 1e9)
+end}
+
 -- model:summary([input_shape]) -> printed table of layers: parameters (total and
 -- active per input) and FLOPs per image, measured by one forward of a single image.
 function nn.summary(m, input_shape, opts)
@@ -69,7 +74,9 @@ function nn.summary(m, input_shape, opts)
     prof.total_flops / 1e9)
   local text = table.concat(out, "\n")
   if not opts.quiet then print(text) end
-  return {rows = rows, params = total, active = active, flops = prof.total_flops, text = text}
+  -- the table was printed above: at the prompt the result shows as one line
+  return setmetatable({rows = rows, params = total, active = active, flops = prof.total_flops, text = text},
+                      summary_mt)
 end
 
 
@@ -190,7 +197,8 @@ ml.extend("Module", {summary = nn.summary, __tostring = module_tree})
 ml.doc(nn.summary, [[
 model:summary([input shape], [{depth = 2, quiet = false}]) -> {rows, params, active, flops, text}
   Prints a table of layers with parameters (total and active per input) and FLOPs per image,
-  measured by one forward of a single zero image. e.g. model:summary({3, 32, 32})]])
+  measured by one forward of a single zero image (quiet = true: only returns it; the result prints
+  as one line at the prompt, its .text is the table). e.g. model:summary({3, 32, 32})]])
 ml.doc(nn.trace_layers, "ml.nn.trace_layers(trace) -> the MoE layer names of a routing trace, in forward order")
 
 return true
