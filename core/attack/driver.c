@@ -175,8 +175,11 @@ int atk_pass_failed(ml_attack_ctx *a) {
  * router logits). */
 static ml_tensor *forward(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *x, bool grad_pass) {
     bool obj_trace = a->obj && a->obj->needs_trace;
-    ml_trace *frozen = NULL;
-    if (a->frozen && !(frozen = ml_attack_trace_rows(a->name, a->frozen, a->n_rows, bt->index))) return NULL;
+    /* experts-only: the clean routing of bt's rows (the whole clean trace when bt is the caller's batch) */
+    ml_trace *subset = NULL;
+    if (a->frozen && bt->index && !(subset = ml_attack_trace_rows(a->name, a->frozen, a->n_rows, bt->index)))
+        return NULL;
+    const ml_trace *frozen = subset ? subset : a->frozen;
     ml_attack_forward f = {.trace = a->o->trace || obj_trace || a->want_trace,
                            .trace_grad = grad_pass && obj_trace,
                            .aux = a->obj && a->obj->needs_aux,
@@ -185,7 +188,7 @@ static ml_tensor *forward(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor
                            .routing = frozen};
     ml_attack_routing_reset(&a->routing, &f);
     ml_tensor *z = ml_module_forward(a->model, x, ml_attack_routing_ctx(&a->routing));
-    ml_trace_free(frozen);
+    ml_trace_free(subset);
     if (z && check_logits(a, bt, z)) {
         ml_release(z);
         return NULL;
@@ -286,6 +289,14 @@ bool atk_start(const ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa)
         memcpy(ml_f32(xa) + i * D, ml_f32(a->start) + row * D, sizeof(float) * (size_t)D);
     }
     ml_bump_version(xa);
+    return true;
+}
+
+#define NUDGE 1e-3 /* the radius of atk_nudge's start, as a fraction of eps */
+
+bool atk_nudge(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa) {
+    if (!a->obj || !a->obj->flat_at_clean || !(a->o->eps > 0)) return false;
+    atk_random_start(a, bt, xa, NUDGE * a->o->eps);
     return true;
 }
 

@@ -97,6 +97,10 @@ void atk_margin(const ml_tensor *logits, const ml_tensor *y, float *out);
 /* Copies the starting point of bt's rows (a->start) into xa; false (nothing
  * done) when the attack starts from x. */
 bool atk_start(const ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa);
+/* For an objective flat at the clean input (a KL: zero gradient at x, where
+ * sign() would step along rounding noise), xa := a random point at 1e-3 eps
+ * around x (as TRADES starts at x + 0.001 N(0, 1)); true when done. */
+bool atk_nudge(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa);
 
 /* ---------------------------------------------------------------- geometry */
 /* xa := projection of xa onto the norm ball of radius eps around x (and [0, 1]

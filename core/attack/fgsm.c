@@ -9,7 +9,8 @@ int atk_fgsm(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *out) {
     ml_tensor *g = ml_empty_like(bt->x);
     if (!g) return -1;
     a->run = 0;
-    bool started = atk_start(a, bt, out->x_adv); /* else x_adv = x */
+    bool started = atk_start(a, bt, out->x_adv); /* else x_adv = x, or near x for a KL: the step starts from x */
+    if (!started && atk_nudge(a, bt, out->x_adv)) ml_bump_version(out->x_adv);
     int rc = atk_loss_grad(a, bt, out->x_adv, ml_f32(out->loss), ml_f32(out->success), ml_f32(g));
     if (rc == 0) rc = atk_progress(a, bt, 1, 1, out->x_adv, out->loss, out->success);
     if (rc == 0) {

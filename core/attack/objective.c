@@ -205,6 +205,7 @@ ml_objective *ml_objective_new(const char *name) {
         o->needs_clean = b->needs_clean;
         o->needs_target = b->needs_target;
         o->routing = o->needs_trace = b->routing;
+        o->flat_at_clean = b->loss == loss_kl || b->loss == ml_loss_routing_kl;
         o->min_classes = b->min_classes;
         return o;
     }

@@ -62,6 +62,8 @@ struct ml_objective {
     int min_classes;
     ml_objective_loss_fn loss;
     bool routing;     /* a routing objective (changes the routing, not the prediction) */
+    bool flat_at_clean; /* minimal, with zero gradient, at the clean input (the KLs): FGSM and PGD start
+                         * from a point near x instead (driver.h, atk_nudge) */
     /* the clean forward, kept by ml_objective_prepare when needs_clean */
     ml_tensor *clean_logits;         /* detached [B, C] */
     ml_trace *clean_trace;           /* its routing (when needs_trace; owned) */

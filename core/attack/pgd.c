@@ -21,6 +21,7 @@ static int pgd_once(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *
     if (!atk_start(a, bt, r->x_adv)) {
         memcpy(xa, ml_f32(bt->x), sizeof(float) * (size_t)(b * D));
         if (o->random_start) atk_random_start(a, bt, r->x_adv, eps);
+        else atk_nudge(a, bt, r->x_adv);
     }
     memset(frozen, 0, sizeof(float) * (size_t)b);
     int rc = 0;

@@ -104,6 +104,16 @@ T.test("experts-only attacks keep the clean routing at every step", function()
   local za = ml.no_grad(function() return m:forward(xa, {routing = tc}) end)
   T.check(ml.equal(za:argmax(2), rep.pred_adv), "evaluated on the clean pathway")
   T.check(rep.robust_accuracy < rep.clean_accuracy, "the pathway alone can be attacked")
+  -- restarts attack the robust examples again, a subset: its routing is the clean routing of those rows
+  local subsets, moved = 0, 0
+  local _, rr = ml.attack.pgd(m, x, y, {eps = 0.05, steps = 3, restarts = 3, random_start = true, target = "experts",
+                                        trace = true, on_step = function(_, info)
+    local _, changed = ml.attack.routing_change(tc, info.trace, info.index or 6)
+    if info.index and info.index:size(1) < 6 then subsets = subsets + 1 end
+    moved = moved + changed:sum():item()
+  end})
+  T.check(subsets > 0 and moved == 0 and rr.routing_changed == 0,
+          ("restarts on subsets (%d steps) keep the clean routing (%d changed)"):format(subsets, moved))
   -- free routing of the same x_adv moves: the frozen routing is what kept it
   local _, tf = m:forward(xa, {trace = true})
   T.check(not tc:equal(tf), "x_adv routes differently when the routing is free")
