@@ -234,6 +234,55 @@ T.test("STE: the selection gradient matches finite differences of the smooth sur
   T.check((dirs.ste - dirs.model):abs():max():item() > 0.05, "the straight-through term changes the gradient")
 end)
 
+-- The same for a channel MoE (MoE-CNN's MoEConv2d): sample n's output is p_e(n) times the channels of its
+-- expert e(n); the surrogate weighs expert e's channels of the full convolution by (m0_e + p_e - p0_e) p_e.
+T.test("STE on a channel MoE: the gradient matches finite differences of the smooth surrogate", function()
+  ml.seed(12)
+  local Cin, Cout, H, E, C, B = 2, 4, 4, 2, 3, 4
+  local layer = ml.nn.MoEConv2d(Cin, Cout, 3, {experts = E, ratio = 0.5})
+  local head = ml.nn.Linear(Cout * H * H, C)
+  local m = ml.nn.Sequential(layer, ml.nn.Flatten(), head):eval()
+  local conv = ml.nn.Conv2d(Cin, Cout, 3, {padding = 1})
+  ml.no_grad(function()
+    conv:parameters().weight:copy(m:parameters()["0.weight"])
+    -- a router that matters: logits +-20 (mean of channel 1 - mean of channel 2), balanced near x0
+    m:parameters()["0.router.weight"]:copy(ml.tensor({{20, -20}, {-20, 20}}))
+  end)
+  local x0 = ml.rand(B, Cin, H, H) * 0.1 + 0.45
+  local y = ml.randint(1, C, {B})
+  local function probs(x) return select(2, m:forward(x, {trace = true}))[1].probs end
+  local p0 = probs(x0)
+  local m0 = ml.one_hot(select(2, m:forward(x0, {trace = true}))[1].experts:reshape(B), E):float()
+  local owns = ml.zeros(E, Cout) -- expert e owns channels 2e-1, 2e (ratio 0.5 of 4)
+  for e = 1, E do owns[e][2 * e - 1] = 1; owns[e][2 * e] = 1 end
+  local function surrogate(x, ste)
+    local p = probs(x)
+    local w = (ste and m0 + p - p0 or m0) * p -- [B, E]
+    local s = w:matmul(owns):reshape(B, Cout, 1, 1) * conv(x)
+    return ml.cross_entropy(head(s:reshape(B, Cout * H * H)), y, {reduction = "none"})
+  end
+  local D, h = Cin * H * H, 1e-2
+  local function fd_direction(ste)
+    local g = ml.zeros(B, D)
+    ml.no_grad(function()
+      for j = 1, D do
+        local d = ml.zeros(B, D)
+        d:narrow(2, j, 1):fill(h)
+        d = d:reshape(B, Cin, H, H)
+        g:narrow(2, j, 1):copy(((surrogate(x0 + d, ste) - surrogate(x0 - d, ste)) / (2 * h)):reshape(B, 1))
+      end
+    end)
+    return g / g:norm(2, 2, true)
+  end
+  local eps, dirs = 1e-3, {}
+  for _, sg in ipairs({"model", "ste"}) do
+    local xa = ml.attack.fgsm(m, x0, y, {eps = eps, norm = "l2", clamp = false, selection_grad = sg})
+    dirs[sg] = ((xa - x0) / eps):reshape(B, D)
+    T.close(dirs[sg], fd_direction(sg == "ste"), 2e-3, 2e-3, sg .. " gradient vs finite differences")
+  end
+  T.check((dirs.ste - dirs.model):abs():max():item() > 0.05, "the straight-through term changes the gradient")
+end)
+
 T.test("the doctor flags MoE layers whose router receives no gradient", function()
   local x, y = batch(6)
   local flat = tiny_vmoe{k = 1, renormalize = true} -- top-1, renormalised: every gate is 1
