@@ -178,7 +178,8 @@ ml.attack.check(model, x, y, {eps, norm, steps, queries, seed, cheap = false}) -
   The attack doctor: flags what makes robustness numbers lie, each with its remedy -- randomness (five
   forwards differ), probabilities instead of logits, zero input gradients, a model left in training mode
   (the cheap checks, also run by autoattack), eps = 0 not giving the clean accuracy, linf eps = 1 not giving
-  0%, Square beating APGD-CE by more than 0.2 points (gradient masking), robust accuracy growing with eps.
+  0%, Square beating APGD-CE by more than 0.2 points (gradient masking), robust accuracy growing with eps,
+  and per MoE layer a router that receives no gradient (cheap; e.g. top-1 with renormalised gates).
   doctor.flags = {{name, message, remedy}, ...}, doctor.ok; print(doctor) shows the verdict.
   steps / queries shorten the attacks it runs.]])
 
@@ -209,7 +210,8 @@ ml.attack.evaluate(model, ds, name, opts, [{n = all, batch = 250}]) -> {clean_ac
 local saved_tensors = {"x", "x_adv", "success", "loss", "perturbation", "steps", "pred_clean", "pred_adv"}
 local saved_fields = {"attack", "objective", "n", "eps", "norm", "seed", "clean_accuracy", "robust_accuracy",
                       "robust_accuracy_8bit", "success_rate", "cost", "attacks", "broken_by", "doctor",
-                      "interrupted", "stopped"}
+                      "interrupted", "stopped", "target", "selection_grad", "router_noise", "routing",
+                      "routing_changed", "prediction_changed"}
 
 function A.save(path, result)
   if type(path) ~= "string" then error("attack.save: first argument must be a file path", 2) end

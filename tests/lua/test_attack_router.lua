@@ -86,6 +86,15 @@ T.test("router-only attacks report routing and prediction changes that match the
   T.check(differ > 0, "some item changed")
   local pc = zc:argmax(2):ne(za:argmax(2)):sum():item()
   T.check(rep.prediction_changed == pc, ("prediction changed %d, by hand %d"):format(rep.prediction_changed, pc))
+  T.check(tostring(rep):find("target router: routing changed for " .. rep.routing_changed .. " of 6 examples", 1, true)
+          and tostring(rep):find("blocks.1.mlp", 1, true), "print(report) shows the routing")
+  local path = os.tmpname()
+  ml.attack.save(path, rep)
+  local r = ml.attack.load(path)
+  os.remove(path)
+  T.check(r.target == "router" and r.routing_changed == rep.routing_changed and r.selection_grad == "model"
+          and r.routing[2].layer == "blocks.1.mlp" and r.routing[2].change == rep.routing[2].change,
+          "ml.attack.save keeps the routing report")
 end)
 
 T.test("experts-only attacks keep the clean routing at every step", function()
