@@ -85,7 +85,11 @@ local common = [[
   prediction_changed; for a model with MoE layers routing = {{layer, change, [expert, steered]}, ...}
   (fraction of each layer's items whose kept experts changed) and routing_changed (examples).]]
 
--- the router-attack options of the gradient attacks
+-- the switches of the gradient passes (every gradient attack) and the parts of an MoE (FGSM, PGD, APGD)
+local switches = [[
+  selection_grad = "model" | "ste" (straight-through gradient of the top-K selection), router_noise = false
+  (the training router noise in the gradient passes, with eot): see help(ml.attack.pgd).
+]]
 local moe_parts = [[
   The parts of an MoE (docs/ATTACKS.md, "Attacks on the routers"): target = "model" (default) | "router" (only the
   routing, with a routing objective: routing_kl by default, routing_margin, routing_steer) | "experts" (the
@@ -130,7 +134,7 @@ ml.doc(A.apgd_t, [[
 ml.attack.apgd_t(model, x, y, {eps, norm, steps = 100, n_targets = 9, restarts = 1}) -> x_adv, report
   APGD on the targeted DLR loss towards the classes ranked 2 .. n_targets + 1 by the clean logits
   (needs >= 4 classes); success = misclassified.
-]] .. common)
+]] .. switches .. common)
 
 function A.fab(model, x, y, opts) return call("fab-t", model, x, y, opts) end
 A.fab_t = A.fab
@@ -139,7 +143,7 @@ ml.attack.fab(model, x, y, {eps, norm, steps = 100, n_targets = 9, alpha_max = 0
                             restarts = 1}) -> x_adv, report   (also ml.attack.fab_t)
   FAB-T (Croce & Hein 2020), minimum norm: projections onto the linearised boundary towards each target
   class; an example counts as broken when its closest adversarial point is within eps.
-]] .. common)
+]] .. switches .. common)
 
 function A.square(model, x, y, opts) return call("square", model, x, y, opts) end
 ml.doc(A.square, [[
@@ -160,7 +164,7 @@ ml.attack.autoattack(model, x, y, {eps, norm, version = "standard" | "rand" | "c
   the same call after a kill to continue). report.attacks: per attack robust accuracy,
   examples broken, cost; report.broken_by[i]: "clean", the attack's name, or "robust".
   steps, queries, n_targets, eot tune the components (e.g. for a quick look).
-]] .. common)
+]] .. switches .. common)
 
 function A.check(model, x, y, opts)
   opts = opts or {}

@@ -310,6 +310,21 @@ T.test("the doctor flags MoE layers whose router receives no gradient", function
   for _, f in ipairs(ok.flags) do T.check(f.name ~= "router_no_gradient", "top-2 routers get gradient") end
 end)
 
+T.test("selection_grad reaches every gradient attack", function()
+  local m = tiny_vmoe{k = 1, renormalize = true, classes = 4} -- the routers get gradient only through the STE
+  local x = batch(8)
+  local y = ml.no_grad(function() return m(x):argmax(2) end) -- every example correct: all are attacked
+  for _, a in ipairs({{"apgd-t", {n_targets = 1}}, {"fab-t", {n_targets = 1}}, {"apgd-dlr", {}},
+                      {"autoattack", {version = "custom", attacks = {"apgd-ce"}, quiet = true, checks = false}}}) do
+    local o = {eps = 0.05, steps = 3}
+    for k, v in pairs(a[2]) do o[k] = v end
+    local xm = ml.attack.run(a[1], m, x, y, o)
+    o.selection_grad = "ste"
+    local xs, rs = ml.attack.run(a[1], m, x, y, o)
+    T.check(rs.selection_grad == "ste" and not ml.equal(xm, xs), a[1] .. ": the straight-through gradient is used")
+  end
+end)
+
 T.test("router_noise: the gradient passes draw the training noise, the evaluation stays clean", function()
   local m = tiny_vmoe{noise_std = 4}
   local x, y = batch(6)
