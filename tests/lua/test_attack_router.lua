@@ -97,6 +97,38 @@ T.test("router-only attacks report routing and prediction changes that match the
           "ml.attack.save keeps the routing report")
 end)
 
+T.test("the routing objectives are the KL and the margin violation summed over items and layers", function()
+  local m = tiny_vmoe()
+  local x, y = batch(5)
+  local _, tc = m:forward(x, {trace = true})
+  for _, obj in ipairs({"routing_kl", "routing_margin"}) do
+    local xa, rep = ml.attack.pgd(m, x, y, {eps = 0.1, steps = 3, target = "router", objective = obj})
+    local _, ta = m:forward(xa, {trace = true})
+    local want = {0, 0, 0, 0, 0}
+    for _, name in ipairs(tc:layers()) do
+      local c, a = tc[name], ta[name]
+      local n = c.T // 5
+      for t = 1, c.T do
+        local v
+        if obj == "routing_kl" then
+          v = ml.kl_div(c.logits:narrow(1, t, 1), a.logits:narrow(1, t, 1)):item()
+        else
+          local sel, lo, hi = {}, math.huge, -math.huge
+          for k = 1, c.K do sel[c.experts[t][k]] = true end
+          for e = 1, c.E do
+            local z = a.logits[t][e]
+            if sel[e] then lo = math.min(lo, z) else hi = math.max(hi, z) end
+          end
+          v = math.min(hi - lo, 0)
+        end
+        local ex = (t - 1) // n + 1
+        want[ex] = want[ex] + v
+      end
+    end
+    T.close(rep.loss, ml.tensor(want), 1e-4, 1e-5, obj .. " per example, by hand from the traces")
+  end
+end)
+
 T.test("experts-only attacks keep the clean routing at every step", function()
   local m = tiny_vmoe()
   local x, y = batch(6)
