@@ -129,6 +129,18 @@ T.test("the routing objectives are the KL and the margin violation summed over i
   end
 end)
 
+T.test("on_step with trace = true: the trace of the batch it reports", function()
+  local m = tiny_vmoe()
+  local x, y = batch(5)
+  local steps, same = 0, 0
+  ml.attack.pgd(m, x, y, {eps = 0.2, steps = 4, target = "router", trace = true, on_step = function(_, info)
+    steps = steps + 1
+    local _, t = ml.no_grad(function() return m:forward(info.x_adv:clone(), {trace = true}) end)
+    if t:equal(info.trace) then same = same + 1 end
+  end})
+  T.check(steps == 4 and same == 4, ("the routing of info.x_adv at every step (%d of %d)"):format(same, steps))
+end)
+
 T.test("experts-only attacks keep the clean routing at every step", function()
   local m = tiny_vmoe()
   local x, y = batch(6)
