@@ -22,5 +22,6 @@ void mlua_open_theory(lua_State *L);
 void mlua_open_moe(lua_State *L);
 void mlua_open_kind(lua_State *L);
 void mlua_open_trace(lua_State *L);
+void mlua_open_metrics(lua_State *L);
 
 #endif

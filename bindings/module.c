@@ -25,6 +25,7 @@ static const struct {
     {"nn", mlua_open_nn},         {"train", mlua_open_train}, {"theory", mlua_open_theory},
     {"moe", mlua_open_moe},
     {"kind", mlua_open_kind},     {"trace", mlua_open_trace},
+    {"metrics", mlua_open_metrics},
 };
 
 /* package.preload loader for an embedded file: upvalue 1 = its index */

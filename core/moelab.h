@@ -40,5 +40,6 @@
 #include "data/dataset.h"
 #include "io/png.h"
 #include "theory/theory.h"
+#include "analysis/analysis.h"
 
 #endif

@@ -11,5 +11,7 @@ require "moelab.train"
 require "moelab.data"
 require "moelab.theory"
 require "moelab.repr"
+require "moelab.results"
+require "moelab.metrics"
 
 return true
