@@ -2,6 +2,7 @@
 #include "load.h"
 
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "routing.h"
@@ -17,16 +18,21 @@ int ml_expert_load_compute(const ml_trace_layer *l, double threshold, ml_expert_
         ml_expert_load_free(out);
         return -1;
     }
-    const int64_t *ex = ml_i64(l->experts), *kept = ml_i64(l->kept);
-    float *share = ml_f32(out->share);
-    for (int64_t i = 0; i < T * K; i++)
-        if (kept[i]) share[ex[i]] += 1.0f; /* distinct within an item: one count per item */
-    for (int64_t e = 0; e < E; e++) {
-        share[e] = T ? (float)((double)share[e] / (double)T) : 0.0f;
-        if (share[e] > share[out->top]) out->top = (int)e;
+    int64_t *count = calloc((size_t)E, sizeof *count);
+    if (!count) {
+        ml_expert_load_free(out);
+        return ml_failc("out of memory");
     }
-    out->top_share = share[out->top];
+    const int64_t *ex = ml_i64(l->experts), *kept = ml_i64(l->kept);
+    for (int64_t i = 0; i < T * K; i++)
+        if (kept[i]) count[ex[i]]++; /* distinct within an item: one count per item */
+    for (int64_t e = 0; e < E; e++) {
+        ml_f32(out->share)[e] = T ? (float)((double)count[e] / (double)T) : 0.0f;
+        if (count[e] > count[out->top]) out->top = (int)e;
+    }
+    out->top_share = T ? (double)count[out->top] / (double)T : 0;
     out->collapsed = E > 1 && out->top_share >= threshold;
+    free(count);
     return 0;
 }
 

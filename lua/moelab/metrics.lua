@@ -19,7 +19,7 @@ local function is_trace(v) return kind(v) == "Trace" end
 local function is_dataset(v) return kind(v) == "moelab.Dataset" end
 
 local function check_options(fn, opts, known, rest_ok)
-  if opts == nil then return {} end
+  if opts == nil then return {}, {} end
   if type(opts) ~= "table" then error(("%s: options must be a table, got %s"):format(fn, type(opts)), 3) end
   local rest = {}
   for k, v in pairs(opts) do
@@ -302,6 +302,9 @@ function M.dissection(a, b, c, d, e)
   local model, x, y, xa = a, b, c, d
   local opts = check_options("dissection", e, set_of{"name", "seed"})
   if not (is_tensor(x) and is_tensor(xa)) then error("dissection: x and x_adv must be tensors", 2) end
+  if not is_tensor(y) or y:size(1) ~= x:size(1) then
+    error(("dissection: %s labels for %d inputs"):format(is_tensor(y) and y:size(1) or type(y), x:size(1)), 2)
+  end
   local r = evaluating(model, function()
     local _, tc = forward(model, x)
     local la, ta = forward(model, xa)
@@ -574,7 +577,7 @@ function M.robustness(model, data, opts)
   end
   table.sort(names)
   if #names == 0 then error("robustness: models is empty", 2) end
-  if opts.eps[1] and #opts.eps > 0 then attack_fn(fn) end
+  for _, e in ipairs(opts.eps) do if e > 0 then attack_fn(fn) end end
   ml.seed(opts.seed or 0)
   local list = batches_of(fn, data, opts)
   local rows = {}

@@ -98,7 +98,7 @@ local function cell(v)
     if a ~= 0 and (a < 1e-3 or a >= 1e6) then return ("%.3e"):format(v) end
     return ("%.4f"):format(v):gsub("0+$", ""):gsub("%.$", "")
   end
-  return tostring(v)
+  return (tostring(v):gsub("[\r\n\t]", {["\r"] = "\\r", ["\n"] = "\\n", ["\t"] = " "}))
 end
 
 local function render(rows, max_rows)
@@ -173,7 +173,7 @@ end
 
 local function write_csv(f, rows, cols)
   local head = {}
-  for j, c in ipairs(cols) do head[j] = csv_field(c) end
+  for j, c in ipairs(cols) do head[j] = c:find('[,"\r\n]') and csv_field(c) or c end
   f:write(table.concat(head, ","), "\n")
   for _, row in ipairs(rows) do
     local parts = {}
