@@ -650,9 +650,11 @@ static int trace_layer(builder *bd, const char *path) {
     return i;
 }
 
-static void layer_note(builder *bd, int i) {
+/* exact: the router reads the layer's input itself (token routers) and only
+ * reshapes lie before it. */
+static void layer_note(builder *bd, int i, bool reads_input) {
     layer_info *li = &bd->b->info[i];
-    li->exact = bd->plain;
+    li->exact = bd->plain && reads_input;
     text(li->note, sizeof li->note, "%s", bd->why);
 }
 
@@ -662,7 +664,7 @@ static node *build_token_moe(builder *bd, ml_module *m, const char *path, bool s
     if (i < 0) return NULL;
     if (!r) {
         node *n = inf_node(bd, path, "%s", "no single centre forward recorded");
-        layer_note(bd, i);
+        layer_note(bd, i, true);
         return n;
     }
     const ml_trace_layer *l = &bd->trace->layers[i];
@@ -670,7 +672,7 @@ static node *build_token_moe(builder *bd, ml_module *m, const char *path, bool s
         bd->failed = true;
         return ml_fail("%s: layer '%s' routed %" PRId64 " items, its input has %" PRId64, bd->fn, path, l->T, r->n / l->E);
     }
-    layer_note(bd, i);
+    layer_note(bd, i, true);
     bd->plain = false;
     node *n = new_node(bd, N_MOE);
     if (!n) return NULL;
@@ -714,11 +716,11 @@ static node *build_moe_conv(builder *bd, ml_module *m, const char *path) {
     if (i < 0) return NULL;
     if (!r) {
         node *n = inf_node(bd, path, "%s", "no single centre forward recorded");
-        layer_note(bd, i);
+        layer_note(bd, i, false);
         return n;
     }
     const ml_trace_layer *l = &bd->trace->layers[i];
-    layer_note(bd, i);
+    layer_note(bd, i, false);
     bd->plain = false;
     node *n = new_node(bd, N_MOE);
     if (!n) return NULL;
