@@ -23,5 +23,6 @@ void mlua_open_moe(lua_State *L);
 void mlua_open_kind(lua_State *L);
 void mlua_open_trace(lua_State *L);
 void mlua_open_metrics(lua_State *L);
+void mlua_open_attack(lua_State *L);
 
 #endif

@@ -26,6 +26,7 @@ static const struct {
     {"moe", mlua_open_moe},
     {"kind", mlua_open_kind},     {"trace", mlua_open_trace},
     {"metrics", mlua_open_metrics},
+    {"attack", mlua_open_attack},
 };
 
 /* package.preload loader for an embedded file: upvalue 1 = its index */

@@ -41,5 +41,6 @@
 #include "io/png.h"
 #include "theory/theory.h"
 #include "analysis/analysis.h"
+#include "attack/attack.h"
 
 #endif

@@ -299,6 +299,7 @@ moelab -- a lab bench for the adversarial robustness of Mixture-of-Experts model
   Data         ml.data.mnist(), ml.data.cifar10(), ds:batches(128)                  help("Dataset")
   Training     ml.train.fit(model, ds, {epochs, lr, ...}), ml.optim.sgd/adam        help("Optimizer")
   MoE          ml.moe.route, gather/combine, auxiliary losses
+  Attacks      ml.attack.pgd, apgd, fab, square, autoattack, check (the doctor)    help(ml.attack)
   Files        ml.save(path, model), ml.load(path), ml.io.load_safetensors
   Theory       ml.theory (Lipschitz constants of MoEs)
 

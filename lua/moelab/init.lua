@@ -13,5 +13,6 @@ require "moelab.theory"
 require "moelab.repr"
 require "moelab.results"
 require "moelab.metrics"
+require "moelab.attack"
 
 return true

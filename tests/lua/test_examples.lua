@@ -47,4 +47,22 @@ T.test("lipschitz_models", function()
   T.check(select(2, out:gsub("MoE / dense, %a+: +loss%-gradient norm", "")) == 2, "the comparison lines")
 end)
 
+T.test("attack_tour", function()
+  local ok, out = run("examples/attack_tour.lua")
+  T.check(ok, "runs: " .. out:sub(-300))
+  T.check(select(2, out:gsub("attack doctor: ", "")) == 2, "the doctor's verdict for both models")
+  local rows = {}
+  for name, a, b in out:gmatch("\n([%w%-]+) +([%d.]+)%% +([%d.]+)%%") do rows[name] = {tonumber(a), tonumber(b)} end
+  for _, name in ipairs({"clean", "FGSM", "PGD-20", "APGD-CE", "APGD-DLR", "AutoAttack"}) do
+    T.check(rows[name] ~= nil, "a row for " .. name)
+  end
+  if rows.AutoAttack and rows.clean then
+    for i = 1, 2 do
+      T.check(rows.AutoAttack[i] <= rows.clean[i], "AutoAttack cannot raise the accuracy")
+      T.check(rows.AutoAttack[i] <= rows["APGD-CE"][i] + 1e-9, "AutoAttack starts with APGD-CE")
+    end
+  end
+  T.check(out:find("change at least one of their 2 experts"), "routing under attack")
+end)
+
 T.done()
