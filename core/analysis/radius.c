@@ -66,23 +66,53 @@ void ml_radius_free(ml_radius *r) {
     memset(r, 0, sizeof *r);
 }
 
-/* The largest rho (l2, input space) found with Delta_z(rho) < rz. */
-static double invert(const ml_bound *b, int i, int64_t s, double rz, const double *rmin, const double *batch_radius) {
-    if (!(rz > 0)) return 0;
-#define HOLDS(rho) (ml_bound_router_deviation(b, i, s, (rho), rmin, batch_radius) < rz)
-    double lo = 0, hi = 1e-3;
-    while (HOLDS(hi)) {
-        lo = hi;
-        hi *= 4;
-        if (hi > 1e12) return INFINITY; /* the router input does not move with the input */
+/* The largest eps found with the router deviation of item t of sample s
+ * below rz (a verified value: the certificate holds at it). */
+typedef struct {
+    const ml_bound *b;
+    int layer;
+    int64_t s;
+    ml_radius_norm norm;
+    const double *const *rz;
+    const double *batch_radius;
+    double *dz; /* [items per sample] scratch */
+    bool failed;
+} inverse;
+
+static bool holds(inverse *v, int64_t t, double rz, double eps) {
+    if (ml_bound_router_deviation(v->b, v->layer, v->s, v->norm, eps, v->rz, v->batch_radius, v->dz)) {
+        v->failed = true;
+        return false;
     }
-    for (int it = 0; it < 60 && hi - lo > 1e-15 * hi; it++) {
+    return v->dz[t] < rz;
+}
+
+static double invert(inverse *v, int64_t t, double rz) {
+    if (!(rz > 0)) return 0;
+    /* the gain at a tiny eps: exact for a chain of linear maps, a good start otherwise */
+    double e0 = 1e-9;
+    if (!holds(v, t, rz, e0)) return 0;
+    double g = v->dz[t] / e0, lo, hi;
+    if (!(g > 0)) { /* the router input does not move with the input */
+        if (holds(v, t, rz, 1e12)) return INFINITY;
+        lo = e0;
+        hi = 1e12;
+    } else {
+        double guess = rz / g * (1 - 1e-12);
+        if (holds(v, t, rz, guess)) {
+            for (lo = guess, hi = 2 * guess; holds(v, t, rz, hi); lo = hi, hi *= 2)
+                if (hi > 1e12) return INFINITY;
+        } else {
+            for (hi = guess, lo = guess / 2; !holds(v, t, rz, lo); hi = lo, lo /= 2)
+                if (lo < e0) return e0;
+        }
+    }
+    for (int it = 0; it < 40 && !v->failed; it++) {
         double mid = 0.5 * (lo + hi);
-        if (HOLDS(mid)) lo = mid;
+        if (holds(v, t, rz, mid)) lo = mid;
         else hi = mid;
     }
-#undef HOLDS
-    return lo;
+    return v->failed ? 0 : lo;
 }
 
 int ml_routing_radius(const char *fn, ml_module *model, ml_tensor *x, ml_radius_norm norm, ml_radius *out) {
@@ -91,83 +121,85 @@ int ml_routing_radius(const char *fn, ml_module *model, ml_tensor *x, ml_radius_
     ml_trace *t = NULL;
     ml_bound *b = ml_bound_build(fn, model, x, &t);
     if (!b) return -1;
-    int64_t B = x->shape[0], L = t->n;
+    int64_t B = x->shape[0];
+    int L = t->n;
     out->trace = t;
     out->batch = B;
     out->norm = norm;
     out->input_size = ml_numel(x) / B;
     out->layers = calloc((size_t)(L ? L : 1), sizeof *out->layers);
-    double *rmin = malloc(sizeof *rmin * (size_t)((L ? L : 1) * B)), *batch_radius = malloc(sizeof *batch_radius * (size_t)(L ? L : 1));
-    double *rz = NULL, *dn = NULL;
-    int rc = out->layers && rmin && batch_radius ? 0 : ml_failc("out of memory");
+    double **rz = calloc((size_t)(L ? L : 1), sizeof *rz), *batch_radius = calloc((size_t)(L ? L : 1), sizeof *batch_radius);
+    int rc = out->layers && rz && batch_radius ? 0 : ml_failc("out of memory");
     bool grad = ml_grad_set(false);
-    double linf_scale = 1.0 / sqrt((double)out->input_size);
     for (int i = 0; i < L && !rc; i++) {
         const ml_trace_layer *l = &t->layers[i];
         ml_radius_layer *o = &out->layers[i];
         out->n = i + 1;
         bool exact = ml_bound_exact(b, i);
-        *o = (ml_radius_layer){.layer = l->name, .kind = l->kind, .T = l->T, .per_sample = l->T / B, .exact = exact};
+        int64_t T = l->T, per = l->T / B;
+        *o = (ml_radius_layer){.layer = l->name, .kind = l->kind, .T = T, .per_sample = per, .exact = exact};
         snprintf(o->note, sizeof o->note, "%s", ml_bound_note(b, i));
-        int64_t T = l->T;
         o->radius = ml_empty(ML_F32, 1, &T);
         o->router_radius = ml_empty(ML_F32, 1, &T);
         o->sample_radius = ml_empty(ML_F32, 1, &B);
+        rz[i] = malloc(sizeof **rz * (size_t)(T ? T : 1));
         ml_router_weights w;
-        if (!o->radius || !o->router_radius || !o->sample_radius || ml_router_weights_get(fn, model, t, i, &w)) {
-            rc = -1;
+        if (!o->radius || !o->router_radius || !o->sample_radius || !rz[i] || ml_router_weights_get(fn, model, t, i, &w)) {
+            rc = rz[i] ? -1 : ml_failc("out of memory");
             break;
         }
-        /* the l2 router-space radii drive the bisection; the exact case
-         * reports the asked norm's */
-        free(dn);
-        dn = pair_norms(w.weight, false);
-        double *dq = exact && norm == ML_RADIUS_LINF ? pair_norms(w.weight, true) : NULL;
+        /* the l2 router-space radii drive the bound; the exact case reports the asked norm's */
+        double *dn = pair_norms(w.weight, false), *dq = exact && norm == ML_RADIUS_LINF ? pair_norms(w.weight, true) : NULL;
         ml_router_weights_free(&w);
-        free(rz);
-        rz = malloc(sizeof *rz * (size_t)T);
-        if (!dn || !rz || (exact && norm == ML_RADIUS_LINF && !dq)) {
+        if (!dn || (exact && norm == ML_RADIUS_LINF && !dq)) {
+            free(dn);
             free(dq);
-            rc = ml_failc("out of memory");
+            rc = -1;
             break;
         }
         const float *logits = ml_f32(l->logits);
         const int64_t *sel = ml_i64(l->experts);
-        int64_t per = o->per_sample;
-        for (int64_t s = 0; s < B; s++) rmin[(int64_t)i * B + s] = INFINITY;
         for (int64_t it = 0; it < T; it++) {
-            rz[it] = ml_router_space_radius(logits + it * l->E, sel + it * l->K, l->K, l->E, dn);
-            rmin[(int64_t)i * B + it / per] = fmin(rmin[(int64_t)i * B + it / per], rz[it]);
-            double shown = dq ? ml_router_space_radius(logits + it * l->E, sel + it * l->K, l->K, l->E, dq) : rz[it];
+            rz[i][it] = ml_router_space_radius(logits + it * l->E, sel + it * l->K, l->K, l->E, dn);
+            double shown = dq ? ml_router_space_radius(logits + it * l->E, sel + it * l->K, l->K, l->E, dq) : rz[i][it];
             ml_f32(o->router_radius)[it] = down(shown);
         }
+        free(dn);
+        free(dq);
+        /* samples are independent: each writes its own items */
+        bool failed = false, stopped = false;
+        const char *note = o->note;
+#pragma omp parallel for schedule(dynamic, 1) reduction(||: failed, stopped) if (B > 1 && !exact && !note[0])
+        for (int64_t s = 0; s < B; s++) {
+            if (failed || stopped) continue;
+            if (ml_interrupt_pending()) {
+                stopped = true;
+                continue;
+            }
+            double *dz = malloc(sizeof *dz * (size_t)(per ? per : 1));
+            inverse v = {b, i, s, norm, (const double *const *)rz, batch_radius, dz, dz == NULL};
+            for (int64_t k = 0; k < per && !v.failed; k++) {
+                int64_t it = s * per + k;
+                double r = exact ? ml_f32(o->router_radius)[it] : note[0] ? 0 : invert(&v, k, rz[i][it]);
+                ml_f32(o->radius)[it] = down(r);
+            }
+            if (v.failed) failed = true;
+            free(dz);
+        }
+        if (stopped) rc = ml_failc("interrupted");
+        else if (failed) rc = ml_failc("out of memory");
         double batch_min = INFINITY;
         for (int64_t s = 0; s < B && !rc; s++) {
-            if (ml_interrupted()) {
-                rc = -1;
-                break;
-            }
-            double smin = INFINITY, smin2 = INFINITY;
-            for (int64_t it = s * per; it < (s + 1) * per; it++) {
-                double r2;
-                if (exact) r2 = rz[it];
-                else if (o->note[0]) r2 = 0;
-                else r2 = invert(b, i, s, rz[it], rmin, batch_radius);
-                double r = exact ? ml_f32(o->router_radius)[it] : norm == ML_RADIUS_LINF ? r2 * linf_scale : r2;
-                ml_f32(o->radius)[it] = down(r);
-                smin = fmin(smin, r);
-                smin2 = fmin(smin2, r2);
-            }
-            ml_f32(o->sample_radius)[s] = down(smin);
-            batch_min = fmin(batch_min, smin2);
+            double smin = INFINITY;
+            for (int64_t it = s * per; it < (s + 1) * per; it++) smin = fmin(smin, ml_f32(o->radius)[it]);
+            ml_f32(o->sample_radius)[s] = (float)smin;
+            batch_min = fmin(batch_min, smin);
         }
-        free(dq);
         batch_radius[i] = ml_bound_blocks(b, i) ? 0 : ml_bound_coupled(b, i) ? batch_min : INFINITY;
     }
     ml_grad_set(grad);
+    for (int i = 0; rz && i < L; i++) free(rz[i]);
     free(rz);
-    free(dn);
-    free(rmin);
     free(batch_radius);
     ml_bound_free(b);
     if (rc) ml_radius_free(out);
