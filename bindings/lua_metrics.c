@@ -26,36 +26,20 @@ static void set_string(lua_State *L, const char *key, const char *v) {
     lua_setfield(L, -2, key);
 }
 
+/* A new table for a layer's results: its name, kind, items and items per sample. */
+static void push_layer_head(lua_State *L, const char *layer, ml_trace_kind kind, int64_t items, int64_t per_sample) {
+    lua_createtable(L, 0, 12);
+    set_string(L, "layer", layer);
+    set_string(L, "kind", ml_trace_kind_name(kind));
+    set_integer(L, "items", items);
+    set_integer(L, "per_sample", per_sample);
+}
+
 /* Takes over t (NULL: nothing is set). */
 static void set_tensor(lua_State *L, const char *key, ml_tensor *t) {
     if (!t) return;
     mlua_push_tensor(L, t);
     lua_setfield(L, -2, key);
-}
-
-/* A layer of a trace by 1-based position or name; an error listing the
- * layers when there is none. */
-static int check_layer(lua_State *L, const ml_trace *t, int idx, const char *fn) {
-    int i = -1;
-    if (lua_type(L, idx) == LUA_TNUMBER) {
-        lua_Integer k = luaL_checkinteger(L, idx);
-        if (k >= 1 && k <= t->n) i = (int)k - 1;
-    } else {
-        i = ml_trace_index(t, luaL_checkstring(L, idx));
-    }
-    if (i >= 0) return i;
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (int j = 0; j < t->n && j < 20; j++) {
-        if (j) luaL_addstring(&b, ", ");
-        luaL_addchar(&b, '\'');
-        luaL_addstring(&b, t->layers[j].name);
-        luaL_addchar(&b, '\'');
-    }
-    if (t->n == 0) luaL_addstring(&b, "none: the model has no MoE layer");
-    luaL_pushresult(&b);
-    return luaL_error(L, "%s: no MoE layer %s in this trace (its layers: %s)", fn, luaL_tolstring(L, idx, NULL),
-                      lua_tostring(L, -2));
 }
 
 /* 1-based labels (a tensor or a table) -> 0-based int64, owned by Lua. */
@@ -77,11 +61,7 @@ static int l_routing_change(lua_State *L) {
     lua_createtable(L, rc.n, 0);
     for (int i = 0; i < rc.n; i++) {
         ml_route_change_layer *l = &rc.layers[i];
-        lua_createtable(L, 0, 12);
-        set_string(L, "layer", l->layer);
-        set_string(L, "kind", ml_trace_kind_name(l->kind));
-        set_integer(L, "items", l->T);
-        set_integer(L, "per_sample", l->per_sample);
+        push_layer_head(L, l->layer, l->kind, l->T, l->per_sample);
         set_number(L, "mean_iou", l->mean_iou);
         set_number(L, "rate", l->rate);
         set_number(L, "mean_tv", l->mean_tv);
@@ -130,7 +110,7 @@ static int l_dissect(lua_State *L) {
 /* ml.metrics._load(trace, layer, threshold) -> {load, share, top (1-based), top_share, collapsed, items, E} */
 static int l_load(lua_State *L) {
     ml_trace *t = mlua_check_trace(L, 1);
-    int i = check_layer(L, t, 2, "expert_load");
+    int i = mlua_check_trace_layer(L, t, 2, "expert_load");
     ml_expert_load x;
     if (ml_expert_load_compute(&t->layers[i], luaL_checknumber(L, 3), &x)) return mlua_error(L);
     lua_createtable(L, 0, 7);
@@ -150,7 +130,7 @@ static int l_load(lua_State *L) {
 static int l_class_matrix(lua_State *L) {
     const char *fn = "expert_class";
     ml_trace *t = mlua_check_trace(L, 1);
-    int i = check_layer(L, t, 2, fn);
+    int i = mlua_check_trace_layer(L, t, 2, fn);
     lua_Integer classes = luaL_checkinteger(L, 4);
     ml_tensor *y = labels(L, 3, fn);
     return mlua_push_tensor(L, ml_expert_class_matrix(fn, &t->layers[i], y, classes));
@@ -167,7 +147,7 @@ static int l_static_mask(lua_State *L) { return mlua_push_tensor(L, ml_masked_co
 /* ml.metrics._pathway(trace, layer, expert_channels, mask) -> float [T] IoU */
 static int l_pathway(lua_State *L) {
     ml_trace *t = mlua_check_trace(L, 1);
-    int i = check_layer(L, t, 2, "pathway");
+    int i = mlua_check_trace_layer(L, t, 2, "pathway");
     return mlua_push_tensor(L, ml_pathway_iou("pathway", &t->layers[i], mlua_check_tensor(L, 3), mlua_check_tensor(L, 4)));
 }
 
@@ -217,11 +197,7 @@ static int l_radius(lua_State *L) {
     lua_createtable(L, r.n, 0);
     for (int i = 0; i < r.n; i++) {
         ml_radius_layer *l = &r.layers[i];
-        lua_createtable(L, 0, 9);
-        set_string(L, "layer", l->layer);
-        set_string(L, "kind", ml_trace_kind_name(l->kind));
-        set_integer(L, "items", l->T);
-        set_integer(L, "per_sample", l->per_sample);
+        push_layer_head(L, l->layer, l->kind, l->T, l->per_sample);
         set_tensor(L, "radius", ml_retain(l->radius));
         set_tensor(L, "router_radius", ml_retain(l->router_radius));
         set_tensor(L, "sample_radius", ml_retain(l->sample_radius));

@@ -130,14 +130,6 @@ static bool add_kid(builder *bd, bound_node *parent, bound_node *kid) {
     return true;
 }
 
-static int config_int(const ml_module *m, const char *key, int def, int *out) {
-    cJSON *cfg = ml_module_config(m);
-    if (!cfg) return -1;
-    int rc = ml_cfg_int(cfg, key, def, out);
-    cJSON_Delete(cfg);
-    return rc;
-}
-
 /* Lipschitz constants of the pointwise activations (GELU: the largest slope
  * of x Phi(x), 1.1290 at x = sqrt(2); erf: 2/sqrt(pi)); 0 when the function
  * is not Lipschitz (a jump or an unbounded slope). */
@@ -409,7 +401,7 @@ static bound_node *build_moe_conv(builder *bd, ml_module *m, const char *path) {
     n->lipe = calloc((size_t)l->E, sizeof(double));
     n->emax = calloc((size_t)bd->b->B, sizeof(double));
     if (!n->lipe || !n->emax) ml_fail("out of memory");
-    if (!n->lipe || !n->emax || config_int(m, "kernel", 3, &k) || config_int(m, "stride", 1, &stride)) {
+    if (!n->lipe || !n->emax || bound_config_int(m, "kernel", 3, &k) || bound_config_int(m, "stride", 1, &stride)) {
         hard_fail(bd);
         return NULL;
     }
@@ -438,8 +430,8 @@ static bound_node *build_moe_conv(builder *bd, ml_module *m, const char *path) {
 
 static bound_node *build_conv(builder *bd, ml_module *m, const char *path, const char *type) {
     int k, stride, groups = 1;
-    if (config_int(m, "kernel", 3, &k) || config_int(m, "stride", 1, &stride) ||
-        (!strcmp(type, "Conv2d") && config_int(m, "groups", 1, &groups))) {
+    if (bound_config_int(m, "kernel", 3, &k) || bound_config_int(m, "stride", 1, &stride) ||
+        (!strcmp(type, "Conv2d") && bound_config_int(m, "groups", 1, &groups))) {
         hard_fail(bd);
         return NULL;
     }
@@ -452,7 +444,7 @@ static bound_node *build_conv(builder *bd, ml_module *m, const char *path, const
 
 static bound_node *build_patch(builder *bd, ml_module *m, const char *path) {
     int patch;
-    if (config_int(m, "patch", 4, &patch)) return hard_fail(bd), NULL;
+    if (bound_config_int(m, "patch", 4, &patch)) return hard_fail(bd), NULL;
     ml_tensor *W = ml_module_param(m, "weight");
     const bound_rec *r = centre(bd, path);
     ml_opnorm on; /* per patch: one output vector of the patch's pixels */
@@ -518,7 +510,7 @@ static bound_node *build_leaf(builder *bd, ml_module *m, const char *path, const
                            : linear_node(bd, 1, 1, INFINITY, true, false, r, true);
     if (!strcmp(type, "MaxPool2d") || !strcmp(type, "AvgPool2d")) {
         int k, stride;
-        if (config_int(m, "kernel", 2, &k) || config_int(m, "stride", 2, &stride)) return hard_fail(bd), NULL;
+        if (bound_config_int(m, "kernel", 2, &k) || bound_config_int(m, "stride", 2, &stride)) return hard_fail(bd), NULL;
         /* an input pixel lies in at most ceil(k/s)^2 windows; max and mean are
          * 1-Lipschitz in l_inf within a window */
         return linear_node(bd, ceil((double)k / (double)stride), 1, INFINITY, false, false, r, false);

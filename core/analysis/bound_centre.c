@@ -83,7 +83,7 @@ static int stats_layernorm(bound_capture *c, bound_rec *r, ml_tensor *x) {
     return 0;
 }
 
-static int config_int(const ml_module *m, const char *key, int def, int *out) {
+int bound_config_int(const ml_module *m, const char *key, int def, int *out) {
     cJSON *cfg = ml_module_config(m);
     if (!cfg) return -1;
     int rc = ml_cfg_int(cfg, key, def, out);
@@ -94,7 +94,7 @@ static int config_int(const ml_module *m, const char *key, int def, int *out) {
 /* Per sample and head: the centre's Q, K, V and attention matrix, summarised. */
 static int stats_attention(bound_capture *c, bound_rec *r, const ml_module *m, ml_tensor *x) {
     int heads;
-    if (config_int(m, "heads", 1, &heads)) return -1;
+    if (bound_config_int(m, "heads", 1, &heads)) return -1;
     if (x->ndim != 3 || x->shape[0] != c->B)
         return ml_failc("Attention '%s': input %s, expected [%" PRId64 ", T, D]", r->path, ML_SHAPE_STR(x), c->B);
     int64_t B = c->B, T = x->shape[1], D = x->shape[2], d = D / heads;

@@ -40,6 +40,8 @@ typedef struct {
 void bound_capture_hook(void *ud, const char *path, const ml_module *m, ml_tensor *x, ml_tensor *y, int64_t flops,
                         double seconds);
 const bound_rec *bound_capture_find(const bound_capture *c, const char *path);
+/* An integer of a module's constructor config (the module's hyperparameters). */
+int bound_config_int(const ml_module *m, const char *key, int def, int *out);
 void bound_capture_free(bound_capture *c);
 
 /* ------------------------------------------------------------ the program */

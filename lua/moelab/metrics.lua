@@ -172,6 +172,14 @@ local function attack_batch(fn, model, name, x, y, aopts, eps)
   return xa, rep
 end
 
+-- The error for a layer name a model does not have, listing its layers.
+local function no_layer(fn, what, layer, names, level)
+  local quoted = {}
+  for i, n in ipairs(names) do quoted[i] = "'" .. n .. "'" end
+  error(("%s: no %s '%s' (the layers: %s)"):format(fn, what, layer, #quoted > 0 and table.concat(quoted, ", ") or "none"),
+    level + 1)
+end
+
 local function multilabel(y) return is_tensor(y) and y:dim() == 2 and y:dtype() == "float32" end
 
 ------------------------------------------------------------------ accuracy
@@ -251,9 +259,8 @@ local function rc_rows(rc, opts, meta)
   end
   if wanted and not found then
     local names = {}
-    for _, l in ipairs(rc.layers) do names[#names + 1] = "'" .. l.layer .. "'" end
-    error(("routing_change: no MoE layer '%s' (the layers: %s)"):format(wanted, #names > 0 and table.concat(names, ", ")
-      or "none"), 3)
+    for _, l in ipairs(rc.layers) do names[#names + 1] = l.layer end
+    no_layer("routing_change", "MoE layer", wanted, names, 3)
   end
   return R.rows(rows, {iou = iou, tv = tv, sample_changed = rc.sample_changed})
 end
@@ -336,9 +343,7 @@ local function load_rows(fn, trace, set, opts, rows, extra)
       end
     end
   end
-  if opts.layer and not found then
-    error(("%s: no MoE layer '%s' (the layers: %s)"):format(fn, opts.layer, table.concat(trace:layers(), ", ")), 3)
-  end
+  if opts.layer and not found then no_layer(fn, "MoE layer", opts.layer, trace:layers(), 3) end
 end
 
 function M.expert_load(model, x, opts)
@@ -443,9 +448,7 @@ function M.routing_radius(model, x, opts)
       if l.note ~= "" then extra.notes[l.layer] = l.note end
     end
   end
-  if opts.layer and not found then
-    error(("routing_radius: no MoE layer '%s' (the layers: %s)"):format(opts.layer, table.concat(r.trace:layers(), ", ")), 2)
-  end
+  if opts.layer and not found then no_layer(fn, "MoE layer", opts.layer, r.trace:layers(), 2) end
   local meta = provenance(model, opts.name, opts.seed)
   for _, row in ipairs(rows) do stamp(row, meta) end
   return R.rows(rows, extra)
@@ -654,9 +657,7 @@ function M.forced_experts(model, data, opts)
     local l = t0[i]
     if l.kind ~= "smooth" and (not opts.layer or opts.layer == l.layer) then layers[#layers + 1] = {name = l.layer, E = l.E} end
   end
-  if opts.layer and #layers == 0 then
-    error(("forced_experts: no sparse MoE layer '%s' (the layers: %s)"):format(opts.layer, table.concat(t0:layers(), ", ")), 2)
-  end
+  if opts.layer and #layers == 0 then no_layer(fn, "sparse MoE layer", opts.layer, t0:layers(), 2) end
   local function evaluate(fopts)
     local run = fopts and ml.nn.Lambda(function(x) return (model:forward(x, fopts)) end, "Forced") or model
     local n, correct, robust = 0, 0, 0
