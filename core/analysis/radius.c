@@ -91,7 +91,8 @@ static double invert(inverse *v, int64_t t, double rz) {
     if (!(rz > 0)) return 0;
     /* the gain at a tiny eps: exact for a chain of linear maps, a good start otherwise */
     double e0 = 1e-9;
-    if (!holds(v, t, rz, e0)) return 0;
+    while (!holds(v, t, rz, e0))
+        if (v->failed || (e0 *= 1e-3) < 1e-18) return 0;
     double g = v->dz[t] / e0, lo, hi;
     if (!(g > 0)) { /* the router input does not move with the input */
         if (holds(v, t, rz, 1e12)) return INFINITY;
@@ -104,10 +105,10 @@ static double invert(inverse *v, int64_t t, double rz) {
                 if (hi > 1e12) return INFINITY;
         } else {
             for (hi = guess, lo = guess / 2; !holds(v, t, rz, lo); hi = lo, lo /= 2)
-                if (lo < e0) return e0;
+                if (lo < e0) return e0; /* it held at e0 */
         }
     }
-    for (int it = 0; it < 40 && !v->failed; it++) {
+    for (int it = 0; it < 32 && !v->failed; it++) { /* 2^-32 of a factor-2 bracket */
         double mid = 0.5 * (lo + hi);
         if (holds(v, t, rz, mid)) lo = mid;
         else hi = mid;

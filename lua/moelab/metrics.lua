@@ -742,7 +742,8 @@ ml.metrics.robustness(model, data, {eps = {...}, attack = "pgd", norm = "linf", 
   -> rows, one per model and eps: accuracy, robust_accuracy, prediction_change, seconds, and for MoE models
   rc:<layer> (routing-change rate), rc_mean, tv:<layer> (router total variation), cert:<layer> (fraction of
   items whose certified radius is >= eps); noise = true adds rc_noise:<layer> for Gaussian noise of sigma = eps.
-  data: a dataset or {x = , y = }. Ctrl-C returns the rows done so far (rows.interrupted).
+  data: a dataset or {x = , y = }. The engine RNG is seeded with seed (the noise); the attack gets seed too.
+  Ctrl-C returns the rows done so far (rows.interrupted).
   e.g. rows = ml.metrics.robustness(nil, data.test, {models = {dense = m1, moe = m2}, eps = {0, 0.05, 0.1}, steps = 10})
        ml.plot.lines(rows, {x = "eps", y = "robust_accuracy", by = "model"})]])
 ml.doc(M.routing_noise, [[
