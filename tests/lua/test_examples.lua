@@ -75,7 +75,7 @@ T.test("routing_under_attack", function()
   end
   T.check(rows == 8, "a curve row per model and eps: " .. rows)
   -- the V-MoE's rows: measured routing change <= 1 - certified fraction, in every layer
-  for line in out:gmatch("\nvmoe[^\n]*") do
+  for line in out:gmatch("\n(vmoe +%d[^\n]*)") do
     local nums = {}
     for v in line:gmatch("[%d.]+") do nums[#nums + 1] = tonumber(v) end
     for i = 4, #nums - 2, 3 do T.check(nums[i] <= 1 - nums[i + 1] + 1e-9, "change within the uncertified share: " .. line) end
