@@ -4,24 +4,27 @@
 -- python3-torch is installed, PyTorch's PGD-10 and an APGD-CE written in PyTorch
 -- (bench/torch_attacks.py, a reference of speed only) on the same weights and images.
 --
---   ./build/moelab bench/attacks.lua [--quick] [--no-torch] [--out results.jsonl]
+--   ./build/moelab bench/attacks.lua [--quick] [--no-torch] [--aa N] [--out results.jsonl]
+--
+-- --aa N: AutoAttack on N images (default 1000, --quick 16; 0 skips it).
 --
 -- The models are freshly initialised (the MoE routers calibrated as in bench/models.lua),
 -- and the labels are the models' own predictions, so that every image is attacked: the
 -- figures are speeds, not robustness. Never asserted in a test.
 local ml = require "moelab"
 
-local quick, torch, out_path = false, true, nil
+local quick, torch, out_path, n_aa = false, true, nil, nil
 local i = 1
 while arg and arg[i] do
   if arg[i] == "--quick" then quick = true
   elseif arg[i] == "--no-torch" then torch = false
+  elseif arg[i] == "--aa" then n_aa = tonumber(arg[i + 1]); i = i + 1
   elseif arg[i] == "--out" then out_path = arg[i + 1]; i = i + 1 end
   i = i + 1
 end
 
 local B = quick and 16 or 128             -- PGD / APGD batch
-local N_AA = quick and 16 or 1000         -- AutoAttack images
+local N_AA = n_aa or (quick and 16 or 1000) -- AutoAttack images
 local APGD_ITERS = quick and 10 or 100
 local EPS, ALPHA = 8 / 255, 2 / 255       -- WORKLOADS.md's PGD
 local PGD_RUNS = quick and 1 or 5
@@ -110,12 +113,15 @@ for _, w in ipairs(workloads) do
     record{workload = w.name, form = form or nil, attack = "apgd-ce", median = rep.cost.seconds, min = rep.cost.seconds,
            max = rep.cost.seconds, note = ("robust %.1f%%"):format(100 * rep.robust_accuracy)}
     -- AutoAttack standard
-    local _, aa = ml.attack.autoattack(model, x:narrow(1, 1, N_AA), y:narrow(1, 1, N_AA),
-      {eps = EPS, batch = 250, quiet = true, steps = quick and 10 or nil, queries = quick and 100 or nil})
-    local parts = {}
-    for _, p in ipairs(aa.attacks) do parts[#parts + 1] = ("%s %.1fs"):format(p.name, p.cost.seconds) end
-    record{workload = w.name, form = form or nil, attack = "autoattack", median = aa.cost.seconds, min = aa.cost.seconds,
-           max = aa.cost.seconds, note = ("robust %.1f%%; %s"):format(100 * aa.robust_accuracy, table.concat(parts, ", "))}
+    if N_AA > 0 then
+      local _, aa = ml.attack.autoattack(model, x:narrow(1, 1, N_AA), y:narrow(1, 1, N_AA),
+        {eps = EPS, batch = 250, quiet = true, steps = quick and 10 or nil, queries = quick and 100 or nil})
+      local parts = {}
+      for _, p in ipairs(aa.attacks) do parts[#parts + 1] = ("%s %.1fs"):format(p.name, p.cost.seconds) end
+      record{workload = w.name, form = form or nil, attack = "autoattack", median = aa.cost.seconds,
+             min = aa.cost.seconds, max = aa.cost.seconds,
+             note = ("robust %.1f%%; %s"):format(100 * aa.robust_accuracy, table.concat(parts, ", "))}
+    end
   end
   if w.forms then model:set_moe_form("sparse") end
 end

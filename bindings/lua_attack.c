@@ -432,7 +432,7 @@ static int l_run(lua_State *L) {
     o.p_init = opt_num(L, 5, fn, "p_init", 0.8);
     o.version = opt_str(L, 5, fn, "version", "standard");
     o.state_path = opt_str(L, 5, fn, "state", NULL);
-    o.batch = opt_int(L, 5, fn, "batch", 0, 0, "an integer >= 0");
+    o.batch = opt_int(L, 5, fn, "batch", 250, 0, "an integer >= 0");
     o.checks = opt_bool(L, 5, fn, "checks", true);
     if (field(L, 5, "attacks") != LUA_TNIL) {
         if (!lua_istable(L, -1)) luaL_error(L, "%s: attacks must be a list of attack names", fn);

@@ -16,8 +16,8 @@
  * The model must return logits [B, classes]. It runs in eval mode during the
  * attack and every module's mode is restored afterwards; parameters get no
  * .grad (the input gradient comes from ml_grad). The attack's own randomness
- * (random starts, Square's squares) comes from a private generator seeded from
- * o.seed; the engine generator (dropout, router noise of a stochastic model) is
+ * (random starts, Square's squares) comes from private generators, one per
+ * example, seeded from (o.seed, attack, row); the engine generator (dropout, router noise of a stochastic model) is
  * seeded from o.seed too for the attack and restored afterwards, so the same
  * seed gives the same adversarial batch. Ctrl-C (ml_interrupt_request) stops an
  * attack cleanly: it returns the best batch found so far with
@@ -86,7 +86,7 @@ typedef struct {
     int n_attacks;                                /* custom: the list */
     const char *attacks[ML_ATTACK_MAX_PARTS];
     const char *state_path;                       /* resumable state (JSON), or NULL */
-    int64_t batch;                                /* examples per chunk (0 = all at once) */
+    int64_t batch;                                /* examples per chunk (250; 0 = all at once) */
     bool checks;                                  /* run the doctor's cheap checks first (true) */
     /* progress */
     ml_attack_step_fn on_step;
@@ -170,13 +170,14 @@ bool ml_attack_known(const char *name);
 
 /* ------------------------------------------------------------ APGD's step-size schedule
  * Separate so that it can be tested on a scripted loss sequence. Checkpoints
- * w_0 = 0, w_1 = ceil-free p_1 n with p_1 = 0.22, and p_{j+1} = p_j +
- * max(p_j - p_{j-1} - 0.03, 0.06), as integer interval lengths: the first
- * max(int(0.22 n), 1), then each one max(int(0.03 n), 1) shorter, never below
- * max(int(0.06 n), 1). At a checkpoint an example's step is halved (and it
- * restarts from its best point) when at most rho of the steps of the interval
- * raised the loss (condition 1), or when its step was not halved at the last
- * checkpoint and its best loss did not improve since (condition 2). */
+ * at the fractions p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} -
+ * 0.03, 0.06) of n iterations, as integer interval lengths (as the reference
+ * code): the first max(int(0.22 n), 1), then each one max(int(0.03 n), 1)
+ * shorter, never below max(int(0.06 n), 1). At a checkpoint an example's step
+ * is halved (and it restarts from its best point) when fewer than rho of the
+ * steps of the interval raised its loss (condition 1; the first step is
+ * compared with the starting point), or when its step was not halved at the
+ * last checkpoint and its best loss did not improve since (condition 2). */
 typedef struct {
     int n_iter, interval, size_decr, min_interval, since; /* since: iterations in the current interval */
     double rho;
@@ -196,7 +197,8 @@ void ml_apgd_schedule_free(ml_apgd_schedule *s);
 /* ------------------------------------------------------------ FAB's projection
  * The smallest perturbation d (in l_inf or l_2) with w.(t + d) = b and
  * 0 <= t + d <= 1, for one point t of dimension D; when the box makes the
- * hyperplane unreachable, the box corner that goes furthest towards it. */
+ * hyperplane unreachable, the box corner that goes furthest towards it.
+ * work: 2 D doubles of scratch. */
 void ml_fab_project(ml_attack_norm norm, int64_t D, const float *t, const float *w, double b, float *d, double *work);
 
 /* ------------------------------------------------------------ the attack doctor

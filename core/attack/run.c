@@ -31,6 +31,7 @@ void ml_attack_opts_default(ml_attack_opts *o) {
     o->queries = 5000;
     o->p_init = 0.8;
     o->version = "standard";
+    o->batch = 250;
     o->checks = true;
 }
 

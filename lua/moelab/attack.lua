@@ -127,12 +127,13 @@ ml.attack.square(model, x, y, {eps, queries = 5000, p_init = 0.8}) -> x_adv, rep
 function A.autoattack(model, x, y, opts) return call("autoattack", model, x, y, opts) end
 ml.doc(A.autoattack, [[
 ml.attack.autoattack(model, x, y, {eps, norm, version = "standard" | "rand" | "custom", attacks = {...},
-                                   state = "file.json", batch = 0, checks = true, quiet}) -> x_adv, report
+                                   state = "file.json", batch = 250, checks = true, quiet}) -> x_adv, report
   AutoAttack (Croce & Hein 2020): standard = APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5000
   queries), each on the examples still robust; rand = APGD-CE, APGD-DLR with EOT over 20 draws; custom = the
   list in attacks (apgd-ce, apgd-dlr, apgd-t, fab-t, square, pgd, fgsm). Prints one line per attack.
-  state: resumable evaluation (flags and adversarial rows written atomically after every chunk of batch
-  examples; rerun the same call after a kill to continue). report.attacks: per attack robust accuracy,
+  batch: the robust examples are attacked in chunks of batch (0: all at once); the result does not depend on
+  it. state: resumable evaluation (flags and adversarial rows written atomically after every chunk; rerun
+  the same call after a kill to continue). report.attacks: per attack robust accuracy,
   examples broken, cost; report.broken_by[i]: "clean", the attack's name, or "robust".
   steps, queries, n_targets, eot tune the components (e.g. for a quick look).
 ]] .. common)

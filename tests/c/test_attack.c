@@ -85,6 +85,28 @@ TEST(apgd_halving_rule) {
     ml_apgd_schedule_free(&s);
 }
 
+/* Exactly 75% of rising steps is not "fewer than 75%": not halved (the third
+ * interval of 100 iterations has 16 steps, 12 of them rising here). */
+TEST(apgd_threshold_is_strict) {
+    float loss = 0, best = 0, prev = 0;
+    ml_apgd_schedule s;
+    CHECK(ml_apgd_schedule_init(&s, 100, 0.75, 1, &loss) == 0);
+    unsigned char halve = 9;
+    int checks = 0;
+    for (int it = 1; it <= 57; it++) {
+        /* rising until 41; then in 42..57 three rises and one fall (+2, +2, +2, -1), the best still climbing */
+        loss = it <= 41 ? (float)it : prev + ((it - 42) % 4 == 3 ? -1.0f : 2.0f);
+        prev = loss;
+        best = loss > best ? loss : best;
+        if (ml_apgd_schedule_step(&s, &loss, &best, &halve)) {
+            checks++;
+            CHECK(halve == 0);
+        }
+    }
+    CHECK(checks == 3);
+    ml_apgd_schedule_free(&s);
+}
+
 /* ---------------------------------------------------------------- FAB projection */
 static double dot(const float *a, const float *b, int64_t n) {
     double s = 0;
@@ -262,6 +284,7 @@ TEST(errors_name_the_attack_and_option) {
 int main(void) {
     RUN(apgd_checkpoints);
     RUN(apgd_halving_rule);
+    RUN(apgd_threshold_is_strict);
     RUN(fab_projection_is_optimal);
     RUN(ctrl_c_returns_best_so_far);
     RUN(errors_name_the_attack_and_option);

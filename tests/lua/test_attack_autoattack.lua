@@ -141,7 +141,7 @@ ml.attack.autoattack(m, x, y, {eps = 0.08, steps = 8, queries = 60, n_targets = 
   f:write(child)
   f:close()
   local pidfile = os.tmpname()
-  os.execute(("./build/moelab %s > /dev/null 2>&1 & echo $! > %s"):format(cpath, pidfile))
+  os.execute(("%s %s > /dev/null 2>&1 & echo $! > %s"):format(arg[-1] or "moelab", cpath, pidfile))
   local pid = io.open(pidfile):read("l")
   -- wait until the state shows progress, then SIGTERM
   local progressed = false
