@@ -12,12 +12,22 @@
 
 #include "areas.h"
 #include "lua_nn.h"
+#include "lua_trace.h"
 #include "lua_util.h"
 
 #define LAST_KEY "moelab.attack.last"
 
 /* ---------------------------------------------------------------- options */
 /* The options each attack reads (anything else is a clear error). */
+
+/* The routing trace of an attack's current forward as a Lua trace (a copy
+ * sharing the tensors; with keep_grad, a Lua objective can differentiate
+ * through the router logits/probs/gates); empty for a model without MoE layers. */
+static void push_routing(lua_State *L, const void *routing, bool keep_grad) {
+    const ml_trace *t = ml_attack_routing_trace(routing);
+    mlua_push_trace(L, t ? ml_trace_copy(t, keep_grad) : ml_trace_new());
+}
+
 static const char *const common_opts[] = {"eps", "norm", "seed", "clamp", "on_step", "trace", "log", NULL};
 static const struct {
     const char *attack;
@@ -160,7 +170,7 @@ static int step_cb(void *ud, const ml_attack_step_info *in) {
         lua_setfield(L, -2, "index");
     }
     if (in->routing) {
-        mlua_push_traces(L, ml_attack_routing_ctx((ml_attack_routing *)in->routing));
+        push_routing(L, in->routing, false);
         lua_setfield(L, -2, "trace");
     }
     int rc = 0;
@@ -196,8 +206,8 @@ static ml_tensor *lua_objective_loss(ml_objective *o, const ml_objective_input *
     int top = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, lo->ref);
     mlua_push_tensor(L, ml_retain(in->logits));
-    if (in->routing) mlua_push_traces(L, ml_attack_routing_ctx((ml_attack_routing *)in->routing));
-    else lua_newtable(L);
+    if (in->routing) push_routing(L, in->routing, true);
+    else lua_pushnil(L);
     if (in->y->dtype == ML_I64) mlua_push_tensor(L, mlua_index_from_core((ml_tensor *)in->y));
     else mlua_push_tensor(L, ml_retain((ml_tensor *)in->y));
     if (lua_pcall(L, 3, 1, 0) != LUA_OK) {

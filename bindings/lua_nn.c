@@ -872,20 +872,3 @@ void mlua_open_nn(lua_State *L) {
 
 /* Adds methods to the Module method table (for other binding areas). */
 void mlua_module_methods(lua_State *L, const luaL_Reg *methods) { mlua_kind_add_methods(L, MLUA_MODULE, methods); }
-
-/* Pushes the routing trace of a forward context as a Trace (a copy: the
- * context keeps its own; logits, probs and gates keep their autograd history
- * when the forward asked for it), for other binding areas: the attacks'
- * progress and Lua objectives. */
-void mlua_push_traces(lua_State *L, const ml_ctx *ctx) {
-    ml_trace *c = ml_trace_new();
-    for (int i = 0; c && ctx->traces && i < ctx->traces->n; i++) {
-        const ml_trace_layer *l = &ctx->traces->layers[i];
-        ml_trace_entry e = {l->name, l->kind, l->E, l->experts, l->gates, l->probs, l->logits, l->kept, l->aux};
-        if (ml_trace_add(c, &e, ctx->trace_grad)) {
-            ml_trace_free(c);
-            c = NULL;
-        }
-    }
-    mlua_push_trace(L, c);
-}

@@ -17,6 +17,5 @@ int mlua_push_module(lua_State *L, ml_module *m);
 /* Adds methods to every module (m:fit(...), m:summary(...) from other areas). */
 void mlua_module_methods(lua_State *L, const luaL_Reg *methods);
 /* Pushes the routing traces of a forward context ({layer = {...}}, as m:forward returns them). */
-void mlua_push_traces(lua_State *L, const ml_ctx *ctx);
 
 #endif

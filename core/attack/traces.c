@@ -8,7 +8,6 @@ void ml_attack_routing_reset(ml_attack_routing *r, bool trace, bool aux) {
     ml_ctx_clear(&r->ctx);
     memset(&r->ctx, 0, sizeof r->ctx);
     r->ctx.trace = trace;
-    r->ctx.trace_grad = trace; /* objectives may differentiate through the routers' logits */
     r->ctx.want_aux = aux;
 }
 
@@ -17,6 +16,8 @@ ml_ctx *ml_attack_routing_ctx(ml_attack_routing *r) { return &r->ctx; }
 ml_tensor *ml_attack_routing_aux(const ml_attack_routing *r) { return r->ctx.aux; }
 
 int ml_attack_routing_layers(const ml_attack_routing *r) { return r->ctx.traces ? r->ctx.traces->n : 0; }
+
+const ml_trace *ml_attack_routing_trace(const ml_attack_routing *r) { return r->ctx.traces; }
 
 void ml_attack_routing_move(ml_attack_routing *dst, ml_attack_routing *src) {
     ml_attack_routing_free(dst);

@@ -1,8 +1,8 @@
 /* traces.h -- the one place the attacks touch routing traces and the other
  * per-forward state of the MoE layers (auxiliary losses).
  *
- * Today a forward's routing lives in the forward context (ml_ctx: the list
- * ctx->traces, the flags ctx->trace / ctx->want_aux and the summed ctx->aux).
+ * A forward's routing lives in its context (ml_ctx: the trace ctx->traces,
+ * core/nn/trace.h; the flags ctx->trace / ctx->want_aux; the summed ctx->aux).
  * The attacks, the objectives and the bindings see it only as an
  * ml_attack_routing and through these functions, so a new trace type changes
  * this file and traces.c and nothing else in core/attack. */
@@ -28,6 +28,8 @@ ml_ctx *ml_attack_routing_ctx(ml_attack_routing *r);
 ml_tensor *ml_attack_routing_aux(const ml_attack_routing *r);
 /* Number of MoE layers that reported a trace. */
 int ml_attack_routing_layers(const ml_attack_routing *r);
+/* The trace of the forward (borrowed; NULL when none was collected). */
+const ml_trace *ml_attack_routing_trace(const ml_attack_routing *r);
 /* Moves the traces of src into dst (dst's are freed), e.g. to keep the clean
  * routing while the attack runs new forwards through src. */
 void ml_attack_routing_move(ml_attack_routing *dst, ml_attack_routing *src);

@@ -143,12 +143,12 @@ int ml_trace_add(ml_trace *t, const ml_trace_entry *e, bool keep_grad) {
     return 0;
 }
 
-ml_trace *ml_trace_copy(const ml_trace *t) {
+ml_trace *ml_trace_copy(const ml_trace *t, bool keep_grad) {
     ml_trace *c = ml_trace_new();
     for (int i = 0; c && i < t->n; i++) {
         const ml_trace_layer *l = &t->layers[i];
         ml_trace_entry e = {l->name, l->kind, l->E, l->experts, l->gates, l->probs, l->logits, l->kept, l->aux};
-        if (ml_trace_add(c, &e, false)) {
+        if (ml_trace_add(c, &e, keep_grad)) {
             ml_trace_free(c);
             return NULL;
         }

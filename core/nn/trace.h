@@ -89,8 +89,9 @@ void ml_trace_free(ml_trace *t);
  * [0, E) and distinct within a row, kept in {0, 1}; computes the load. With
  * keep_grad, logits/probs/gates keep their autograd history. */
 int ml_trace_add(ml_trace *t, const ml_trace_entry *e, bool keep_grad);
-/* A copy sharing the tensors (no autograd history). */
-ml_trace *ml_trace_copy(const ml_trace *t);
+/* A copy sharing the tensors; with keep_grad, logits/probs/gates keep the
+ * autograd history they have (a Lua objective differentiates through them). */
+ml_trace *ml_trace_copy(const ml_trace *t, bool keep_grad);
 
 /* ------------------------------------------------------------ reading */
 /* The layer with that name, or NULL. */

@@ -201,7 +201,7 @@ T.test("targeted attacks reach the target; objectives are pluggable", function()
   local calls = 0
   local function margin(logits, trace, yy)
     calls = calls + 1
-    T.check(getmetatable(trace).__name == "Trace", "trace is passed")
+    T.check(getmetatable(trace) and #trace == 0, "the (empty) trace of a dense model is passed")
     local zy = logits:gather(2, yy:reshape(-1, 1)):reshape(-1)
     local other = (logits - ml.one_hot(yy, 5) * 1e9):max(2)
     return other - zy
