@@ -43,6 +43,7 @@
 #include "plot/plot.h"
 #include "plot/image.h"
 #include "theory/theory.h"
+#include "analysis/analysis.h"
 #include "attack/attack.h"
 
 #endif

@@ -410,6 +410,7 @@ moelab -- a lab bench for the adversarial robustness of Mixture-of-Experts model
   Training     ml.train.fit(model, ds, {epochs, lr, ...}), ml.optim.sgd/adam        help("Optimizer")
   MoE          ml.moe.route, gather/combine, auxiliary losses
   Attacks      ml.attack.pgd, apgd, fab, square, autoattack, check (the doctor)    help(ml.attack)
+  Metrics      ml.metrics.robustness, routing_change, routing_radius, ...; ml.results   help(ml.metrics)
   Files        ml.save(path, model), ml.load(path), ml.io.load_safetensors
   Theory       ml.theory (Lipschitz constants of MoEs)
   Plots        ml.plot.lines{x = eps, y = {moe = acc}}, hist, heatmap, grid; p:png(f)  help(ml.plot)
