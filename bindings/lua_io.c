@@ -57,6 +57,7 @@ static int l_save_safetensors(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 3); /* slot 3 is the metadata (or nil) before anything is pushed */
     int n = sorted_keys(L, 2, "tensor");
     int keys = lua_gettop(L);
     const char **names = lua_newuserdatauv(L, sizeof *names * (size_t)(n + 1), 0);
@@ -116,28 +117,14 @@ static int l_json_encode(lua_State *L) {
     return 1;
 }
 
-/* ml.io.safetensors_header(path) -> the raw JSON header text (for inspection and tests) */
+/* ml.io.safetensors_header(path) -> the raw JSON header text, its length (for inspection and tests) */
 static int l_header(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
-    FILE *f = fopen(path, "rb");
-    if (!f) return luaL_error(L, "safetensors_header: cannot open %s", path);
-    unsigned char b[8];
-    if (fread(b, 1, 8, f) != 8) {
-        fclose(f);
-        return luaL_error(L, "safetensors_header: %s is too short", path);
-    }
-    uint64_t n = 0;
-    for (int i = 7; i >= 0; i--) n = n << 8 | b[i];
-    if (n > (100u << 20)) {
-        fclose(f);
-        return luaL_error(L, "safetensors_header: %s: implausible header length", path);
-    }
-    char *buf = malloc(n + 1);
-    size_t got = fread(buf, 1, n, f);
-    fclose(f);
-    lua_pushlstring(L, buf, got);
+    uint64_t n;
+    char *text = ml_st_read_header(luaL_checkstring(L, 1), &n);
+    if (!text) return mlua_error(L);
+    lua_pushlstring(L, text, (size_t)n);
+    free(text);
     lua_pushinteger(L, (lua_Integer)n);
-    free(buf);
     return 2;
 }
 
