@@ -162,6 +162,8 @@ local texts = {
   ["isatty"] = "ml.isatty([fd = 1]) -> true when the file descriptor is a terminal",
   ["interrupted"] = "ml.interrupted() -> true when Ctrl-C was pressed during the current command",
   -- io
+  ["save"] = "ml.save(path, model, [{optimizer = opt, epoch = n, meta = {key = \"value\"}}])  (or ml.save(model, path, ...))\n  Saves the parameters, buffers and the model's constructor config as one safetensors file, atomically\n  (temporary file, fsync, rename: a killed save never leaves a partial file); with an optimizer, its state\n  too. ml.load rebuilds the model from the file alone. Format: docs/FILES.md.",
+  ["load"] = "ml.load(path, [{strict = true}]) -> model, info\n  Rebuilds the model from the config in the file (no code in the file runs) and loads its tensors; the\n  model is in eval mode. info = {meta, epoch, optimizer_state, optimizer_steps, optimizer_lr}: pass\n  opt:load_state_dict(info.optimizer_state, info.optimizer_steps) to resume training. A corrupt or\n  crafted file is refused with its name and the reason; strict (default) also refuses tensors the\n  model lacks or lacks tensors of the model (strict = false loads the common ones).",
   ["io.load_safetensors"] = "ml.io.load_safetensors(path) -> {name = tensor}, {metadata}\n  Reads a safetensors file (validated; a corrupt file is refused with its name and the reason).",
   ["io.save_safetensors"] = "ml.io.save_safetensors(path, {name = tensor}, [{key = \"value\"}])\n  Writes a safetensors file atomically (temporary file, fsync, rename).",
   ["io.safetensors_header"] = "ml.io.safetensors_header(path) -> the JSON header text, its declared length",
