@@ -195,9 +195,28 @@ int ml_fuzz_checkpoint(const uint8_t *data, size_t size) {
     return 0;
 }
 
+/* The model config alone: the bytes become moelab.config of a checkpoint with
+ * no tensors, loaded non-strictly, so every module constructor meets them
+ * (under the loader's allocation cap: small models build, large ones stop). */
+int ml_fuzz_config(const uint8_t *data, size_t size) {
+    char path[256], *config = malloc(size + 1);
+    if (!config) abort();
+    memcpy(config, data, size);
+    config[size] = 0;
+    snprintf(path, sizeof path, "%s/x.safetensors", dir_for("config"));
+    const char *keys[2] = {"moelab.format", "moelab.config"}, *values[2] = {"1", config};
+    int rc = ml_st_save(path, 0, NULL, NULL, 2, keys, values);
+    free(config);
+    if (rc) return -1;
+    ml_checkpoint *c = ml_checkpoint_load(path, false);
+    if (!c) return -1;
+    ml_checkpoint_free(c);
+    return 0;
+}
+
 const ml_fuzz_target ml_fuzz_targets[] = {
     {"idx", ml_fuzz_idx},         {"cifar", ml_fuzz_cifar},
     {"png", ml_fuzz_png},         {"png_folder", ml_fuzz_png_folder},
     {"safetensors", ml_fuzz_safetensors}, {"checkpoint", ml_fuzz_checkpoint},
-    {NULL, NULL},
+    {"config", ml_fuzz_config},   {NULL, NULL},
 };

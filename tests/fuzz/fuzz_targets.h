@@ -32,6 +32,9 @@ int ml_fuzz_safetensors(const uint8_t *data, size_t size);
 /* One checkpoint: loaded strictly and not, its optimizer state restored into
  * a fresh optimizer over the model. */
 int ml_fuzz_checkpoint(const uint8_t *data, size_t size);
+/* A model config (JSON text) as the moelab.config of a checkpoint without
+ * tensors, loaded non-strictly: every module constructor meets it. */
+int ml_fuzz_config(const uint8_t *data, size_t size);
 
 typedef struct {
     const char *name;

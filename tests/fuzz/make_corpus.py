@@ -102,3 +102,31 @@ subprocess.run([moelab, "tests/fuzz/make_checkpoints.lua", d], check=True)
 shutil.copy("tests/files/checkpoint-v0.1.safetensors", os.path.join(d, "v0.1.safetensors"))
 for f in os.listdir(d):
     shutil.copy(os.path.join(d, f), os.path.join(root, "safetensors", "ck_" + f))
+
+# model configs: those of the checkpoint seeds, and every built-in layer type
+import json
+d2 = os.path.join(root, "config")
+os.makedirs(d2, exist_ok=True)
+for f in sorted(os.listdir(d)):
+    raw = open(os.path.join(d, f), "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    cfg = json.loads(raw[8:8 + n])["__metadata__"]["moelab.config"]
+    put("config", f.replace(".safetensors", ".json"), cfg.encode())
+layers = subprocess.run([moelab, "-e", """
+local nn = ml.nn
+local models = {
+  conv = nn.Sequential(nn.Conv2d(1, 2, 3, {padding = 1}), nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2),
+                       nn.AvgPool2d(2), nn.GlobalAvgPool(), nn.Dropout(0.1), nn.Flatten(), nn.Linear(2, 2)),
+  smooth = nn.SmoothMoE(4, {experts = 2, expert = {type = "Linear", ["in"] = 4, out = 4}}),
+  transformer = nn.vit{dim = 8, depth = 1, heads = 2, mlp = 8, input = {1, 8, 8}, patch = 4},
+  resnet = nn.resnet18{width = 0.0625, input = {1, 8, 8}},
+  wrn = nn.wrn{depth = 10, widen = 1, width = 0.0625, input = {1, 8, 8}},
+  sparse = nn.cnn{family = "sparse_cnn", width = 0.125, input = {1, 8, 8}},
+  global = nn.cnn{family = "moe_cnn", router = "global", experts = 2, width = 0.125, input = {1, 8, 8}},
+}
+for _, k in ipairs{"conv", "smooth", "transformer", "resnet", "wrn", "sparse", "global"} do
+  print(k .. " " .. models[k]:config())
+end"""], check=True, capture_output=True, text=True).stdout
+for line in layers.splitlines():
+    name, cfg = line.split(" ", 1)
+    put("config", name + ".json", cfg.encode())
