@@ -115,6 +115,7 @@ int ml_checkpoint_save(const char *path, ml_module *model, ml_optim *optim, cons
     static const ml_checkpoint_meta none = {0};
     if (!meta) meta = &none;
     if (!path || !model) return ml_failc("save: %s is missing", !path ? "the file path" : "the model");
+    if (meta->n < 0) return ml_failc("save: %d metadata entries", meta->n);
     for (int i = 0; i < meta->n; i++)
         if (!meta->keys[i] || !strncmp(meta->keys[i], "moelab.", 7))
             return ml_failc("save: metadata key '%s' is reserved (keys starting with 'moelab.' belong to the format)",
@@ -147,8 +148,10 @@ int ml_checkpoint_save(const char *path, ml_module *model, ml_optim *optim, cons
             rc = list_add(l, name, s[k]);
         }
     }
+    const char **keys = rc ? NULL : malloc(sizeof *keys * (size_t)(6 + meta->n));
+    const char **values = rc ? NULL : malloc(sizeof *values * (size_t)(6 + meta->n));
+    if (!rc && (!keys || !values)) rc = ml_failc("save: out of memory");
     if (!rc) {
-        const char *keys[6 + meta->n], *values[6 + meta->n];
         int m = 0;
         keys[m] = "moelab.format", values[m++] = ML_CHECKPOINT_FORMAT;
         keys[m] = "moelab.config", values[m++] = config;
@@ -166,6 +169,8 @@ int ml_checkpoint_save(const char *path, ml_module *model, ml_optim *optim, cons
         for (int i = 0; i < meta->n; i++) keys[m] = meta->keys[i], values[m++] = meta->values[i];
         rc = ml_st_save(path, l->n, (const char *const *)l->names, l->tensors, m, keys, values);
     }
+    free(keys);
+    free(values);
     index_free(&x);
     free(config);
     return rc;

@@ -685,9 +685,9 @@ static int check_names(const char *what, int n, const char *const *names) {
         if (!strcmp(names[i], "__metadata__")) return ml_failc("safetensors: '__metadata__' cannot name a %s", what);
     }
     /* sorted copy: duplicates are neighbours (n log n, for large state dicts) */
-    const char **sorted = malloc(sizeof *sorted * (size_t)(n ? n : 1));
+    const char **sorted = malloc(sizeof *sorted * (n > 0 ? (size_t)n : 1));
     if (!sorted) return ml_failc("safetensors: out of memory");
-    memcpy(sorted, names, sizeof *sorted * (size_t)n);
+    if (n > 0) memcpy(sorted, names, sizeof *sorted * (size_t)n); /* names may be NULL when n = 0 */
     qsort(sorted, (size_t)n, sizeof *sorted, cmp_str);
     int rc = 0;
     for (int i = 1; i < n && !rc; i++)
