@@ -482,6 +482,12 @@ static ml_module *build_mlp(cJSON *cfg) {
     if (cJSON_IsArray(hid)) {
         cJSON *it;
         cJSON_ArrayForEach(it, hid) {
+            /* checked before the conversion: a double past int64 is undefined behaviour (found by tests/fuzz) */
+            if (!cJSON_IsNumber(it) || !(it->valuedouble >= 1 && it->valuedouble <= 1e9) ||
+                it->valuedouble != floor(it->valuedouble)) {
+                cJSON_Delete(cfg);
+                return ml_fail("mlp: hidden sizes must be integers in 1..1e9");
+            }
             if (nh < 16) sizes[nh++] = (int64_t)it->valuedouble;
         }
     } else {
