@@ -214,7 +214,7 @@ static int meta_int(const ml_st_file *f, const char *key, int64_t *out) {
     char *end;
     errno = 0;
     long long x = strtoll(v, &end, 10);
-    if (errno || end == v || *end || x < 0 || v[0] == '-' || v[0] == '+' || v[0] == ' ')
+    if (errno || end == v || *end || x < 0 || v[0] < '0' || v[0] > '9') /* digits only: no sign, no blanks */
         return ml_failc("checkpoint: %s: metadata %s is '%.40s', not a non-negative integer", ml_st_path(f), key, v);
     *out = x;
     return 0;
