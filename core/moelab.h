@@ -26,6 +26,7 @@
 #include "ops/conv.h"
 #include "ops/pool.h"
 #include "io/safetensors.h"
+#include "io/checkpoint.h"
 #include "nn/layers.h"
 #include "nn/module.h"
 #include "nn/trace.h"
