@@ -30,6 +30,7 @@
 #include "nn/layers.h"
 #include "nn/module.h"
 #include "nn/trace.h"
+#include "io/trace_file.h"
 #include "nn/cnn.h"
 #include "nn/transformer.h"
 #include "nn/zoo.h"
