@@ -26,6 +26,7 @@ void mlua_open_kind(lua_State *L);
 void mlua_open_trace(lua_State *L);
 void mlua_open_plot(lua_State *L);
 void mlua_open_image(lua_State *L);
+void mlua_open_metrics(lua_State *L);
 void mlua_open_attack(lua_State *L);
 
 #endif

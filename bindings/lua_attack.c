@@ -28,7 +28,7 @@ static void push_routing(lua_State *L, const void *routing, bool keep_grad) {
     mlua_push_trace(L, t ? ml_trace_copy(t, keep_grad) : ml_trace_new());
 }
 
-static const char *const common_opts[] = {"eps", "norm", "seed", "clamp", "on_step", "trace", "log", NULL};
+static const char *const common_opts[] = {"eps", "norm", "seed", "clamp", "on_step", "trace", "log", "nan", NULL};
 /* the gradient passes of these attacks take the router-attack switches */
 #define ROUTER_SWITCHES "selection_grad", "router_noise"
 /* FGSM, PGD and APGD also attack a part of an MoE (target = "router", ...) */
@@ -454,6 +454,10 @@ static int l_run(lua_State *L) {
     }
     lua_pop(L, 1);
     o.clamp = opt_bool(L, 5, fn, "clamp", true);
+    const char *nan = opt_str(L, 5, fn, "nan", "stop");
+    if (strcmp(nan, "stop") && strcmp(nan, "continue"))
+        luaL_error(L, "%s: nan must be \"stop\" or \"continue\", got \"%s\"", fn, nan);
+    o.nan_continue = !strcmp(nan, "continue");
     o.trace = opt_bool(L, 5, fn, "trace", false);
     o.steps = opt_int(L, 5, fn, "steps", -1, 1, "a positive integer");
     o.alpha = opt_num(L, 5, fn, "alpha", NAN);
@@ -620,56 +624,6 @@ static int l_loss(lua_State *L) {
     return mlua_push_tensor(L, ml_objective_apply(st->objective, z, st->y, st->target, clean, 1));
 }
 
-/* ml.attack.routing_change(clean, trace, n | index) -> {{layer, change}, ...}, changed [b]
- * n: the examples of both traces; index: the rows (1-based) of the clean
- * batch that trace's examples are (info.index of on_step). */
-static int l_routing_change(lua_State *L) {
-    const char *fn = "routing_change";
-    ml_trace *clean = mlua_check_trace(L, 1), *cur = mlua_check_trace(L, 2);
-    ml_tensor *index = NULL;
-    int64_t b;
-    if (lua_type(L, 3) == LUA_TNUMBER) {
-        lua_Integer n = lua_tointeger(L, 3);
-        if (!lua_isinteger(L, 3) || n < 1)
-            luaL_error(L, "%s: the number of examples must be a positive integer, got %s", fn, luaL_tolstring(L, 3, NULL));
-        b = n;
-    } else {
-        ml_tensor *t = mlua_to_tensor(L, 3);
-        if (!t || t->dtype != ML_I64 || t->ndim != 1)
-            luaL_error(L, "%s: third argument must be the number of examples or an int64 tensor of rows (1-based), got "
-                       "%s", fn, t ? ML_SHAPE_STR(t) : luaL_typename(L, 3));
-        index = mlua_index_to_core(L, 3, fn);
-        mlua_push_tensor(L, index); /* Lua owns it */
-        b = index->shape[0];
-    }
-    int64_t B = b;
-    if (index && cur->n > 0 && clean->n > 0) { /* the clean batch's size, from the first layer */
-        const ml_trace_layer *lc = &cur->layers[0], *l0 = &clean->layers[0];
-        if (b < 1 || lc->T % b) luaL_error(L, "%s: layer '%s' routed %d items for %d examples", fn, lc->name,
-                                          (int)lc->T, (int)b);
-        int64_t n = lc->T / b;
-        B = n > 0 ? l0->T / n : b;
-        for (int64_t i = 0; i < b; i++)
-            if (ml_i64(index)[i] < 0 || ml_i64(index)[i] >= B)
-                luaL_error(L, "%s: row %d of the index is %d, outside 1..%d (the clean batch)", fn, (int)i + 1,
-                           (int)ml_i64(index)[i] + 1, (int)B);
-    }
-    double *rate = lua_newuserdatauv(L, sizeof(double) * (size_t)(clean->n > 0 ? clean->n : 1), 0);
-    ml_tensor *changed = ml_zeros(ML_F32, 1, &b);
-    mlua_push_tensor(L, changed);
-    if (ml_attack_routing_change(fn, clean, B, cur, index, rate, ml_f32(changed)) < 0) return mlua_error(L);
-    lua_createtable(L, clean->n, 0);
-    for (int i = 0; i < clean->n; i++) {
-        lua_createtable(L, 0, 2);
-        lua_pushstring(L, clean->layers[i].name);
-        lua_setfield(L, -2, "layer");
-        set_num(L, "change", rate[i]);
-        lua_rawseti(L, -2, i + 1);
-    }
-    lua_insert(L, -2);
-    return 2;
-}
-
 /* ml.attack.objectives() -> the names of the built-in objectives */
 static int l_objectives(lua_State *L) {
     lua_pushstring(L, ml_objective_names());
@@ -686,7 +640,6 @@ void mlua_open_attack(lua_State *L) {
                           {"_last", l_last},
                           {"loss", l_loss},
                           {"objectives", l_objectives},
-                          {"routing_change", l_routing_change},
                           {NULL, NULL}};
     luaL_setfuncs(L, f, 0);
     lua_pop(L, 1);

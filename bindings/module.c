@@ -27,6 +27,7 @@ static const struct {
     {"nn_layers", mlua_open_nn_layers}, {"nn_zoo", mlua_open_nn_zoo},
     {"kind", mlua_open_kind},     {"trace", mlua_open_trace},
     {"plot", mlua_open_plot},     {"image", mlua_open_image},
+    {"metrics", mlua_open_metrics},
     {"attack", mlua_open_attack},
 };
 

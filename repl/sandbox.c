@@ -169,8 +169,8 @@ static const struct {
     {"image", "grid", -1, "path"},
     {"trace", "save", -1, NULL},
     {"trace", "load", 1, NULL},
-    {"results", "save", -1, NULL},
-    {"results", "load", 1, NULL},
+    {"results", "write", 2, NULL},
+    {"results", "read", 1, NULL},
 };
 
 /* Methods that write files, by the registry name of their object kind: the

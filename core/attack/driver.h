@@ -31,6 +31,7 @@ typedef struct {
     ml_objective *steering;    /* the objective steering the routing (routing_steer), or NULL (borrowed) */
     int64_t C;                 /* classes */
     int run;                   /* restart / target counter for on_step */
+    int step;                  /* the last step reported to atk_progress (messages name step + 1, the one running) */
     bool was_training;         /* some module was in training mode before the attack */
     bool stop, interrupted, stopped;
 } ml_attack_ctx;

@@ -184,7 +184,7 @@ int atk_target_report(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_rep
     float *changed = malloc(sizeof *changed * (size_t)B);
     rep->layers = calloc((size_t)L, sizeof *rep->layers);
     int rc = rate && changed && rep->layers ? 0 : ml_failc_oom(__func__);
-    int64_t n = rc ? -1 : ml_attack_routing_change(a->name, clean, B, cur, NULL, rate, changed);
+    int64_t n = rc ? -1 : ml_attack_routing_change(a->name, clean, B, cur, rate, changed);
     if (n < 0) rc = -1;
     for (int l = 0; rc == 0 && l < L; l++) {
         ml_attack_layer *r = &rep->layers[l];

@@ -80,7 +80,9 @@ ml_trace *ml_attack_trace_rows(const char *fn, const ml_trace *t, int64_t B, con
 }
 
 /* ------------------------------------------------------------ routing change */
-/* Whether item a of layer x and item b of layer y are kept by different sets of experts. */
+/* Whether item a of layer x and item b of layer y are kept by different sets
+ * of experts (core/analysis/routing.c reads the same as IoU < 1; the folders'
+ * arrows keep core/attack from including it). */
 static bool item_changed(const ml_trace_layer *x, int64_t a, const ml_trace_layer *y, int64_t b) {
     int K = x->K;
     const int64_t *ea = ml_i64(x->experts) + a * K, *ka = ml_i64(x->kept) + a * K;
@@ -101,24 +103,22 @@ static bool item_changed(const ml_trace_layer *x, int64_t a, const ml_trace_laye
 }
 
 int64_t ml_attack_routing_change(const char *fn, const ml_trace *clean, int64_t B, const ml_trace *cur,
-                                 const ml_tensor *index, double *rate, float *changed) {
-    int64_t b = index ? index->shape[0] : B;
+                                 double *rate, float *changed) {
     if (clean->n != cur->n)
         return ml_failc("%s: the traces have %d and %d MoE layers (traces of different models?)", fn, clean->n, cur->n);
-    if (changed) memset(changed, 0, sizeof(float) * (size_t)b);
+    if (changed) memset(changed, 0, sizeof(float) * (size_t)B);
     for (int i = 0; i < clean->n; i++) {
         const ml_trace_layer *x = &clean->layers[i], *y = &cur->layers[i];
         int64_t n = ml_attack_items_per_example(fn, x, B);
         if (n < 0) return -1;
-        if (strcmp(x->name, y->name) || x->E != y->E || x->K != y->K || y->T != b * n)
+        if (strcmp(x->name, y->name) || x->E != y->E || x->K != y->K || y->T != B * n)
             return ml_failc("%s: layer %d is '%s' (%d experts, k = %d, %" PRId64 " items) in one trace and '%s' (%d "
-                            "experts, k = %d, %" PRId64 " items) in the other", fn, i + 1, x->name, x->E, x->K, b * n,
+                            "experts, k = %d, %" PRId64 " items) in the other", fn, i + 1, x->name, x->E, x->K, B * n,
                             y->name, y->E, y->K, y->T);
         int64_t count = 0;
-        for (int64_t e = 0; e < b; e++) {
-            int64_t row = index ? ml_i64(index)[e] : e;
+        for (int64_t e = 0; e < B; e++) {
             for (int64_t j = 0; j < n; j++)
-                if (item_changed(x, row * n + j, y, e * n + j)) {
+                if (item_changed(x, e * n + j, y, e * n + j)) {
                     count++;
                     if (changed) changed[e] = 1;
                 }
@@ -127,6 +127,6 @@ int64_t ml_attack_routing_change(const char *fn, const ml_trace *clean, int64_t 
     }
     if (!changed) return 0;
     int64_t total = 0;
-    for (int64_t e = 0; e < b; e++) total += changed[e] != 0;
+    for (int64_t e = 0; e < B; e++) total += changed[e] != 0;
     return total;
 }

@@ -63,16 +63,14 @@ ml_tensor *ml_attack_item_rows(const ml_tensor *index, int64_t b, int64_t n);
 ml_trace *ml_attack_trace_rows(const char *fn, const ml_trace *t, int64_t B, const ml_tensor *index);
 
 /* ------------------------------------------------------------ routing change */
-/* Compares the routing of a forward of b examples (`cur`) with the clean
- * routing of the caller's B examples, for the examples `index` (NULL: cur is
- * the whole clean batch). An item changed when the set of experts it was
- * selected AND kept by differs. rate[l] = changed items / items of layer l
- * (rate may be NULL; layers in the traces' order), changed[i] = 1 when some
- * item of example i changed in some layer. Returns the number of changed
- * examples (0 when changed is NULL), or -1 + an error naming fn when the
- * traces do not match (other layers, or item counts that are not b times the
- * clean ones). */
+/* Compares the routing of a forward of the caller's B examples (`cur`) with
+ * the clean routing. An item changed when the set of experts it was selected
+ * AND kept by differs. rate[l] = changed items / items of layer l (rate may
+ * be NULL; layers in the traces' order), changed[i] = 1 when some item of
+ * example i changed in some layer. Returns the number of changed examples (0
+ * when changed is NULL), or -1 + an error naming fn when the traces do not
+ * match (other layers or item counts). */
 int64_t ml_attack_routing_change(const char *fn, const ml_trace *clean, int64_t B, const ml_trace *cur,
-                                 const ml_tensor *index, double *rate, float *changed);
+                                 double *rate, float *changed);
 
 #endif

@@ -77,6 +77,7 @@ end}
 ------------------------------------------------------------------ the attacks
 local common = [[
   Common options: eps (required), norm = "linf" | "l2", seed = 0, clamp = true (clamp to [0, 1]),
+  nan = "stop" | "continue" (NaN or inf logits stop the attack with an error naming the example and step),
   on_step = fn(step, info) (info: attack, step, total, run, loss, success, x_adv, index, trace; return false
   to stop), trace = false (routing traces in info), quiet.
   x: pixels in [0, 1] [B, ...]; y: int64 labels 1..classes. The model runs in eval mode and gets no .grad.
@@ -262,15 +263,6 @@ ml.attack.loss(name, logits, y, [{target = t, clean = logits}]) -> losses [B] (d
   the MoE layers and the items of an example: "routing_kl" (KL from the clean router distribution),
   "routing_margin" (violation of the clean top-K margin, capped at 0 once the selection changed),
   "routing_steer" (log-probability of expert = n, or each layer's weakest).]])
-ml.doc(A.routing_change, [[
-ml.attack.routing_change(clean_trace, trace, n | index) -> {{layer, change}, ...}, changed [b]
-  How the routing of a forward (trace) differs from the clean routing (clean_trace), per MoE layer: change =
-  the fraction of the layer's items (tokens, or samples for a channel MoE) kept by a different set of experts;
-  changed[i] = 1 when some item of example i changed in some layer. n: both traces are of the same n examples;
-  index (int64, 1-based): the rows of the clean batch that trace's examples are (info.index in on_step).
-  e.g. local _, clean = m:forward(x, {trace = true})
-       ml.attack.pgd(m, x, y, {eps = 0.1, trace = true, on_step = function(_, i)
-         print(ml.attack.routing_change(clean, i.trace, i.index or x:size(1))[1].change) end})]])
 ml.doc(A.objectives, "ml.attack.objectives() -> the names of the built-in objectives (attack option objective)")
 
 return true

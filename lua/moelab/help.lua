@@ -165,6 +165,8 @@ local texts = {
   ["interrupt"] = "ml.interrupt() -- acts as Ctrl-C: the running command stops at its next check, unless an\n  ml.interruptible around it consumes the interrupt (a training callback can stop ml.train.fit this way)",
   ["interruptible"] = "ml.interruptible(fn, ...) -> interrupted, fn's results\n  Runs fn(...); Ctrl-C stops it and returns true instead of raising (the interrupt is consumed, so what\n  follows runs normally); a fn that saw Ctrl-C and returned its partial result gives true, then its results.\n  Other errors pass through. e.g. local stopped = ml.interruptible(train_loop)",
   -- io
+  ["save"] = "ml.save(path, model, [{optimizer = opt, epoch = n, meta = {key = \"value\"}}])  (or ml.save(model, path, ...))\n  Saves the parameters, buffers and the model's constructor config as one safetensors file, atomically\n  (temporary file, fsync, rename: a killed save never leaves a partial file); with an optimizer, its state\n  too. ml.load rebuilds the model from the file alone. Format: docs/FILES.md.",
+  ["load"] = "ml.load(path, [{strict = true}]) -> model, info\n  Rebuilds the model from the config in the file (no code in the file runs) and loads its tensors; the\n  model is in eval mode. info = {meta, epoch, optimizer_state, optimizer_steps, optimizer_lr}: pass\n  opt:load_state_dict(info.optimizer_state, info.optimizer_steps) to resume training. A corrupt or\n  crafted file is refused with its name and the reason; strict (default) also refuses tensors the\n  model lacks or lacks tensors of the model (strict = false loads the common ones).",
   ["io.load_safetensors"] = "ml.io.load_safetensors(path) -> {name = tensor}, {metadata}\n  Reads a safetensors file (validated; a corrupt file is refused with its name and the reason).",
   ["io.save_safetensors"] = "ml.io.save_safetensors(path, {name = tensor}, [{key = \"value\"}])\n  Writes a safetensors file atomically (temporary file, fsync, rename).",
   ["io.safetensors_header"] = "ml.io.safetensors_header(path) -> the JSON header text, its declared length",
@@ -210,7 +212,7 @@ local texts = {
   ["optim.adam"] = "ml.optim.adam(model | params, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0}) -> optimizer",
   ["optim.adamw"] = "ml.optim.adamw(model | params, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0.01}) -> optimizer (decoupled decay)",
   -- moe building blocks
-  ["moe.route"] = "ml.moe.route(probs [T, E], {k = 1, capacity_factor = 0, round_capacity, batch_priority, random_ties})\n  -> {experts [T, k], kept, load, token, offsets, capacity}: top-k routing with capacity; all top-1\n  choices take slots before any top-2 choice; assignments past capacity are dropped.",
+  ["moe.route"] = "ml.moe.route(probs [T, E], {k = 2 (TokenMoE's), capacity_factor = 0 (none), round_capacity, batch_priority, random_ties = false})\n  -> {experts [T, k], kept, load, token, offsets, capacity}: top-k routing with capacity; all top-1\n  choices take slots before any top-2 choice; assignments past capacity are dropped.",
   ["moe.gather"] = "ml.moe.gather(x, ids) -> rows of x at the 1-based ids (the dispatch of tokens to experts)",
   ["moe.combine"] = "ml.moe.combine(y [A, D], w [A], ids [A], T) -> [T, D] with out[ids[a]] += w[a] y[a]",
   ["moe.mask_channels"] = "ml.moe.mask_channels(full, first, c, [gates]) -> full's shape: sample n keeps its block of c\n  channels from first[n] (1-based), scaled by gates[n]; zeros elsewhere (the mask form of channel MoE, one op)",
@@ -410,6 +412,7 @@ moelab -- a lab bench for the adversarial robustness of Mixture-of-Experts model
   Training     ml.train.fit(model, ds, {epochs, lr, ...}), ml.optim.sgd/adam        help("Optimizer")
   MoE          ml.moe.route, gather/combine, auxiliary losses
   Attacks      ml.attack.pgd, apgd, fab, square, autoattack, check (the doctor)    help(ml.attack)
+  Metrics      ml.metrics.robustness, routing_change, routing_radius, ...; ml.results   help(ml.metrics)
   Files        ml.save(path, model), ml.load(path), ml.io.load_safetensors
   Theory       ml.theory (Lipschitz constants of MoEs)
   Plots        ml.plot.lines{x = eps, y = {moe = acc}}, hist, heatmap, grid; p:png(f)  help(ml.plot)

@@ -14,6 +14,8 @@ require "moelab.theory"
 require "moelab.repr"
 require "moelab.plot"
 require "moelab.image"
+require "moelab.results"
+require "moelab.metrics"
 require "moelab.attack"
 require "moelab.complete"
 

@@ -74,4 +74,27 @@ T.test("attack_tour", function()
   T.check(out:find("\nsteer_then_break +[%d.]+%%"), "steer_then_break")
 end)
 
+T.test("routing_under_attack", function()
+  local ok, out = run("examples/routing_under_attack.lua")
+  T.check(ok, "runs: " .. out:sub(-300))
+  local rows = 0
+  for model, eps, acc, robust in out:gmatch("\n(v%w+)%s+([%d.]+)%s+([%d.]+)%%%s+([%d.]+)%%") do
+    rows = rows + 1
+    if tonumber(eps) == 0 then T.check(acc == robust, "eps 0: robust = clean for " .. model) end
+  end
+  T.check(rows == 8, "a curve row per model and eps: " .. rows)
+  -- the V-MoE's rows: measured routing change <= 1 - certified fraction, in every layer
+  for line in out:gmatch("\n(vmoe +%d[^\n]*)") do
+    local nums = {}
+    for v in line:gmatch("[%d.]+") do nums[#nums + 1] = tonumber(v) end
+    for i = 4, #nums - 2, 3 do T.check(nums[i] <= 1 - nums[i + 1] + 1e-9, "change within the uncertified share: " .. line) end
+  end
+  T.check(out:find("Certified l_inf routing radius") and out:find("Dissection of PGD"), "radius and dissection")
+  T.check(select(2, out:gsub("Expert x class matrix", "")) == 2, "clean and adversarial matrices")
+  local path = out:match("rows written to (%S+%.csv)")
+  local back = path and ml.results.read(path)
+  T.check(back and #back == 8 and back[1].config_hash and back[1].seed == 3, "the CSV reads back")
+  if path then os.remove(path) end
+end)
+
 T.done()

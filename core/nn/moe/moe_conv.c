@@ -405,6 +405,16 @@ int ml_moe_conv_count(const ml_module *m) {
     return n;
 }
 
+int ml_moe_conv_expert_channels(const char *fn, const ml_module *m, int e, int64_t *first, int64_t *count) {
+    if (m->type != &moe_conv_type) return ml_failc("%s: a MoEConv2d is needed, got a %s", fn, m->type->name);
+    const moe_conv_state *s = m->state;
+    if (e < 0 || e >= s->experts)
+        return ml_failc("%s: expert %d of a MoEConv2d with %d experts", fn, e + 1, s->experts);
+    *first = s->start[e];
+    *count = s->block;
+    return 0;
+}
+
 /* ------------------------------------------------------------ score-masked conv (Sparse-CNN) */
 /* y = conv(x, W) * mask, mask = the `ratio` fraction of output channels with the
  * largest scores (a static structure once trained). The scores learn through a
@@ -421,17 +431,18 @@ static int ste_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
     return 0;
 }
 
-/* The binary top-k mask of scores [C] as a tensor whose gradient passes
- * straight through to the scores. */
-static ml_tensor *topk_mask_ste(ml_tensor *scores, int64_t keep) {
+/* The binary mask [C] of the `keep` scores largest in magnitude (no autograd). */
+static ml_tensor *topk_mask(ml_tensor *scores, int64_t keep) {
     int64_t C = scores->shape[0];
     ml_tensor *sc = ml_contiguous(scores);
     ml_tensor *mask = sc ? ml_zeros(ML_F32, 1, &C) : NULL;
-    if (!mask) {
+    char *taken = mask ? calloc((size_t)C, 1) : NULL;
+    if (!taken) {
+        if (mask) ml_fail("out of memory");
         ml_release(sc);
+        ml_release(mask);
         return NULL;
     }
-    char *taken = calloc((size_t)C, 1);
     for (int64_t j = 0; j < keep; j++) {
         int64_t best = -1;
         for (int64_t c = 0; c < C; c++)
@@ -441,7 +452,13 @@ static ml_tensor *topk_mask_ste(ml_tensor *scores, int64_t keep) {
     }
     free(taken);
     ml_release(sc);
-    ml_record("topk_mask", mask, 1, &scores, ste_backward);
+    return mask;
+}
+
+/* The same mask as a tensor whose gradient passes straight through to the scores. */
+static ml_tensor *topk_mask_ste(ml_tensor *scores, int64_t keep) {
+    ml_tensor *mask = topk_mask(scores, keep);
+    if (mask) ml_record("topk_mask", mask, 1, &scores, ste_backward);
     return mask;
 }
 
@@ -517,6 +534,11 @@ ml_module *ml_nn_masked_conv2d(const ml_masked_conv_opts *o) {
         return NULL;
     }
     return m;
+}
+
+ml_tensor *ml_masked_conv_mask(const char *fn, const ml_module *m) {
+    if (m->type != &masked_type) return ml_fail("%s: a MaskedConv2d is needed, got a %s", fn, m->type->name);
+    return topk_mask(ml_module_param(m, "scores"), ((const masked_state *)m->state)->keep);
 }
 
 static ml_module *masked_from_config(const cJSON *c) {

@@ -54,6 +54,13 @@ ml_module *ml_nn_masked_conv2d(const ml_masked_conv_opts *o);
 void ml_moe_conv_set_mask(ml_module *m, bool mask);
 /* Number of MoEConv2d layers in a tree. */
 int ml_moe_conv_count(const ml_module *m);
+/* The output channels expert e (0-based) of a MoEConv2d computes:
+ * [*first, *first + *count). -1 + error naming fn when m is not a MoEConv2d or
+ * e is out of range. The analysis reads pathways through this accessor. */
+int ml_moe_conv_expert_channels(const char *fn, const ml_module *m, int e, int64_t *first, int64_t *count);
+/* The static channel mask of a MaskedConv2d as it stands: float [C_out] of
+ * 0/1 (new; no autograd). NULL + error naming fn for another module type. */
+ml_tensor *ml_masked_conv_mask(const char *fn, const ml_module *m);
 
 /* The decisions of a model's global router in the current forward: logits
  * and probabilities [N, L, E] for its L MoE layers of E experts. Shared
