@@ -241,6 +241,34 @@ T.test("the weakest expert of a layer gives the highest clean loss when forced",
   end
 end)
 
+-- FGSM l2 without clamp steps eps along grad / |grad| per example: the input gradient's direction, with the
+-- model's own selection gradient and with the straight-through one, against the normalised central
+-- differences of surrogate(x, ste) (losses [B]); and the straight-through term must change the direction.
+local function check_ste_directions(m, x0, y, surrogate)
+  local B, h, eps = x0:size(1), 1e-2, 1e-3
+  local D = x0:numel() // B
+  local function fd_direction(ste)
+    local g = ml.zeros(B, D)
+    ml.no_grad(function()
+      for j = 1, D do
+        local d = ml.zeros(B, D)
+        d:narrow(2, j, 1):fill(h)
+        d = d:reshape(x0:shape())
+        g:narrow(2, j, 1):copy(((surrogate(x0 + d, ste) - surrogate(x0 - d, ste)) / (2 * h)):reshape(B, 1))
+      end
+    end)
+    return g / g:norm(2, 2, true)
+  end
+  local dirs = {}
+  for _, sg in ipairs({"model", "ste"}) do
+    local xa, rep = ml.attack.fgsm(m, x0, y, {eps = eps, norm = "l2", clamp = false, selection_grad = sg})
+    T.check(rep.selection_grad == sg, "the report says " .. sg)
+    dirs[sg] = ((xa - x0) / eps):reshape(B, D)
+    T.close(dirs[sg], fd_direction(sg == "ste"), 2e-3, 2e-3, sg .. " gradient vs finite differences")
+  end
+  T.check((dirs.ste - dirs.model):abs():max():item() > 0.05, "the straight-through term changes the gradient")
+end
+
 -- The smooth surrogate of a TokenMoE layer whose hard mask m is replaced by
 -- m0 + p - p0 (m0, p0 at x0): its gradient at x0 is the straight-through
 -- gradient; with the mask held at m0 it is the model's own gradient.
@@ -273,28 +301,7 @@ T.test("STE: the selection gradient matches finite differences of the smooth sur
     end
     return ml.cross_entropy(head(s:reshape(B, Tk * D)), y, {reduction = "none"})
   end
-  local h = 1e-2
-  local function fd_direction(ste)
-    local g = ml.zeros(B, Tk * D)
-    ml.no_grad(function()
-      for j = 1, Tk * D do
-        local d = ml.zeros(B, Tk * D)
-        d:narrow(2, j, 1):fill(h)
-        d = d:reshape(B, Tk, D)
-        g:narrow(2, j, 1):copy(((surrogate(x0 + d, ste) - surrogate(x0 - d, ste)) / (2 * h)):reshape(B, 1))
-      end
-    end)
-    return g / g:norm(2, 2, true)
-  end
-  local eps = 1e-3
-  local dirs = {}
-  for _, sg in ipairs({"model", "ste"}) do
-    local xa, rep = ml.attack.fgsm(m, x0, y, {eps = eps, norm = "l2", clamp = false, selection_grad = sg})
-    T.check(rep.selection_grad == sg, "the report says " .. sg)
-    dirs[sg] = ((xa - x0) / eps):reshape(B, Tk * D)
-    T.close(dirs[sg], fd_direction(sg == "ste"), 2e-3, 2e-3, sg .. " gradient vs finite differences")
-  end
-  T.check((dirs.ste - dirs.model):abs():max():item() > 0.05, "the straight-through term changes the gradient")
+  check_ste_directions(m, x0, y, surrogate)
 end)
 
 -- The same for a channel MoE (MoE-CNN's MoEConv2d): sample n's output is p_e(n) times the channels of its
@@ -324,26 +331,7 @@ T.test("STE on a channel MoE: the gradient matches finite differences of the smo
     local s = w:matmul(owns):reshape(B, Cout, 1, 1) * conv(x)
     return ml.cross_entropy(head(s:reshape(B, Cout * H * H)), y, {reduction = "none"})
   end
-  local D, h = Cin * H * H, 1e-2
-  local function fd_direction(ste)
-    local g = ml.zeros(B, D)
-    ml.no_grad(function()
-      for j = 1, D do
-        local d = ml.zeros(B, D)
-        d:narrow(2, j, 1):fill(h)
-        d = d:reshape(B, Cin, H, H)
-        g:narrow(2, j, 1):copy(((surrogate(x0 + d, ste) - surrogate(x0 - d, ste)) / (2 * h)):reshape(B, 1))
-      end
-    end)
-    return g / g:norm(2, 2, true)
-  end
-  local eps, dirs = 1e-3, {}
-  for _, sg in ipairs({"model", "ste"}) do
-    local xa = ml.attack.fgsm(m, x0, y, {eps = eps, norm = "l2", clamp = false, selection_grad = sg})
-    dirs[sg] = ((xa - x0) / eps):reshape(B, D)
-    T.close(dirs[sg], fd_direction(sg == "ste"), 2e-3, 2e-3, sg .. " gradient vs finite differences")
-  end
-  T.check((dirs.ste - dirs.model):abs():max():item() > 0.05, "the straight-through term changes the gradient")
+  check_ste_directions(m, x0, y, surrogate)
 end)
 
 T.test("the doctor flags MoE layers whose router receives no gradient", function()
