@@ -57,6 +57,7 @@ static int l_save_safetensors(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 3); /* slot 3 stays the metadata (or nil), not the first table pushed below */
     int n = sorted_keys(L, 2, "tensor");
     int keys = lua_gettop(L);
     const char **names = lua_newuserdatauv(L, sizeof *names * (size_t)(n + 1), 0);
