@@ -8,6 +8,7 @@
 
 #include "../autograd.h"
 #include "../iter.h"
+#include "act.h"
 #include "vmath.h"
 
 
@@ -391,8 +392,6 @@ static inline float sigmoidf(float x) {
     return x >= 0 ? r : e * r;
 }
 static inline float softplusf(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
-#define INV_SQRT2 0.70710678118654752440f
-#define INV_SQRT_2PI 0.39894228040143267794f
 
 ML_SIMD_CLONES
 static void unary_kernel(ml_unary_op op, int64_t n, float *o, const float *x) {
@@ -405,7 +404,7 @@ static void unary_kernel(ml_unary_op op, int64_t n, float *o, const float *x) {
     case ML_SIGN: for (int64_t i = 0; i < n; i++) o[i] = (float)((x[i] > 0) - (x[i] < 0)); break;
     case ML_RELU: for (int64_t i = 0; i < n; i++) o[i] = x[i] > 0 ? x[i] : 0.0f; break;
     /* GELU with the vectorisable erf (vmath.h: its error is relative to 1 + erf) */
-    case ML_GELU: for (int64_t i = 0; i < n; i++) o[i] = 0.5f * x[i] * (1.0f + ml_verff(x[i] * INV_SQRT2)); break;
+    case ML_GELU: for (int64_t i = 0; i < n; i++) o[i] = ml_gelu_from_erf(x[i], ml_gelu_erf(x[i])); break;
     case ML_SIGMOID: for (int64_t i = 0; i < n; i++) o[i] = sigmoidf(x[i]); break;
     case ML_TANH: for (int64_t i = 0; i < n; i++) o[i] = tanhf(x[i]); break;
     case ML_SOFTPLUS: for (int64_t i = 0; i < n; i++) o[i] = softplusf(x[i]); break;
@@ -442,11 +441,7 @@ static void unary_grad_kernel(ml_unary_op op, int64_t n, float *gx, const float 
         }
         break;
     case ML_GELU:
-        for (int64_t i = 0; i < n; i++) {
-            float cdf = 0.5f * (1.0f + ml_verff(x[i] * INV_SQRT2));
-            float pdf = INV_SQRT_2PI * ml_vexpf(-0.5f * x[i] * x[i]);
-            gx[i] = g[i] * (cdf + x[i] * pdf);
-        }
+        for (int64_t i = 0; i < n; i++) gx[i] = g[i] * ml_gelu_grad_from_erf(x[i], ml_gelu_erf(x[i]));
         break;
     case ML_SIGMOID: for (int64_t i = 0; i < n; i++) gx[i] = g[i] * y[i] * (1.0f - y[i]); break;
     case ML_TANH: for (int64_t i = 0; i < n; i++) gx[i] = g[i] * (1.0f - y[i] * y[i]); break;
