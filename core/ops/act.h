@@ -13,10 +13,12 @@
 /* e = erf(x / sqrt 2); GELU(x) = x Phi(x) = 0.5 x (1 + e) */
 static inline float ml_gelu_erf(float x) { return ml_verff(x * ML_INV_SQRT2); }
 static inline float ml_gelu_from_erf(float x, float e) { return 0.5f * x * (1.0f + e); }
-/* GELU'(x) = Phi(x) + x phi(x) */
-static inline float ml_gelu_grad_from_erf(float x, float e) {
-    float pdf = ML_INV_SQRT_2PI * ml_vexpf(-0.5f * x * x);
-    return 0.5f * (1.0f + e) + x * pdf;
+/* GELU'(x) = Phi(x) + x phi(x): its erf and its exponential exp(-x^2 / 2)
+ * are computed from one exponential (*q), shared with the value's erf (*e) */
+static inline float ml_gelu_grad(float x, float *e) {
+    float u = x * ML_INV_SQRT2, q = ml_vexpf(-u * u);
+    *e = ml_verff_q(u, q);
+    return 0.5f * (1.0f + *e) + x * (ML_INV_SQRT_2PI * q);
 }
 
 #endif

@@ -441,7 +441,10 @@ static void unary_grad_kernel(ml_unary_op op, int64_t n, float *gx, const float 
         }
         break;
     case ML_GELU:
-        for (int64_t i = 0; i < n; i++) gx[i] = g[i] * ml_gelu_grad_from_erf(x[i], ml_gelu_erf(x[i]));
+        for (int64_t i = 0; i < n; i++) {
+            float e;
+            gx[i] = g[i] * ml_gelu_grad(x[i], &e);
+        }
         break;
     case ML_SIGMOID: for (int64_t i = 0; i < n; i++) gx[i] = g[i] * y[i] * (1.0f - y[i]); break;
     case ML_TANH: for (int64_t i = 0; i < n; i++) gx[i] = g[i] * (1.0f - y[i] * y[i]); break;

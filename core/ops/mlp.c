@@ -48,9 +48,9 @@ ML_SIMD_CLONES
 static void act_and_grad(ml_unary_op act, int64_t n, const float *pre, float *out, float *der) {
     if (act == ML_GELU)
         for (int64_t i = 0; i < n; i++) {
-            float x = pre[i], e = ml_gelu_erf(x);
+            float x = pre[i], e;
+            der[i] = ml_gelu_grad(x, &e);
             out[i] = ml_gelu_from_erf(x, e);
-            der[i] = ml_gelu_grad_from_erf(x, e);
         }
     else
         for (int64_t i = 0; i < n; i++) {
