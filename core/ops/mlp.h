@@ -33,4 +33,20 @@ bool ml_mlp_act_supported(ml_unary_op act);
 ml_tensor *ml_mlp_blocks(ml_tensor *x, int E, const int64_t *offset, ml_tensor *const *w1, ml_tensor *const *b1,
                          ml_tensor *const *w2, ml_tensor *const *b2, ml_unary_op act);
 
+/* The same experts applied to routed tokens, with the dispatch fused in (the
+ * V-MoE layer's gather, experts and weighted combine in one op):
+ *
+ *   out[t] = sum over a with ids[a] = t of gates[a] (act(x[ids[a]] W1[e]^T + b1[e]) W2[e]^T + b2[e])
+ *
+ * for assignment a in block e (offset[e] <= a < offset[e+1]). x [T, D], ids
+ * int64 [A] (0-based rows of x), gates [A] float (differentiable) -> out [T, O];
+ * rows of x no assignment reaches get 0. The gathered rows and the experts'
+ * outputs are never kept: tiles gather their rows from x, and the backward
+ * recomputes what it needs from the pre-activation (the gate's gradient is
+ * <act, g W2> + <b2, g> with g the output gradient at the token). Sums over
+ * a token's assignments run in assignment order, as ml_moe_combine's. */
+ml_tensor *ml_mlp_routed(ml_tensor *x, const ml_tensor *ids, ml_tensor *gates, int E, const int64_t *offset,
+                         ml_tensor *const *w1, ml_tensor *const *b1, ml_tensor *const *w2, ml_tensor *const *b2,
+                         ml_unary_op act);
+
 #endif

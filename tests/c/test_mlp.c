@@ -1,6 +1,7 @@
 /* The fused block MLP (core/ops/mlp.h): values and every gradient against the
  * composed ops (linear, unary, linear per block) for GELU and ReLU, blocks of
- * several tiles and slices, an empty block, the dense case; central
+ * several tiles and slices, an empty block, the dense case; the routed form
+ * against gather + blocks + combine (gates' gradient too); central
  * differences; bit-identical repeats; exact errors; and the MLP module and the
  * TokenMoE layer with the fused path on and off (same outputs, gradients and
  * routing). */
@@ -152,6 +153,33 @@ TEST(matches_composed_ops) {
     compare_with_composed(7, many, 8, 32, 8, ML_GELU);
 }
 
+/* every element of the tensors in check[n] against central differences of
+ * the loss of forward(arg), with the gradients of one backward already taken */
+static void check_central_differences(problem *p, ml_tensor *const *check, int n, ml_tensor *(*forward)(void *),
+                                      void *arg) {
+    bool was = ml_grad_set(false);
+    for (int c = 0; c < n; c++) {
+        ml_tensor *t = check[c];
+        for (int64_t i = 0; i < ml_numel(t); i++) {
+            float *v = ml_f32(t) + i, keep = *v;
+            double h = 1e-2;
+            *v = keep + (float)h;
+            ml_tensor *yp = forward(arg);
+            double lp = loss_value(p, yp);
+            *v = keep - (float)h;
+            ml_tensor *ym = forward(arg);
+            double lm = loss_value(p, ym);
+            *v = keep;
+            ml_release(yp);
+            ml_release(ym);
+            CHECK_NEAR(ml_f32(t->grad)[i], (lp - lm) / (2 * h), 2e-3);
+        }
+    }
+    ml_grad_set(was);
+}
+
+static ml_tensor *fused_gelu(void *p) { return fused(p, ML_GELU); }
+
 TEST(central_differences) {
     ml_seed(2);
     int64_t sizes[2] = {2, 3};
@@ -161,25 +189,7 @@ TEST(central_differences) {
     backward(&p, y);
     ml_release(y);
     ml_tensor *check[4] = {p.x, p.w1[1], p.b1[0], p.w2[1]};
-    bool was = ml_grad_set(false);
-    for (int c = 0; c < 4; c++) {
-        ml_tensor *t = check[c];
-        for (int64_t i = 0; i < ml_numel(t); i++) {
-            float *v = ml_f32(t) + i, keep = *v;
-            double h = 1e-2;
-            *v = keep + (float)h;
-            ml_tensor *yp = fused(&p, ML_GELU);
-            double lp = loss_value(&p, yp);
-            *v = keep - (float)h;
-            ml_tensor *ym = fused(&p, ML_GELU);
-            double lm = loss_value(&p, ym);
-            *v = keep;
-            ml_release(yp);
-            ml_release(ym);
-            CHECK_NEAR(ml_f32(t->grad)[i], (lp - lm) / (2 * h), 2e-3);
-        }
-    }
-    ml_grad_set(was);
+    check_central_differences(&p, check, 4, fused_gelu, &p);
     drop(&p);
 }
 
@@ -265,6 +275,119 @@ TEST(errors) {
     ml_release(s);
     ml_release(y);
     drop(&p);
+}
+
+/* ------------------------------------------------------------ routed */
+/* x [T, D], assignments grouped in blocks of `sizes`, each to a random token
+ * (a token may get several), gates in (0, 1) */
+typedef struct {
+    problem p; /* p.x: the tokens; p.r: [T, O] loss weights */
+    int64_t T;
+    ml_tensor *ids, *gates;
+} routed;
+
+static void make_routed(routed *q, int E, const int64_t *sizes, int64_t T, int64_t D, int64_t H, int64_t O) {
+    make(&q->p, E, sizes, D, H, O);
+    ml_release(q->p.x);
+    ml_release(q->p.r);
+    q->T = T;
+    int64_t xs[2] = {T, D}, rs[2] = {T, O}, A = q->p.off[E];
+    q->p.x = leaf(2, xs, 1.0);
+    q->p.r = ml_randn(2, rs);
+    q->ids = ml_empty(ML_I64, 1, &A);
+    for (int64_t a = 0; a < A; a++) ml_i64(q->ids)[a] = (a * 7919 + a / 3) % (T - 1); /* the last token gets none */
+    q->gates = ml_rand(1, &A);
+    ml_requires_grad_(q->gates, true);
+}
+
+static void drop_routed(routed *q) {
+    drop(&q->p);
+    ml_release(q->ids);
+    ml_release(q->gates);
+}
+
+static ml_tensor *routed_fused(routed *q, ml_unary_op act) {
+    problem *p = &q->p;
+    return ml_mlp_routed(p->x, q->ids, q->gates, p->E, p->off, p->w1, p->b1, p->w2, p->b2, act);
+}
+
+/* gather, the blocks one by one, weighted combine */
+static ml_tensor *routed_composed(routed *q, ml_unary_op act) {
+    problem b = q->p;
+    ml_tensor *xd = ml_moe_gather(q->p.x, q->ids);
+    b.x = xd;
+    ml_tensor *y = composed(&b, act);
+    ml_tensor *out = ml_moe_combine(y, q->gates, q->ids, q->T);
+    ml_release(xd);
+    ml_release(y);
+    return out;
+}
+
+TEST(routed_matches_gather_blocks_combine) {
+    ml_seed(8);
+    int64_t sizes[4] = {130, 0, 3, 227};
+    for (int k = 0; k < 2; k++) {
+        ml_unary_op act = k ? ML_RELU : ML_GELU;
+        routed q;
+        make_routed(&q, 4, sizes, 101, 6, 300, 6);
+        ml_tensor *yc = routed_composed(&q, act);
+        backward(&q.p, yc);
+        ml_tensor *gc[40], *gf[40];
+        int n = take_grads(&q.p, gc);
+        ml_tensor *ggc = ml_retain(q.gates->grad);
+        zero_grads(&q.p);
+        ml_zero_grad(q.gates);
+        ml_tensor *yf = routed_fused(&q, act);
+        CHECK(yf && yf->grad_fn && !strcmp(yf->grad_fn->op, "mlp_routed"));
+        CHECK(yf && test_close_ratio(yf, yc, 1e-5, 1e-5) <= 1);
+        /* a token no assignment reaches gets 0 */
+        CHECK(yf && ml_f32(yf)[100 * 6] == 0.0f && ml_f32(yf)[100 * 6 + 5] == 0.0f);
+        backward(&q.p, yf);
+        take_grads(&q.p, gf);
+        CHECK(q.gates->grad && test_close_ratio(q.gates->grad, ggc, 1e-4, 1e-5) <= 1);
+        for (int i = 0; i < n; i++) {
+            CHECK((gc[i] == NULL) == (gf[i] == NULL));
+            if (gc[i] && gf[i]) CHECK(test_close_ratio(gf[i], gc[i], 1e-4, 1e-5) <= 1);
+            ml_release(gc[i]);
+            ml_release(gf[i]);
+        }
+        ml_release(ggc);
+        ml_release(yc);
+        ml_release(yf);
+        drop_routed(&q);
+    }
+}
+
+static ml_tensor *routed_gelu(void *q) { return routed_fused(q, ML_GELU); }
+
+TEST(routed_central_differences) {
+    ml_seed(9);
+    int64_t sizes[2] = {3, 4};
+    routed q;
+    make_routed(&q, 2, sizes, 5, 3, 4, 2);
+    ml_tensor *y = routed_fused(&q, ML_GELU);
+    backward(&q.p, y);
+    ml_release(y);
+    ml_tensor *check[3] = {q.p.x, q.gates, q.p.w2[0]};
+    check_central_differences(&q.p, check, 3, routed_gelu, &q);
+    drop_routed(&q);
+}
+
+TEST(routed_errors) {
+    ml_seed(10);
+    int64_t sizes[2] = {3, 2};
+    routed q;
+    make_routed(&q, 2, sizes, 4, 4, 8, 3);
+    ml_i64(q.ids)[4] = 4;
+    CHECK_FAILS(routed_fused(&q, ML_GELU) != NULL, "mlp_routed: id 4 at position 4 is out of range [0, 4)");
+    ml_i64(q.ids)[4] = 0;
+    ml_tensor *keep = q.gates;
+    int64_t four = 4;
+    q.gates = ml_full(ML_F32, 1, &four, 1.0);
+    CHECK_FAILS(routed_fused(&q, ML_GELU) != NULL, "mlp_routed: gates must be float32 [5], got [4]");
+    ml_release(q.gates);
+    q.gates = keep;
+    drop_routed(&q);
 }
 
 /* ------------------------------------------------------------ modules */
@@ -363,6 +486,9 @@ int main(void) {
     RUN(bit_identical_repeats);
     RUN(no_grad_and_input_gradient_only);
     RUN(errors);
+    RUN(routed_matches_gather_blocks_combine);
+    RUN(routed_central_differences);
+    RUN(routed_errors);
     RUN(mlp_module_fused_and_composed);
     RUN(token_moe_fused_and_composed);
     return test_summary();

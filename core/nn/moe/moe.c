@@ -209,12 +209,13 @@ static ml_tensor *run_expert(ml_module *m, int e, ml_tensor *x, ml_ctx *ctx) {
     return y;
 }
 
-/* All experts through one fused block-MLP pass (ops/mlp.h) over the tokens
- * Xd, grouped by expert at r->offset: when every expert is an MLP with the
- * same activation and sizes and no hook watches the experts' layers.
- * Returns 1 with *y set, 0 when the layer must run its experts one by one,
- * -1 on error. */
-static int fused_experts(ml_module *m, ml_tensor *Xd, const ml_routing *r, ml_ctx *ctx, ml_tensor **y) {
+/* The experts and the weighted combine in one fused op (ops/mlp.h,
+ * ml_mlp_routed) over the tokens X [T, D] routed by r: when every expert is an
+ * MLP with the same activation and sizes and no hook watches the experts'
+ * layers. Returns 1 with *out [T, D] set, 0 when the layer must gather, run
+ * its experts one by one and combine, -1 on error. */
+static int fused_experts(ml_module *m, ml_tensor *X, const ml_routing *r, ml_tensor *gates, ml_ctx *ctx,
+                         ml_tensor **out) {
     int E = (int)r->E;
     if (!ml_nn_fuse() || (ctx && ctx->on_module)) return 0;
     ml_tensor **w = malloc(sizeof *w * (size_t)(4 * E));
@@ -223,13 +224,13 @@ static int fused_experts(ml_module *m, ml_tensor *Xd, const ml_routing *r, ml_ct
     bool ok = true;
     for (int e = 0; e < E && ok; e++) {
         ok = ml_nn_mlp_parts(expert(m, e), &w[e], &w[E + e], &w[2 * E + e], &w[3 * E + e], &a) &&
-             ml_mlp_act_supported(a) && (e == 0 || a == act) && w[e]->ndim == 2 && w[e]->shape[1] == Xd->shape[1] &&
-             ml_same_shape(w[e], w[0]) && ml_same_shape(w[2 * E + e], w[2 * E]);
+             ml_mlp_act_supported(a) && (e == 0 || a == act) && w[e]->ndim == 2 && w[e]->shape[1] == X->shape[1] &&
+             ml_same_shape(w[e], w[0]) && ml_same_shape(w[2 * E + e], w[2 * E]) && w[2 * E]->shape[0] == X->shape[1];
         act = a;
     }
-    *y = ok ? ml_mlp_blocks(Xd, E, r->offset, w, w + E, w + 2 * E, w + 3 * E, act) : NULL;
+    *out = ok ? ml_mlp_routed(X, r->token, gates, E, r->offset, w, w + E, w + 2 * E, w + 3 * E, act) : NULL;
     free(w);
-    return !ok ? 0 : *y ? 1 : -1;
+    return !ok ? 0 : *out ? 1 : -1;
 }
 
 /* Adds weight * term to ctx->aux (when weight > 0) and returns the term's value. */
@@ -374,13 +375,16 @@ static ml_tensor *token_moe_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
         out = ml_zeros(ML_F32, x->ndim, x->shape);
         goto report;
     }
-    Xd = ml_moe_gather(X, r.token);
-    if (!Xd) goto done;
-    switch (fused_experts(m, Xd, &r, ctx, &Y)) {
+    switch (fused_experts(m, X, &r, gates, ctx, &Y)) {
     case -1: goto done;
-    case 1: goto combine;
+    case 1:
+        out = ml_reshape(Y, x->ndim, x->shape);
+        if (!out) goto done;
+        goto report;
     default: break;
     }
+    Xd = ml_moe_gather(X, r.token);
+    if (!Xd) goto done;
     ys = calloc((size_t)E, sizeof *ys);
     int n_parts = 0;
     for (int e = 0; e < E; e++) {
@@ -403,7 +407,7 @@ static ml_tensor *token_moe_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     free(ys);
     ys = NULL;
     if (!Y) goto done;
-combine: {
+    {
         ml_tensor *o2 = ml_moe_combine(Y, gates, r.token, T);
         out = o2 ? ml_reshape(o2, x->ndim, x->shape) : NULL;
         ml_release(o2);
