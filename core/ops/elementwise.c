@@ -454,7 +454,15 @@ static void unary_grad_kernel(ml_unary_op op, int64_t n, float *gx, const float 
     case ML_SQUARE: for (int64_t i = 0; i < n; i++) gx[i] = 2.0f * g[i] * x[i]; break;
     case ML_RECIPROCAL: for (int64_t i = 0; i < n; i++) gx[i] = -g[i] * y[i] * y[i]; break;
     case ML_ERF:
-        for (int64_t i = 0; i < n; i++) gx[i] = g[i] * 1.12837916709551257390f * expf(-x[i] * x[i]);
+        /* expf of an argument below -0x1.9fe368p6 underflows to 0 through
+         * libm's slow error path (errno), which the V-MoE load loss hits for
+         * most of its [tokens, experts] entries; the select gives the same 0 */
+        for (int64_t i = 0; i < n; i++) {
+            float a = x[i] * x[i];
+            bool under = a > 0x1.9fe368p6f;
+            float e = expf(under ? 0.0f : -a);
+            gx[i] = g[i] * 1.12837916709551257390f * (under ? 0.0f : e);
+        }
         break;
     case ML_LOG1P: for (int64_t i = 0; i < n; i++) gx[i] = g[i] / (1.0f + x[i]); break;
     case ML_EXPM1: for (int64_t i = 0; i < n; i++) gx[i] = g[i] * (y[i] + 1.0f); break;
