@@ -9,13 +9,16 @@
 -- training step as WORKLOADS.md defines it (zero grads, forward, CE + the
 -- routers' auxiliary losses, backward, SGD with momentum over every parameter
 -- that got a gradient -- at batch 128 every expert receives tokens, so the
--- optimizer updates all E experts). --export writes each model's weights and
--- batch for bench/torch_bench.py --sweep.
+-- optimizer updates all E experts), in wall-clock and in CPU time (the
+-- process's, all threads: with OMP_NUM_THREADS=1 the steadier figure on a
+-- busy machine). --export writes each model's weights and batch for
+-- bench/torch_bench.py --sweep.
 --
 -- memory: one workload's training loop in this process alone: the resident
 -- set before the model is built (idle) and the peak (VmHWM) of the training
 -- loop (counted from the end of the set-up), the minor page
--- faults and the allocator's fresh buffers per steady-state step, and the
+-- faults and the buffers the allocator's cache could not serve (ml.memory's
+-- fresh_allocs) per steady-state step, and the
 -- live tensors / bytes after each step (flat when nothing leaks).
 local ml = require "moelab"
 local torch_names = dofile("bench/export.lua")
@@ -98,17 +101,18 @@ if mode == "sweep" then
     model:train()
     local opt = ml.optim.sgd(model, {lr = 0.01, momentum = 0.9})
     for _ = 1, 3 do train_step(model, opt, x, y) end
-    local t = {}
+    local t, c = {}, {}
     for r = 1, runs do
-      local t0 = ml.clock()
+      local t0, c0 = ml.clock(), os.clock()
       train_step(model, opt, x, y)
-      t[r] = ml.clock() - t0
+      t[r], c[r] = ml.clock() - t0, os.clock() - c0
     end
     table.sort(t)
-    local med = t[(runs + 1) // 2]
-    print(("  E = %2d  %8.2f ms  (min %8.2f, max %8.2f)  %d parameters"):format(E, 1e3 * med, 1e3 * t[1], 1e3 * t[runs],
-      model:num_params()))
-    emit{workload = "vmoe", experts = E, mode = "train", median = med, min = t[1], max = t[runs]}
+    table.sort(c)
+    local med, cpu = t[(runs + 1) // 2], c[(runs + 1) // 2]
+    print(("  E = %2d  %8.2f ms  (min %8.2f, max %8.2f)  CPU %8.2f ms  %d parameters"):format(E, 1e3 * med, 1e3 * t[1],
+      1e3 * t[runs], 1e3 * cpu, model:num_params()))
+    emit{workload = "vmoe", experts = E, mode = "train", median = med, min = t[1], max = t[runs], cpu_median = cpu}
   end
 elseif mode == "memory" then
   assert(workload, "memory: which workload? (cnn-dense, vit-dense, vmoe)")
@@ -139,11 +143,13 @@ elseif mode == "memory" then
   local r = {workload = workload, experts = workload == "vmoe" and experts or nil, mode = "memory",
              idle_kb = idle.rss, peak_kb = p1.hwm, minflt_per_step = (p1.minflt - p0.minflt) / steps, minflt_max = worst,
              tensors_before = m0.tensors, tensors_after = m1.tensors, bytes_before = m0.bytes, bytes_after = m1.bytes,
-             allocator_peak_growth = m1.peak_bytes - m0.peak_bytes}
+             allocator_peak_growth = m1.peak_bytes - m0.peak_bytes,
+             fresh_allocs_per_step = (m1.fresh_allocs - m0.fresh_allocs) / steps}
   print(("%-10s peak RSS %7.1f MB (idle %5.1f MB, +%6.1f MB); %d steady steps after %d: %.1f minor page faults a "
-    .. "step (at most %d), allocator peak +%d bytes, live tensors %d -> %d, bytes %d -> %d"):format(workload,
+    .. "step (at most %d), %.2f buffers a step not served by the allocator's cache, allocator peak +%d bytes, "
+    .. "live tensors %d -> %d, bytes %d -> %d"):format(workload,
     p1.hwm / 1024, idle.rss / 1024, (p1.hwm - idle.rss) / 1024, steps, warm, r.minflt_per_step, worst,
-    r.allocator_peak_growth, m0.tensors, m1.tensors, m0.bytes, m1.bytes))
+    r.fresh_allocs_per_step, r.allocator_peak_growth, m0.tensors, m1.tensors, m0.bytes, m1.bytes))
   emit(r)
 else
   error("esweep: mode must be sweep or memory")

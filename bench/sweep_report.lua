@@ -24,17 +24,30 @@ for E in pairs(ms) do Es[#Es + 1] = E end
 table.sort(Es)
 
 if #Es > 0 then
-  print("== W4 training step against the number of experts (K = 2, same width; median ms)")
-  print(("%4s %10s %8s %10s %8s %8s"):format("E", "moelab", "/ E=2", "PyTorch", "/ E=2", "ratio"))
-  local m2, p2 = ms[Es[1]].median, ps[Es[1]] and ps[Es[1]].median
+  print("== W4 training step against the number of experts (K = 2, same width; median ms, wall and CPU)")
+  print(("%4s %10s %7s %10s %7s %10s %7s %10s %7s %7s"):format("E", "moelab", "/ E=2", "CPU", "/ E=2", "PyTorch",
+    "/ E=2", "CPU", "/ E=2", "ratio"))
+  local function val(r, k) return r and r[k] end
+  local function cell(v, base, w)
+    return v and ("%" .. w .. ".2f"):format(1e3 * v) or ("%" .. w .. "s"):format("-"),
+           v and base and ("%7.2f"):format(v / base) or ("%7s"):format("-")
+  end
+  local e2 = Es[1]
   local xs, ym, yp = {}, {}, {}
   for _, E in ipairs(Es) do
-    local a, b = ms[E].median, ps[E] and ps[E].median
-    print(("%4d %10.2f %8.2f %10s %8s %8s"):format(E, 1e3 * a, a / m2, b and ("%.2f"):format(1e3 * b) or "-",
-      b and p2 and ("%.2f"):format(b / p2) or "-", b and ("%.2f"):format(b / a) or "-"))
-    xs[#xs + 1], ym[#ym + 1], yp[#yp + 1] = E, 1e3 * a, b and 1e3 * b or 0 / 0
+    local a, b = ms[E], ps[E]
+    local mw, mwr = cell(a.median, ms[e2].median, 10)
+    local mc, mcr = cell(val(a, "cpu_median"), val(ms[e2], "cpu_median"), 10)
+    local pw, pwr = cell(val(b, "median"), val(ps[e2], "median"), 10)
+    local pc, pcr = cell(val(b, "cpu_median"), val(ps[e2], "cpu_median"), 10)
+    print(("%4d %s %s %s %s %s %s %s %s %7s"):format(E, mw, mwr, mc, mcr, pw, pwr, pc, pcr,
+      b and ("%.2f"):format(b.median / a.median) or "-"))
+    xs[#xs + 1], ym[#ym + 1], yp[#yp + 1] = E, 1e3 * a.median, b and 1e3 * b.median or 0 / 0
   end
-  print(("moelab: E = %d costs %.2fx E = %d (target <= 1.25x)"):format(Es[#Es], ms[Es[#Es]].median / m2, Es[1]))
+  local last = Es[#Es]
+  print(("moelab: E = %d costs %.2fx E = %d in wall-clock%s (target <= 1.25x); ratio = PyTorch / moelab, wall"):format(
+    last, ms[last].median / ms[e2].median, e2, ms[last].cpu_median and ms[e2].cpu_median
+      and (", %.2fx in CPU time"):format(ms[last].cpu_median / ms[e2].cpu_median) or ""))
   local series = {moelab = ym}
   if next(ps) then series.PyTorch = yp end
   print(ml.plot.lines{x = xs, y = series, xlog = true, title = "W4 train step (ms) against experts", xlabel = "experts",
@@ -46,14 +59,17 @@ for w in pairs(mm) do ws[#ws + 1] = w end
 table.sort(ws)
 if #ws > 0 then
   print("== resident memory of a training loop (MB; each side alone in a fresh process)")
-  print(("%-10s %10s %10s %10s %10s %12s %12s"):format("workload", "moelab", "PyTorch", "above idle", "above idle",
-    "faults/step", "faults/step"))
+  print(("%-10s %10s %10s %10s %10s %12s %12s %12s"):format("workload", "moelab", "PyTorch", "above idle", "above idle",
+    "faults/step", "faults/step", "fresh/step"))
   for _, w in ipairs(ws) do
     local a, b = mm[w], pm[w]
     local function mb(kb) return kb and ("%.1f"):format(kb / 1024) or "-" end
-    print(("%-10s %10s %10s %10s %10s %12.1f %12s"):format(w, mb(a.peak_kb), mb(b and b.peak_kb), mb(a.peak_kb - a.idle_kb),
-      mb(b and b.peak_kb - b.idle_kb), a.minflt_per_step, b and ("%.1f"):format(b.minflt_per_step) or "-"))
+    print(("%-10s %10s %10s %10s %10s %12.1f %12s %12s"):format(w, mb(a.peak_kb), mb(b and b.peak_kb),
+      mb(a.peak_kb - a.idle_kb), mb(b and b.peak_kb - b.idle_kb), a.minflt_per_step,
+      b and ("%.1f"):format(b.minflt_per_step) or "-",
+      a.fresh_allocs_per_step and ("%.2f"):format(a.fresh_allocs_per_step) or "-"))
   end
   print("peak = the process's VmHWM; idle = its resident set before the model was built (moelab: the bare")
-  print("binary; PyTorch: after importing torch); faults = minor page faults per steady-state step")
+  print("binary; PyTorch: after importing torch); faults = minor page faults per steady-state step;")
+  print("fresh = moelab's buffers per steady-state step that its allocator's cache could not serve")
 end

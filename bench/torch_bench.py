@@ -18,17 +18,18 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_models import aux_loss, build, load_safetensors, load_weights  # noqa: E402
 
-torch.set_num_threads(2)
+# BENCH_THREADS: the thread count (default 2; 1 for CPU-time comparisons on a busy machine)
+torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
 
 
-def timeit(fn, warmup, runs):
+def timeit(fn, warmup, runs, clock=time.perf_counter):
     for _ in range(warmup):
         fn()
     ts = []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        ts.append(time.perf_counter() - t0)
+        ts.append(clock() - t0)
     ts.sort()
     return ts[(len(ts) - 1) // 2], ts[0], ts[-1]
 
@@ -109,9 +110,11 @@ def sweep(d, quick, out):
         model = build("vmoe", experts=E)
         load_weights(model, V)
         model.train()
-        med, mn, mx = timeit(train_step_fn(model, V["input.x"], V["input.y"]), 3, runs)
-        print("  E = %2d  %8.2f ms  (min %8.2f, max %8.2f)" % (E, 1e3 * med, 1e3 * mn, 1e3 * mx))
-        results.append(dict(workload="vmoe", experts=E, mode="train", median=med, min=mn, max=mx))
+        step = train_step_fn(model, V["input.x"], V["input.y"])
+        med, mn, mx = timeit(step, 3, runs)
+        cpu, _, _ = timeit(step, 0, runs, time.process_time)
+        print("  E = %2d  %8.2f ms  (min %8.2f, max %8.2f)  CPU %8.2f ms" % (E, 1e3 * med, 1e3 * mn, 1e3 * mx, 1e3 * cpu))
+        results.append(dict(workload="vmoe", experts=E, mode="train", median=med, min=mn, max=mx, cpu_median=cpu))
     write(out, results)
 
 
