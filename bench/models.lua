@@ -27,13 +27,15 @@ local function median_min_max(times)
   return times[math.floor((#times + 1) / 2)], times[1], times[#times]
 end
 
+-- BENCH_CLOCK=cpu: the process's CPU time instead of wall-clock (as torch_bench.py)
+local clock = os.getenv("BENCH_CLOCK") == "cpu" and os.clock or ml.clock
 local function time_it(fn, warmup, runs)
   for _ = 1, warmup do fn() end
   local t = {}
   for r = 1, runs do
-    local t0 = ml.clock()
+    local t0 = clock()
     fn()
-    t[r] = ml.clock() - t0
+    t[r] = clock() - t0
   end
   return median_min_max(t)
 end

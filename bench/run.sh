@@ -3,6 +3,8 @@
 # of PyTorch on the same weights and inputs, in one run; prints both and the
 # ratio (PyTorch time / moelab time: above 1 means moelab is faster).
 #   bash bench/run.sh [--quick]
+# On a busy machine: OMP_NUM_THREADS=1 BENCH_THREADS=1 BENCH_CLOCK=cpu bash bench/run.sh
+# times both sides at one thread in CPU time (the E-sweep always prints both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick="${1:-}"

@@ -22,7 +22,13 @@ from torch_models import aux_loss, build, load_safetensors, load_weights  # noqa
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
 
 
-def timeit(fn, warmup, runs, clock=time.perf_counter):
+# BENCH_CLOCK=cpu: time the process's CPU time instead of wall-clock (with one
+# thread, the steadier figure when other jobs share the cores)
+CLOCK = time.process_time if os.environ.get("BENCH_CLOCK") == "cpu" else time.perf_counter
+
+
+def timeit(fn, warmup, runs, clock=None):
+    clock = clock or CLOCK
     for _ in range(warmup):
         fn()
     ts = []
