@@ -126,25 +126,27 @@ static int t_len(lua_State *L) {
 }
 
 /* ------------------------------------------------------------ methods (also ml.trace.<name>) */
+int mlua_check_trace_layer(lua_State *L, const ml_trace *t, int idx, const char *fn) {
+    int i = layer_position(L, t, idx);
+    if (i >= 0) return i;
+    const char *key = luaL_tolstring(L, idx, NULL);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int j = 0; j < t->n && j < 20; j++) {
+        if (j) luaL_addstring(&b, ", ");
+        luaL_addchar(&b, '\'');
+        luaL_addstring(&b, t->layers[j].name);
+        luaL_addchar(&b, '\'');
+    }
+    if (t->n == 0) luaL_addstring(&b, "none");
+    luaL_pushresult(&b);
+    return luaL_error(L, "%s: no layer '%s' in this trace (its layers: %s)", fn, key, lua_tostring(L, -1));
+}
+
 /* t:get(i | "layer") -> the layer table; an absent layer is an error. */
 static int t_get(lua_State *L) {
     ml_trace *t = mlua_check_trace(L, 1);
-    int i = layer_position(L, t, 2);
-    if (i < 0) {
-        const char *key = luaL_tolstring(L, 2, NULL);
-        luaL_Buffer b;
-        luaL_buffinit(L, &b);
-        for (int j = 0; j < t->n && j < 20; j++) {
-            if (j) luaL_addstring(&b, ", ");
-            luaL_addchar(&b, '\'');
-            luaL_addstring(&b, t->layers[j].name);
-            luaL_addchar(&b, '\'');
-        }
-        if (t->n == 0) luaL_addstring(&b, "none");
-        luaL_pushresult(&b);
-        return luaL_error(L, "trace: no layer '%s' in this trace (its layers: %s)", key, lua_tostring(L, -1));
-    }
-    push_layer(L, 1, i);
+    push_layer(L, 1, mlua_check_trace_layer(L, t, 2, "trace"));
     return 1;
 }
 

@@ -14,6 +14,9 @@
 int mlua_push_trace(lua_State *L, ml_trace *t);
 ml_trace *mlua_to_trace(lua_State *L, int idx); /* borrowed; NULL when not a trace */
 ml_trace *mlua_check_trace(lua_State *L, int idx);
+/* The position (0-based) of the layer named or numbered (1-based) at idx, or
+ * an error "fn: no layer 'x' in this trace (its layers: ...)". */
+int mlua_check_trace_layer(lua_State *L, const ml_trace *t, int idx, const char *fn);
 /* Reads the routing options of the table at idx into ctx:
  *   routing = trace                 every sparse MoE layer uses the trace's selection
  *   force = {[layer] = e}           every item's first choice in that layer is expert e (1-based)

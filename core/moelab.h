@@ -27,9 +27,11 @@
 #include "ops/pool.h"
 #include "ops/mlp.h"
 #include "io/safetensors.h"
+#include "io/checkpoint.h"
 #include "nn/layers.h"
 #include "nn/module.h"
 #include "nn/trace.h"
+#include "io/trace_file.h"
 #include "nn/cnn.h"
 #include "nn/transformer.h"
 #include "nn/zoo.h"
@@ -44,5 +46,7 @@
 #include "plot/plot.h"
 #include "plot/image.h"
 #include "theory/theory.h"
+#include "analysis/analysis.h"
+#include "attack/attack.h"
 
 #endif

@@ -27,7 +27,7 @@ int ml_trace_kind_parse(const char *fn, const char *s, ml_trace_kind *out) {
 
 ml_trace *ml_trace_new(void) {
     ml_trace *t = calloc(1, sizeof *t);
-    return t ? t : ml_fail("out of memory");
+    return t ? t : ml_fail_oom(__func__);
 }
 
 static void layer_release(ml_trace_layer *l) {
@@ -109,7 +109,7 @@ int ml_trace_add(ml_trace *t, const ml_trace_entry *e, bool keep_grad) {
     if (t->n == t->cap) {
         int cap = t->cap ? 2 * t->cap : 8;
         ml_trace_layer *p = realloc(t->layers, sizeof *p * (size_t)cap);
-        if (!p) return ml_failc("out of memory");
+        if (!p) return ml_failc_oom(__func__);
         t->layers = p;
         t->cap = cap;
     }
@@ -133,7 +133,7 @@ int ml_trace_add(ml_trace *t, const ml_trace_entry *e, bool keep_grad) {
     l.load = ml_zeros(ML_F32, 1, &E);
     if (!l.name || !l.experts || !l.kept || !l.gates || !l.load || (e->probs && !l.probs) || (e->logits && !l.logits)) {
         layer_release(&l);
-        return ml_failc("out of memory");
+        return ml_failc_oom(__func__);
     }
     const int64_t *sel = ml_i64(l.experts), *kept = ml_i64(l.kept);
     float *load = ml_f32(l.load);
@@ -143,12 +143,12 @@ int ml_trace_add(ml_trace *t, const ml_trace_entry *e, bool keep_grad) {
     return 0;
 }
 
-ml_trace *ml_trace_copy(const ml_trace *t) {
+ml_trace *ml_trace_copy(const ml_trace *t, bool keep_grad) {
     ml_trace *c = ml_trace_new();
     for (int i = 0; c && i < t->n; i++) {
         const ml_trace_layer *l = &t->layers[i];
         ml_trace_entry e = {l->name, l->kind, l->E, l->experts, l->gates, l->probs, l->logits, l->kept, l->aux};
-        if (ml_trace_add(c, &e, false)) {
+        if (ml_trace_add(c, &e, keep_grad)) {
             ml_trace_free(c);
             return NULL;
         }

@@ -89,8 +89,9 @@ void ml_trace_free(ml_trace *t);
  * [0, E) and distinct within a row, kept in {0, 1}; computes the load. With
  * keep_grad, logits/probs/gates keep their autograd history. */
 int ml_trace_add(ml_trace *t, const ml_trace_entry *e, bool keep_grad);
-/* A copy sharing the tensors (no autograd history). */
-ml_trace *ml_trace_copy(const ml_trace *t);
+/* A copy sharing the tensors; with keep_grad, logits/probs/gates keep the
+ * autograd history they have (a Lua objective differentiates through them). */
+ml_trace *ml_trace_copy(const ml_trace *t, bool keep_grad);
 
 /* ------------------------------------------------------------ reading */
 /* The layer with that name, or NULL. */
@@ -104,24 +105,5 @@ int64_t ml_trace_dropped(const ml_trace_layer *l);
 int ml_trace_check_compatible(const char *fn, const ml_trace *a, const ml_trace *b);
 /* True when a and b are compatible and select the same experts with the same kept flags. */
 bool ml_trace_same_routing(const ml_trace *a, const ml_trace *b);
-
-/* ------------------------------------------------------------ files
- * A trace in a safetensors file: tensors "<prefix><i>.experts" (0-based ids),
- * ".kept", ".gates", ".probs", ".logits" for layer i, and the layers' names,
- * kinds, sizes and auxiliary values as JSON in the metadata entry
- * "<prefix>trace". ml_trace_pack gives the pieces, for files that hold a
- * trace beside other tensors (adversarial sets). */
-typedef struct {
-    int n;
-    char **names;
-    ml_tensor **tensors; /* borrowed from the trace */
-    char *meta_key, *meta_value;
-} ml_trace_parts;
-int ml_trace_pack(const ml_trace *t, const char *prefix, ml_trace_parts *out);
-void ml_trace_parts_free(ml_trace_parts *p);
-struct ml_st_file;
-ml_trace *ml_trace_unpack(const struct ml_st_file *f, const char *prefix);
-int ml_trace_save(const char *path, const ml_trace *t);
-ml_trace *ml_trace_load(const char *path);
 
 #endif

@@ -5,6 +5,7 @@ local ml = require "moelab"
 
 require "moelab.help"
 require "moelab.gradcheck"
+require "moelab.progress"
 require "moelab.nn"
 require "moelab.trace"
 require "moelab.train"
@@ -13,5 +14,9 @@ require "moelab.theory"
 require "moelab.repr"
 require "moelab.plot"
 require "moelab.image"
+require "moelab.results"
+require "moelab.metrics"
+require "moelab.attack"
+require "moelab.complete"
 
 return true

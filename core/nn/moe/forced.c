@@ -50,7 +50,7 @@ int ml_layer_plan_get(ml_ctx *ctx, const char *type, ml_trace_kind kind, int64_t
             out->force_first = true;
             out->first_expert = ov->expert;
         } else {
-            if (!out->silenced && !(out->silenced = calloc((size_t)E, sizeof(bool)))) return ml_failc("out of memory");
+            if (!out->silenced && !(out->silenced = calloc((size_t)E, sizeof(bool)))) return ml_failc_oom(__func__);
             out->silenced[ov->expert] = true;
         }
     }

@@ -3,6 +3,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,35 +18,36 @@
 #include "../../ops/softmax.h"
 #include "../cnn.h"
 #include "../layers.h"
+#include "../registry.h"
 #include "dispatch.h"
 #include "forced.h"
 
 /* ------------------------------------------------------------ Router */
 typedef struct {
-    int64_t dim;
-    int experts;
-} router_state;
+    int dim, experts;
+} router_opts;
+
+static const ml_option router_option_list[] = {
+    {.key = "dim", .type = ML_OPT_INT, .offset = offsetof(router_opts, dim), .min = 1, .max = 1e9, .required = true,
+     .help = "input features D"},
+    {.key = "experts", .type = ML_OPT_INT, .offset = offsetof(router_opts, experts), .min = 1, .max = 4096,
+     .required = true, .help = "experts E (rows of the router)"},
+};
+const ml_options ml_router_options = ML_OPTIONS("Router", router_option_list);
 
 static ml_tensor *router_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
-    router_state *s = m->state;
+    router_opts *s = m->state;
     if (x->shape[x->ndim - 1] != s->dim)
-        return ml_fail("Router: input has %" PRId64 " features, expected %" PRId64, x->shape[x->ndim - 1], s->dim);
+        return ml_fail("Router: input has %" PRId64 " features, expected %d", x->shape[x->ndim - 1], s->dim);
     return ml_linear(x, ml_module_param(m, "weight"), NULL);
 }
 
 static void router_describe(const ml_module *m, char *buf, size_t n) {
-    const router_state *s = m->state;
-    snprintf(buf, n, "Router(%" PRId64 " -> %d experts)", s->dim, s->experts);
+    const router_opts *s = m->state;
+    snprintf(buf, n, "Router(%d -> %d experts)", s->dim, s->experts);
 }
 
-static cJSON *router_config(const ml_module *m) {
-    const router_state *s = m->state;
-    cJSON *c = cJSON_CreateObject();
-    cJSON_AddStringToObject(c, "type", "Router");
-    cJSON_AddNumberToObject(c, "dim", (double)s->dim);
-    cJSON_AddNumberToObject(c, "experts", s->experts);
-    return c;
-}
+static cJSON *router_config(const ml_module *m) { return ml_options_config(&ml_router_options, m->state); }
 
 static void free_state(ml_module *m) { free(m->state); }
 
@@ -53,10 +55,11 @@ static const ml_module_type router_type = {.name = "Router", .forward = router_f
                                            .describe = router_describe, .config = router_config};
 
 ml_module *ml_nn_router(int64_t dim, int experts) {
-    if (dim <= 0 || experts < 1) return ml_fail("Router: dim and experts must be positive (got %" PRId64 ", %d)", dim, experts);
-    router_state *s = malloc(sizeof *s);
-    if (!s) return ml_fail("out of memory");
-    *s = (router_state){dim, experts};
+    if (dim <= 0 || dim > 1000000000 || experts < 1)
+        return ml_fail("Router: dim and experts must be positive (got %" PRId64 ", %d)", dim, experts);
+    router_opts *s = malloc(sizeof *s);
+    if (!s) return ml_fail_oom("Router");
+    *s = (router_opts){(int)dim, experts};
     ml_module *m = ml_module_new(&router_type, s);
     if (!m) {
         free(s);
@@ -71,74 +74,69 @@ ml_module *ml_nn_router(int64_t dim, int experts) {
 }
 
 static ml_module *router_from_config(const cJSON *c) {
-    int dim, e;
-    if (ml_cfg_int(c, "dim", 0, &dim) || ml_cfg_int(c, "experts", 0, &e)) return NULL;
-    return ml_nn_router(dim, e);
+    router_opts o;
+    if (ml_options_read(&ml_router_options, c, &o, true)) return NULL;
+    return ml_nn_router(o.dim, o.experts);
 }
 
 /* ------------------------------------------------------------ options */
-void ml_moe_defaults(ml_moe_opts *o, int64_t dim) {
-    memset(o, 0, sizeof *o);
-    o->dim = dim;
-    o->experts = 8;
-    o->k = 2;
-    o->capacity_factor = 1.25;
-    o->random_ties = true;
-    o->noise_std = 1.0;
-    o->w_importance = 0.005;
-    o->w_load = 0.005;
-}
+#define MOE_OPT(field) .offset = offsetof(ml_moe_opts, field)
+#define ANY_WEIGHT .min = 0, .max = INFINITY
+static const ml_option token_moe_option_list[] = {
+    {.key = "dim", .type = ML_OPT_INT, MOE_OPT(dim), .min = 1, .max = 1e9, .required = true, .help = "token width D"},
+    {.key = "experts", .type = ML_OPT_INT, MOE_OPT(experts), .def = 8, .min = 1, .max = 4096, .help = "experts E"},
+    {.key = "k", .type = ML_OPT_INT, MOE_OPT(k), .def = 2, .min = 1, .max = 4096, .help = "experts per token K (at most E)"},
+    {.key = "capacity_factor", .type = ML_OPT_NUMBER, MOE_OPT(capacity_factor), .def = 1.25,
+     .help = "expert capacity ceil(K T factor / E); <= 0: unlimited"},
+    {.key = "round_capacity", .type = ML_OPT_BOOL, MOE_OPT(round_capacity), .help = "round the capacity up to a multiple of 4"},
+    {.key = "batch_priority", .type = ML_OPT_BOOL, MOE_OPT(batch_priority),
+     .help = "fill slots by decreasing top-1 probability instead of token order"},
+    {.key = "random_ties", .type = ML_OPT_BOOL, MOE_OPT(random_ties), .def = 1,
+     .help = "in training, break exact ties at random (evaluation: lowest index)"},
+    {.key = "renormalize", .type = ML_OPT_BOOL, MOE_OPT(renormalize),
+     .help = "combine weights divided by their sum over the token's kept choices"},
+    {.key = "noise_std", .type = ML_OPT_NUMBER, MOE_OPT(noise_std), .def = 1, ANY_WEIGHT,
+     .help = "router noise std noise_std / E added to the logits in training"},
+    {.key = "importance_weight", .type = ML_OPT_NUMBER, MOE_OPT(w_importance), .def = 0.005, ANY_WEIGHT,
+     .help = "weight of the importance loss"},
+    {.key = "load_weight", .type = ML_OPT_NUMBER, MOE_OPT(w_load), .def = 0.005, ANY_WEIGHT, .help = "weight of the load loss"},
+    {.key = "switch_weight", .type = ML_OPT_NUMBER, MOE_OPT(w_switch), ANY_WEIGHT, .help = "weight of the Switch loss"},
+    {.key = "z_weight", .type = ML_OPT_NUMBER, MOE_OPT(w_z), ANY_WEIGHT, .help = "weight of the router z-loss"},
+    {.key = "expert", .type = ML_OPT_CONFIG, MOE_OPT(expert), .def_text = "MLP(dim, 4 dim, dim), GELU",
+     .help = "the config (or, in Lua, a module) every expert is built from"},
+};
+const ml_options ml_token_moe_options = ML_OPTIONS("TokenMoE", token_moe_option_list);
 
-int ml_moe_opts_from_config(const cJSON *c, ml_moe_opts *o) {
-    int dim;
-    if (ml_cfg_int(c, "dim", 0, &dim)) return -1;
-    ml_moe_defaults(o, dim);
-    if (ml_cfg_int(c, "experts", o->experts, &o->experts) || ml_cfg_int(c, "k", o->k, &o->k) ||
-        ml_cfg_double(c, "capacity_factor", o->capacity_factor, &o->capacity_factor) ||
-        ml_cfg_bool(c, "round_capacity", false, &o->round_capacity) ||
-        ml_cfg_bool(c, "batch_priority", false, &o->batch_priority) ||
-        ml_cfg_bool(c, "random_ties", true, &o->random_ties) || ml_cfg_bool(c, "renormalize", false, &o->renormalize) ||
-        ml_cfg_double(c, "noise_std", o->noise_std, &o->noise_std) ||
-        ml_cfg_double(c, "importance_weight", o->w_importance, &o->w_importance) ||
-        ml_cfg_double(c, "load_weight", o->w_load, &o->w_load) ||
-        ml_cfg_double(c, "switch_weight", 0, &o->w_switch) || ml_cfg_double(c, "z_weight", 0, &o->w_z))
-        return -1;
-    const cJSON *ex = cJSON_GetObjectItemCaseSensitive(c, "expert");
-    o->expert = ex ? (cJSON *)ex : NULL; /* borrowed from c; layers duplicate it */
-    return 0;
+/* SmoothMoE routes softly: the sparse routing's knobs do not apply. */
+static const ml_option smooth_moe_option_list[] = {
+    {.key = "dim", .type = ML_OPT_INT, MOE_OPT(dim), .min = 1, .max = 1e9, .required = true, .help = "input width D"},
+    {.key = "experts", .type = ML_OPT_INT, MOE_OPT(experts), .def = 8, .min = 1, .max = 4096, .help = "experts E"},
+    {.key = "expert", .type = ML_OPT_CONFIG, MOE_OPT(expert), .def_text = "MLP(dim, 4 dim, dim), GELU",
+     .help = "the config (or, in Lua, a module) every expert is built from"},
+};
+const ml_options ml_smooth_moe_options = ML_OPTIONS("SmoothMoE", smooth_moe_option_list);
+
+void ml_moe_defaults(ml_moe_opts *o, int dim) {
+    ml_options_defaults(&ml_token_moe_options, o);
+    o->dim = dim;
 }
 
 /* ------------------------------------------------------------ shared state */
 typedef struct {
-    ml_moe_opts o;  /* o.expert: owned duplicate */
+    ml_moe_opts o;  /* o.expert: points to expert */
+    cJSON *expert;  /* the expert config (owned) */
+    const ml_options *options;
 } moe_state;
 
 static void moe_destroy(ml_module *m) {
     moe_state *s = m->state;
-    cJSON_Delete(s->o.expert);
+    cJSON_Delete(s->expert);
     free(s);
 }
 
-static cJSON *moe_config_common(const ml_module *m, const char *type) {
+static cJSON *moe_config(const ml_module *m) {
     const moe_state *s = m->state;
-    const ml_moe_opts *o = &s->o;
-    cJSON *c = cJSON_CreateObject();
-    cJSON_AddStringToObject(c, "type", type);
-    cJSON_AddNumberToObject(c, "dim", (double)o->dim);
-    cJSON_AddNumberToObject(c, "experts", o->experts);
-    cJSON_AddNumberToObject(c, "k", o->k);
-    cJSON_AddNumberToObject(c, "capacity_factor", o->capacity_factor);
-    cJSON_AddBoolToObject(c, "round_capacity", o->round_capacity);
-    cJSON_AddBoolToObject(c, "batch_priority", o->batch_priority);
-    cJSON_AddBoolToObject(c, "random_ties", o->random_ties);
-    cJSON_AddBoolToObject(c, "renormalize", o->renormalize);
-    cJSON_AddNumberToObject(c, "noise_std", o->noise_std);
-    cJSON_AddNumberToObject(c, "importance_weight", o->w_importance);
-    cJSON_AddNumberToObject(c, "load_weight", o->w_load);
-    cJSON_AddNumberToObject(c, "switch_weight", o->w_switch);
-    cJSON_AddNumberToObject(c, "z_weight", o->w_z);
-    cJSON_AddItemToObject(c, "expert", cJSON_Duplicate(o->expert, true));
-    return c;
+    return ml_options_config(s->options, &s->o);
 }
 
 /* Builds router + E experts as children; m->state must be set. */
@@ -157,28 +155,30 @@ static int build_children(ml_module *m, const ml_moe_opts *o) {
     return 0;
 }
 
-static ml_module *moe_new(const ml_module_type *type, const ml_moe_opts *o) {
+static ml_module *moe_new(const ml_module_type *type, const ml_options *options, const ml_moe_opts *o) {
     if (o->dim <= 0) return ml_fail("%s: dim must be positive", type->name);
     if (o->experts < 1 || o->experts > 4096) return ml_fail("%s: experts = %d is out of range", type->name, o->experts);
     if (o->k < 1 || o->k > o->experts)
         return ml_fail("%s: k = %d must be between 1 and experts = %d", type->name, o->k, o->experts);
     if (o->noise_std < 0) return ml_fail("%s: noise_std must be >= 0", type->name);
     moe_state *s = calloc(1, sizeof *s);
-    if (!s) return ml_fail("out of memory");
+    if (!s) return ml_fail_oom(type->name);
     s->o = *o;
+    s->options = options;
     if (o->expert) {
-        s->o.expert = cJSON_Duplicate(o->expert, true);
+        s->expert = cJSON_Duplicate(o->expert, true);
     } else { /* the V-MoE expert: MLP(D, 4D, D) with GELU */
-        s->o.expert = cJSON_CreateObject();
-        cJSON_AddStringToObject(s->o.expert, "type", "MLP");
-        cJSON_AddNumberToObject(s->o.expert, "in", (double)o->dim);
-        cJSON_AddNumberToObject(s->o.expert, "hidden", (double)(4 * o->dim));
-        cJSON_AddNumberToObject(s->o.expert, "out", (double)o->dim);
-        cJSON_AddStringToObject(s->o.expert, "activation", "gelu");
+        s->expert = cJSON_CreateObject();
+        cJSON_AddStringToObject(s->expert, "type", "MLP");
+        cJSON_AddNumberToObject(s->expert, "in", (double)o->dim);
+        cJSON_AddNumberToObject(s->expert, "hidden", (double)(4 * o->dim));
+        cJSON_AddNumberToObject(s->expert, "out", (double)o->dim);
+        cJSON_AddStringToObject(s->expert, "activation", "gelu");
     }
+    s->o.expert = s->expert;
     ml_module *m = ml_module_new(type, s);
     if (!m) {
-        cJSON_Delete(s->o.expert);
+        cJSON_Delete(s->expert);
         free(s);
         return NULL;
     }
@@ -436,14 +436,13 @@ static void moe_describe_common(const ml_module *m, char *buf, size_t n, const c
     const moe_state *s = m->state;
     const ml_moe_opts *o = &s->o;
     if (!strcmp(name, "SmoothMoE"))
-        snprintf(buf, n, "SmoothMoE(dim %" PRId64 ", %d experts, soft routing)", o->dim, o->experts);
+        snprintf(buf, n, "SmoothMoE(dim %d, %d experts, soft routing)", o->dim, o->experts);
     else
-        snprintf(buf, n, "TokenMoE(dim %" PRId64 ", %d experts, k = %d, capacity %.2f%s)", o->dim, o->experts, o->k,
+        snprintf(buf, n, "TokenMoE(dim %d, %d experts, k = %d, capacity %.2f%s)", o->dim, o->experts, o->k,
                  o->capacity_factor, o->noise_std > 0 ? ", noisy" : "");
 }
 
 static void token_describe(const ml_module *m, char *buf, size_t n) { moe_describe_common(m, buf, n, "TokenMoE"); }
-static cJSON *token_config(const ml_module *m) { return moe_config_common(m, "TokenMoE"); }
 
 /* Active parameters per token: the router and K of the E experts. */
 static int64_t token_active(const ml_module *m) {
@@ -454,14 +453,14 @@ static int64_t token_active(const ml_module *m) {
 }
 
 static const ml_module_type token_moe_type = {.name = "TokenMoE", .forward = token_moe_forward, .destroy = moe_destroy,
-                                              .describe = token_describe, .config = token_config,
+                                              .describe = token_describe, .config = moe_config,
                                               .active_params = token_active};
 
-ml_module *ml_nn_token_moe(const ml_moe_opts *o) { return moe_new(&token_moe_type, o); }
+ml_module *ml_nn_token_moe(const ml_moe_opts *o) { return moe_new(&token_moe_type, &ml_token_moe_options, o); }
 
-static ml_module *token_from_config(const cJSON *c) {
+static ml_module *token_moe_from_config(const cJSON *c) {
     ml_moe_opts o;
-    if (ml_moe_opts_from_config(c, &o)) return NULL;
+    if (ml_options_read(&ml_token_moe_options, c, &o, true)) return NULL;
     return ml_nn_token_moe(&o);
 }
 
@@ -549,22 +548,25 @@ static ml_tensor *smooth_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
 }
 
 static void smooth_describe(const ml_module *m, char *buf, size_t n) { moe_describe_common(m, buf, n, "SmoothMoE"); }
-static cJSON *smooth_config(const ml_module *m) { return moe_config_common(m, "SmoothMoE"); }
 
 static const ml_module_type smooth_moe_type = {.name = "SmoothMoE", .forward = smooth_forward, .destroy = moe_destroy,
-                                               .describe = smooth_describe, .config = smooth_config};
+                                               .describe = smooth_describe, .config = moe_config};
 
-ml_module *ml_nn_smooth_moe(const ml_moe_opts *o) { return moe_new(&smooth_moe_type, o); }
+/* SmoothMoE reads no k: the layer needs k = 1 <= E for its checks. */
+ml_module *ml_nn_smooth_moe(const ml_moe_opts *o) {
+    ml_moe_opts soft = *o;
+    soft.k = 1;
+    return moe_new(&smooth_moe_type, &ml_smooth_moe_options, &soft);
+}
 
-static ml_module *smooth_from_config(const cJSON *c) {
+static ml_module *smooth_moe_from_config(const cJSON *c) {
     ml_moe_opts o;
-    if (ml_moe_opts_from_config(c, &o)) return NULL;
+    ml_moe_defaults(&o, 0);
+    if (ml_options_read(&ml_smooth_moe_options, c, &o, true)) return NULL;
     return ml_nn_smooth_moe(&o);
 }
 
-void ml_nn_register_moe(void);
-void ml_nn_register_moe(void) {
-    ml_module_register("Router", router_from_config);
-    ml_module_register("TokenMoE", token_from_config);
-    ml_module_register("SmoothMoE", smooth_from_config);
-}
+const ml_module_kind ml_moe_kinds[] = {{"Router", router_from_config, &ml_router_options},
+                                       {"TokenMoE", token_moe_from_config, &ml_token_moe_options},
+                                       {"SmoothMoE", smooth_moe_from_config, &ml_smooth_moe_options},
+                                       {NULL, NULL, NULL}};

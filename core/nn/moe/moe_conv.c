@@ -4,6 +4,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,7 @@ struct ml_global_route {
 
 ml_global_route *ml_global_route_new(int layers, int experts) {
     ml_global_route *g = calloc(1, sizeof *g);
-    if (!g) return ml_fail("out of memory");
+    if (!g) return ml_fail_oom(__func__);
     *g = (ml_global_route){1, layers, experts, 0, NULL, NULL};
     return g;
 }
@@ -257,22 +258,49 @@ static void moe_conv_describe(const ml_module *m, char *buf, size_t n) {
              s->mask ? ", mask form" : "");
 }
 
+/* ------------------------------------------------------------ options */
+#define MC_OPT(field) .offset = offsetof(ml_moe_conv_opts, field)
+#define CONV_SHAPE_OPTIONS(T)                                                                                       \
+    {.key = "in", .type = ML_OPT_INT, .offset = offsetof(T, in), .min = 1, .max = 1e9, .required = true,             \
+     .help = "input channels"},                                                                                      \
+    {.key = "out", .type = ML_OPT_INT, .offset = offsetof(T, out), .min = 1, .max = 1e9, .required = true,          \
+     .help = "output channels"},                                                                                     \
+    {.key = "kernel", .type = ML_OPT_INT, .offset = offsetof(T, kernel), .def = 3, .min = 1, .max = 1e6,            \
+     .help = "kernel size k (k x k)"},                                                                               \
+    {.key = "stride", .type = ML_OPT_INT, .offset = offsetof(T, stride), .def = 1, .min = 1, .max = 1e6,            \
+     .help = "stride"},                                                                                              \
+    {.key = "padding", .type = ML_OPT_INT, .offset = offsetof(T, padding), .def = -1, .min = -1, .max = 1e6,        \
+     .def_text = "(kernel - 1) / 2", .help = "zero padding (the default keeps the size at stride 1)"}
+
+static const ml_option moe_conv_option_list[] = {
+    CONV_SHAPE_OPTIONS(ml_moe_conv_opts),
+    {.key = "experts", .type = ML_OPT_INT, MC_OPT(experts), .def = 2, .min = 1, .max = 64, .help = "experts N"},
+    {.key = "ratio", .type = ML_OPT_NUMBER, MC_OPT(ratio), .def = 0.5, .min = 0, .max = 1,
+     .help = "each expert's share r of the output channels, in (0, 1]"},
+    {.key = "router", .type = ML_OPT_CHOICE, MC_OPT(router), .choices = "layer|global",
+     .help = "\"layer\": this layer's router on its pooled input; \"global\": the model's router decides"},
+    {.key = "mask", .type = ML_OPT_BOOL, MC_OPT(mask), .help = "compute the full convolution then mask (the reference form)"},
+    {.key = "importance_weight", .type = ML_OPT_NUMBER, MC_OPT(w_importance), .min = 0, .max = INFINITY,
+     .help = "weight of the importance loss of a per-layer router"},
+    {.key = "switch_weight", .type = ML_OPT_NUMBER, MC_OPT(w_switch), .min = 0, .max = INFINITY,
+     .help = "weight of the Switch loss of a per-layer router"},
+};
+const ml_options ml_moe_conv_options = ML_OPTIONS("MoEConv2d", moe_conv_option_list);
+
+static const ml_option masked_conv_option_list[] = {
+    CONV_SHAPE_OPTIONS(ml_masked_conv_opts),
+    {.key = "ratio", .type = ML_OPT_NUMBER, .offset = offsetof(ml_masked_conv_opts, ratio), .def = 0.5, .min = 0,
+     .max = 1, .help = "share of the output channels kept, in (0, 1]"},
+};
+const ml_options ml_masked_conv_options = ML_OPTIONS("MaskedConv2d", masked_conv_option_list);
+
+void ml_moe_conv_defaults(ml_moe_conv_opts *o) { ml_options_defaults(&ml_moe_conv_options, o); }
+
 static cJSON *moe_conv_config(const ml_module *m) {
     const moe_conv_state *s = m->state;
-    cJSON *c = cJSON_CreateObject();
-    cJSON_AddStringToObject(c, "type", "MoEConv2d");
-    cJSON_AddNumberToObject(c, "in", (double)s->cin);
-    cJSON_AddNumberToObject(c, "out", (double)s->cout);
-    cJSON_AddNumberToObject(c, "kernel", s->k);
-    cJSON_AddNumberToObject(c, "stride", s->stride);
-    cJSON_AddNumberToObject(c, "padding", s->pad);
-    cJSON_AddNumberToObject(c, "experts", s->experts);
-    cJSON_AddNumberToObject(c, "ratio", s->ratio);
-    cJSON_AddStringToObject(c, "router", s->global ? "global" : "layer");
-    cJSON_AddBoolToObject(c, "mask", s->mask);
-    if (s->w_importance > 0) cJSON_AddNumberToObject(c, "importance_weight", s->w_importance);
-    if (s->w_switch > 0) cJSON_AddNumberToObject(c, "switch_weight", s->w_switch);
-    return c;
+    ml_moe_conv_opts o = {(int)s->cin, (int)s->cout, s->k, s->stride, s->pad, s->experts, s->ratio,
+                          s->global ? ML_MOE_ROUTER_GLOBAL : ML_MOE_ROUTER_LAYER, s->mask, s->w_importance, s->w_switch};
+    return ml_options_config(&ml_moe_conv_options, &o);
 }
 
 /* Active per input: one expert's block of the weight, plus the router. */
@@ -286,18 +314,30 @@ static const ml_module_type moe_conv_type = {.name = "MoEConv2d", .forward = moe
                                              .destroy = moe_conv_destroy, .describe = moe_conv_describe,
                                              .config = moe_conv_config, .active_params = moe_conv_active};
 
-ml_module *ml_nn_moe_conv2d(int64_t cin, int64_t cout, int k, int stride, int pad, int experts, double ratio,
-                            bool global_router, bool mask_form) {
-    if (cin <= 0 || cout <= 0 || k <= 0 || stride <= 0 || pad < 0)
+ml_module *ml_nn_moe_conv2d(const ml_moe_conv_opts *o) {
+    int64_t cin = o->in, cout = o->out;
+    int k = o->kernel, stride = o->stride, pad = o->padding < 0 ? (o->kernel - 1) / 2 : o->padding;
+    bool global = o->router == ML_MOE_ROUTER_GLOBAL;
+    if (cin <= 0 || cout <= 0 || k <= 0 || stride <= 0)
         return ml_fail("MoEConv2d: invalid sizes (in %" PRId64 ", out %" PRId64 ", kernel %d)", cin, cout, k);
-    if (experts < 1 || experts > 64) return ml_fail("MoEConv2d: experts = %d must be between 1 and 64", experts);
-    if (!(ratio > 0 && ratio <= 1)) return ml_fail("MoEConv2d: ratio = %g must be in (0, 1]", ratio);
-    int64_t block = (int64_t)floor(ratio * (double)cout + 0.5);
+    if (o->experts < 1 || o->experts > 64) return ml_fail("MoEConv2d: experts = %d must be between 1 and 64", o->experts);
+    if (!(o->ratio > 0 && o->ratio <= 1)) return ml_fail("MoEConv2d: ratio = %g must be in (0, 1]", o->ratio);
+    if (!(o->w_importance >= 0) || !(o->w_switch >= 0))
+        return ml_fail("MoEConv2d: importance_weight and switch_weight must be >= 0, got %g and %g", o->w_importance,
+                       o->w_switch);
+    if (global && (o->w_importance > 0 || o->w_switch > 0))
+        return ml_fail("MoEConv2d: balancing losses apply to per-layer routers, not to a global router");
+    int64_t block = (int64_t)floor(o->ratio * (double)cout + 0.5);
     if (block < 1) block = 1;
     moe_conv_state *s = calloc(1, sizeof *s);
-    if (!s) return ml_fail("out of memory");
-    *s = (moe_conv_state){cin, cout, k, stride, pad, experts, ratio, block, NULL, global_router, NULL, 0, mask_form, 0, 0};
-    s->start = calloc((size_t)experts, sizeof *s->start);
+    if (!s) return ml_fail_oom("MoEConv2d");
+    *s = (moe_conv_state){cin,  cout, k,     stride,  pad,         o->experts,     o->ratio,   block,
+                          NULL, global, NULL, 0,      o->mask, o->w_importance, o->w_switch};
+    s->start = calloc((size_t)o->experts, sizeof *s->start);
+    if (!s->start) {
+        free(s);
+        return ml_fail_oom("MoEConv2d");
+    }
     block_starts(s);
     ml_module *m = ml_module_new(&moe_conv_type, s);
     if (!m) {
@@ -307,7 +347,7 @@ ml_module *ml_nn_moe_conv2d(int64_t cin, int64_t cout, int k, int stride, int pa
     }
     int64_t ws[4] = {cout, cin, k, k};
     if (!ml_module_add_param(m, "weight", ml_init_uniform_fan_in(4, ws, cin * k * k), NULL) ||
-        (!global_router && !ml_module_add_child(m, "router", ml_nn_router(cin, experts)))) {
+        (!global && !ml_module_add_child(m, "router", ml_nn_router(cin, o->experts)))) {
         ml_module_release(m);
         return NULL;
     }
@@ -315,41 +355,9 @@ ml_module *ml_nn_moe_conv2d(int64_t cin, int64_t cout, int k, int stride, int pa
 }
 
 static ml_module *moe_conv_from_config(const cJSON *c) {
-    int in, out, k, stride, pad, experts;
-    double ratio;
-    bool mask;
-    if (ml_cfg_int(c, "in", 0, &in) || ml_cfg_int(c, "out", 0, &out) || ml_cfg_int(c, "kernel", 3, &k) ||
-        ml_cfg_int(c, "stride", 1, &stride) || ml_cfg_int(c, "padding", 1, &pad) ||
-        ml_cfg_int(c, "experts", 2, &experts) || ml_cfg_double(c, "ratio", 0.5, &ratio) ||
-        ml_cfg_bool(c, "mask", false, &mask))
-        return NULL;
-    const char *router = ml_cfg_string(c, "router", "layer");
-    if (strcmp(router, "layer") && strcmp(router, "global"))
-        return ml_fail("MoEConv2d: router must be \"layer\" or \"global\", got \"%s\"", router);
-    double wi, ws;
-    if (ml_cfg_double(c, "importance_weight", 0, &wi) || ml_cfg_double(c, "switch_weight", 0, &ws)) return NULL;
-    ml_module *m = ml_nn_moe_conv2d(in, out, k, stride, pad, experts, ratio, !strcmp(router, "global"), mask);
-    if (m && ml_moe_conv_set_balance(m, wi, ws)) {
-        ml_module_release(m);
-        return NULL;
-    }
-    return m;
-}
-
-int ml_moe_conv_set_balance(ml_module *m, double importance_weight, double switch_weight) {
-    if (!(importance_weight >= 0) || !(switch_weight >= 0))
-        return ml_failc("MoEConv2d: importance_weight and switch_weight must be >= 0, got %g and %g", importance_weight,
-                        switch_weight);
-    if (m->type == &moe_conv_type) {
-        moe_conv_state *s = m->state;
-        if (s->global && (importance_weight > 0 || switch_weight > 0))
-            return ml_failc("MoEConv2d: balancing losses apply to per-layer routers, not to a global router");
-        s->w_importance = importance_weight;
-        s->w_switch = switch_weight;
-    }
-    for (int i = 0; i < m->n_children; i++)
-        if (ml_moe_conv_set_balance(m->children[i].m, importance_weight, switch_weight)) return -1;
-    return 0;
+    ml_moe_conv_opts o;
+    if (ml_options_read(&ml_moe_conv_options, c, &o, true)) return NULL;
+    return ml_nn_moe_conv2d(&o);
 }
 
 void ml_moe_conv_set_mask(ml_module *m, bool mask) {
@@ -384,6 +392,16 @@ int ml_moe_conv_count(const ml_module *m) {
     return n;
 }
 
+int ml_moe_conv_expert_channels(const char *fn, const ml_module *m, int e, int64_t *first, int64_t *count) {
+    if (m->type != &moe_conv_type) return ml_failc("%s: a MoEConv2d is needed, got a %s", fn, m->type->name);
+    const moe_conv_state *s = m->state;
+    if (e < 0 || e >= s->experts)
+        return ml_failc("%s: expert %d of a MoEConv2d with %d experts", fn, e + 1, s->experts);
+    *first = s->start[e];
+    *count = s->block;
+    return 0;
+}
+
 /* ------------------------------------------------------------ score-masked conv (Sparse-CNN) */
 /* y = conv(x, W) * mask, mask = the `ratio` fraction of output channels with the
  * largest scores (a static structure once trained). The scores learn through a
@@ -400,17 +418,18 @@ static int ste_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
     return 0;
 }
 
-/* The binary top-k mask of scores [C] as a tensor whose gradient passes
- * straight through to the scores. */
-static ml_tensor *topk_mask_ste(ml_tensor *scores, int64_t keep) {
+/* The binary mask [C] of the `keep` scores largest in magnitude (no autograd). */
+static ml_tensor *topk_mask(ml_tensor *scores, int64_t keep) {
     int64_t C = scores->shape[0];
     ml_tensor *sc = ml_contiguous(scores);
     ml_tensor *mask = sc ? ml_zeros(ML_F32, 1, &C) : NULL;
-    if (!mask) {
+    char *taken = mask ? calloc((size_t)C, 1) : NULL;
+    if (!taken) {
+        if (mask) ml_fail("out of memory");
         ml_release(sc);
+        ml_release(mask);
         return NULL;
     }
-    char *taken = calloc((size_t)C, 1);
     for (int64_t j = 0; j < keep; j++) {
         int64_t best = -1;
         for (int64_t c = 0; c < C; c++)
@@ -420,7 +439,13 @@ static ml_tensor *topk_mask_ste(ml_tensor *scores, int64_t keep) {
     }
     free(taken);
     ml_release(sc);
-    ml_record("topk_mask", mask, 1, &scores, ste_backward);
+    return mask;
+}
+
+/* The same mask as a tensor whose gradient passes straight through to the scores. */
+static ml_tensor *topk_mask_ste(ml_tensor *scores, int64_t keep) {
+    ml_tensor *mask = topk_mask(scores, keep);
+    if (mask) ml_record("topk_mask", mask, 1, &scores, ste_backward);
     return mask;
 }
 
@@ -447,15 +472,8 @@ static void masked_describe(const ml_module *m, char *buf, size_t n) {
 
 static cJSON *masked_config(const ml_module *m) {
     const masked_state *s = m->state;
-    cJSON *c = cJSON_CreateObject();
-    cJSON_AddStringToObject(c, "type", "MaskedConv2d");
-    cJSON_AddNumberToObject(c, "in", (double)s->cin);
-    cJSON_AddNumberToObject(c, "out", (double)s->cout);
-    cJSON_AddNumberToObject(c, "kernel", s->k);
-    cJSON_AddNumberToObject(c, "stride", s->stride);
-    cJSON_AddNumberToObject(c, "padding", s->pad);
-    cJSON_AddNumberToObject(c, "ratio", s->ratio);
-    return c;
+    ml_masked_conv_opts o = {(int)s->cin, (int)s->cout, s->k, s->stride, s->pad, s->ratio};
+    return ml_options_config(&ml_masked_conv_options, &o);
 }
 
 static int64_t masked_active(const ml_module *m) {
@@ -469,10 +487,15 @@ static const ml_module_type masked_type = {.name = "MaskedConv2d", .forward = ma
                                            .describe = masked_describe, .config = masked_config,
                                            .active_params = masked_active};
 
-ml_module *ml_nn_masked_conv2d(int64_t cin, int64_t cout, int k, int stride, int pad, double ratio) {
+ml_module *ml_nn_masked_conv2d(const ml_masked_conv_opts *o) {
+    int64_t cin = o->in, cout = o->out;
+    int k = o->kernel, stride = o->stride, pad = o->padding < 0 ? (o->kernel - 1) / 2 : o->padding;
+    double ratio = o->ratio;
+    if (cin <= 0 || cout <= 0 || k <= 0 || stride <= 0)
+        return ml_fail("MaskedConv2d: invalid sizes (in %" PRId64 ", out %" PRId64 ", kernel %d)", cin, cout, k);
     if (!(ratio > 0 && ratio <= 1)) return ml_fail("MaskedConv2d: ratio = %g must be in (0, 1]", ratio);
     masked_state *s = malloc(sizeof *s);
-    if (!s) return ml_fail("out of memory");
+    if (!s) return ml_fail_oom(__func__);
     int64_t keep = (int64_t)floor(ratio * (double)cout + 0.5);
     *s = (masked_state){cin, cout, k, stride, pad, ratio, keep < 1 ? 1 : keep};
     ml_module *m = ml_module_new(&masked_type, s);
@@ -500,17 +523,17 @@ ml_module *ml_nn_masked_conv2d(int64_t cin, int64_t cout, int k, int stride, int
     return m;
 }
 
-static ml_module *masked_from_config(const cJSON *c) {
-    int in, out, k, stride, pad;
-    double ratio;
-    if (ml_cfg_int(c, "in", 0, &in) || ml_cfg_int(c, "out", 0, &out) || ml_cfg_int(c, "kernel", 3, &k) ||
-        ml_cfg_int(c, "stride", 1, &stride) || ml_cfg_int(c, "padding", 1, &pad) || ml_cfg_double(c, "ratio", 0.5, &ratio))
-        return NULL;
-    return ml_nn_masked_conv2d(in, out, k, stride, pad, ratio);
+ml_tensor *ml_masked_conv_mask(const char *fn, const ml_module *m) {
+    if (m->type != &masked_type) return ml_fail("%s: a MaskedConv2d is needed, got a %s", fn, m->type->name);
+    return topk_mask(ml_module_param(m, "scores"), ((const masked_state *)m->state)->keep);
 }
 
-void ml_nn_register_moe_conv(void);
-void ml_nn_register_moe_conv(void) {
-    ml_module_register("MoEConv2d", moe_conv_from_config);
-    ml_module_register("MaskedConv2d", masked_from_config);
+static ml_module *masked_from_config(const cJSON *c) {
+    ml_masked_conv_opts o;
+    if (ml_options_read(&ml_masked_conv_options, c, &o, true)) return NULL;
+    return ml_nn_masked_conv2d(&o);
 }
+
+const ml_module_kind ml_moe_conv_kinds[] = {{"MoEConv2d", moe_conv_from_config, &ml_moe_conv_options},
+                                            {"MaskedConv2d", masked_from_config, &ml_masked_conv_options},
+                                            {NULL, NULL, NULL}};

@@ -116,7 +116,7 @@ int ml_route(const ml_tensor *probs, const ml_route_opts *o, ml_routing *r) {
         free(taken);
         ml_release(pc);
         ml_routing_free(r);
-        return ml_failc("out of memory");
+        return ml_failc_oom(__func__);
     }
     int64_t *ex = ml_i64(r->experts), *kept = ml_i64(r->kept);
 

@@ -1,12 +1,12 @@
-/* trace_io.c -- routing traces in safetensors files (trace.h). */
+/* trace_file.c -- routing traces in safetensors files (trace_file.h). */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../io/safetensors.h"
-#include "trace.h"
+#include "safetensors.h"
+#include "trace_file.h"
 
 static const char *const fields[] = {"experts", "kept", "gates", "probs", "logits"};
 #define N_FIELDS 5
@@ -36,7 +36,7 @@ int ml_trace_pack(const ml_trace *t, const char *prefix, ml_trace_parts *out) {
     if (!out->names || !out->tensors || !layers || !out->meta_key) {
         cJSON_Delete(meta);
         ml_trace_parts_free(out);
-        return ml_failc("out of memory");
+        return ml_failc_oom(__func__);
     }
     snprintf(out->meta_key, klen, "%strace", prefix);
     cJSON_AddStringToObject(meta, "format", "moelab.trace/1");
@@ -63,7 +63,7 @@ int ml_trace_pack(const ml_trace *t, const char *prefix, ml_trace_parts *out) {
     cJSON_Delete(meta);
     if (!out->meta_value) {
         ml_trace_parts_free(out);
-        return ml_failc("out of memory");
+        return ml_failc_oom(__func__);
     }
     return 0;
 }
