@@ -4,7 +4,7 @@
 --   ./build/moelab bench/esweep.lua sweep  [--quick] [--out f.jsonl] [--export dir]
 --   ./build/moelab bench/esweep.lua memory WORKLOAD [--experts E] [--quick] [--out f.jsonl]
 --
--- sweep: W4 with E = 2, 4, 8, 16, 32, 64 experts at K = 2, same width (every
+-- sweep: W4 with E = 2, 4, 8, 16, 32, 64 experts (--quick: 2, 8, 64) at K = 2, same width (every
 -- expert an MLP 64 -> 256 -> 64), calibrated routers; the median time of a
 -- training step as WORKLOADS.md defines it (zero grads, forward, CE + the
 -- routers' auxiliary losses, backward, SGD with momentum over every parameter
@@ -88,7 +88,8 @@ end
 if mode == "sweep" then
   local runs = quick and 3 or 10
   print(("W4 training step against the number of experts (K = 2, batch %d, %d runs, median ms)"):format(B, runs))
-  for _, E in ipairs{2, 4, 8, 16, 32, 64} do
+  -- --quick: the ends and the default only (bench/run.sh --quick stays under a minute)
+  for _, E in ipairs(quick and {2, 8, 64} or {2, 4, 8, 16, 32, 64}) do
     ml.seed(0)
     local model = ml.nn.vmoe{classes = 10, experts = E}
     local x, y = batch{1, 28, 28}
@@ -112,7 +113,8 @@ if mode == "sweep" then
     local med, cpu = t[(runs + 1) // 2], c[(runs + 1) // 2]
     print(("  E = %2d  %8.2f ms  (min %8.2f, max %8.2f)  CPU %8.2f ms  %d parameters"):format(E, 1e3 * med, 1e3 * t[1],
       1e3 * t[runs], 1e3 * cpu, model:num_params()))
-    emit{workload = "vmoe", experts = E, mode = "train", median = med, min = t[1], max = t[runs], cpu_median = cpu}
+    emit{workload = "vmoe", experts = E, mode = "train", batch = B, median = med, min = t[1], max = t[runs],
+          cpu_median = cpu}
   end
 elseif mode == "memory" then
   assert(workload, "memory: which workload? (cnn-dense, vit-dense, vmoe)")

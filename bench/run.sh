@@ -29,13 +29,16 @@ fi
 # ---- W4 against the number of experts, and memory (bench/esweep.lua)
 echo "== moelab: W4 against the number of experts; memory of a training loop"
 ./build/moelab bench/esweep.lua sweep $quick --export "$tmp" --out "$tmp/moelab_extra.jsonl"
-for w in cnn-dense vit-dense vmoe; do
+# W1's memory in the full run only (--quick stays under a minute)
+mem_workloads="vit-dense vmoe"
+[ -z "$quick" ] && mem_workloads="cnn-dense $mem_workloads"
+for w in $mem_workloads; do
   ./build/moelab bench/esweep.lua memory "$w" $quick --out "$tmp/moelab_extra.jsonl"
 done
 if /usr/bin/python3 -c "import torch" 2>/dev/null; then
   echo "== PyTorch: the same"
   LD_PRELOAD="$pre" OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/torch_bench.py "$tmp" --sweep $quick --out "$tmp/torch_extra.jsonl"
-  for w in cnn-dense vit-dense vmoe; do
+  for w in $mem_workloads; do
     LD_PRELOAD="$pre" OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/torch_bench.py "$tmp" --memory "$w" $quick --out "$tmp/torch_extra.jsonl"
   done
 fi

@@ -45,9 +45,10 @@ if #Es > 0 then
     xs[#xs + 1], ym[#ym + 1], yp[#yp + 1] = E, 1e3 * a.median, b and 1e3 * b.median or 0 / 0
   end
   local last = Es[#Es]
-  print(("moelab: E = %d costs %.2fx E = %d in wall-clock%s (target <= 1.25x); ratio = PyTorch / moelab, wall"):format(
-    last, ms[last].median / ms[e2].median, e2, ms[last].cpu_median and ms[e2].cpu_median
-      and (", %.2fx in CPU time"):format(ms[last].cpu_median / ms[e2].cpu_median) or ""))
+  print(("moelab: E = %d costs %.2fx E = %d in wall-clock%s (target <= 1.25x at batch 128; this run: batch %s);"
+    .. " ratio = PyTorch / moelab, wall"):format(last, ms[last].median / ms[e2].median, e2,
+    ms[last].cpu_median and ms[e2].cpu_median and (", %.2fx in CPU time"):format(ms[last].cpu_median / ms[e2].cpu_median)
+      or "", ms[e2].batch or "?"))
   local series = {moelab = ym}
   if next(ps) then series.PyTorch = yp end
   print(ml.plot.lines{x = xs, y = series, xlog = true, title = "W4 train step (ms) against experts", xlabel = "experts",
