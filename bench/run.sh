@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 quick="${1:-}"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# PyTorch gets the short OpenMP spin that moelab sets for itself (repl/main.c):
+# with libgomp's default, a waiting thread spins while another process holds
+# the other core, and PyTorch's transformer steps ran 10-30x slower on a busy host
+spin="${GOMP_SPINCOUNT:-10000}"
 [ -x build/moelab ] || { cmake -S . -B build >/dev/null && cmake --build build -j2 >/dev/null; }
 echo "== moelab"
 ./build/moelab bench/models.lua $quick --export "$tmp" --out "$tmp/moelab.jsonl"
@@ -19,7 +23,7 @@ if /usr/bin/python3 -c "import torch" 2>/dev/null; then
   for lib in /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib/*/libtcmalloc_minimal.so.4; do
     [ -e "$lib" ] && { pre="$lib"; break; }
   done
-  LD_PRELOAD="$pre" OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/torch_bench.py "$tmp" $quick --out "$tmp/torch.jsonl"
+  LD_PRELOAD="$pre" OPENBLAS_NUM_THREADS=1 GOMP_SPINCOUNT="$spin" /usr/bin/python3 bench/torch_bench.py "$tmp" $quick --out "$tmp/torch.jsonl"
   echo "== side by side (median ms; ratio = PyTorch / moelab)"
   ./build/moelab bench/compare.lua "$tmp/moelab.jsonl" "$tmp/torch.jsonl"
 else
@@ -37,9 +41,9 @@ for w in $mem_workloads; do
 done
 if /usr/bin/python3 -c "import torch" 2>/dev/null; then
   echo "== PyTorch: the same"
-  LD_PRELOAD="$pre" OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/torch_bench.py "$tmp" --sweep $quick --out "$tmp/torch_extra.jsonl"
+  LD_PRELOAD="$pre" OPENBLAS_NUM_THREADS=1 GOMP_SPINCOUNT="$spin" /usr/bin/python3 bench/torch_bench.py "$tmp" --sweep $quick --out "$tmp/torch_extra.jsonl"
   for w in $mem_workloads; do
-    LD_PRELOAD="$pre" OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/torch_bench.py "$tmp" --memory "$w" $quick --out "$tmp/torch_extra.jsonl"
+    LD_PRELOAD="$pre" OPENBLAS_NUM_THREADS=1 GOMP_SPINCOUNT="$spin" /usr/bin/python3 bench/torch_bench.py "$tmp" --memory "$w" $quick --out "$tmp/torch_extra.jsonl"
   done
 fi
 ./build/moelab bench/sweep_report.lua "$tmp/moelab_extra.jsonl" "$tmp/torch_extra.jsonl"
