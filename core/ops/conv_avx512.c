@@ -900,6 +900,7 @@ int ml_conv_avx512_forward(const ml_conv_geom *g, const float *x, const float *w
 
 int ml_conv_avx512_forward_affine(const ml_conv_geom *g, const float *x, const float *w, const float *b,
                                   const float *scale, const float *shift, const float *res, bool relu, float *y) {
+    if (g->N == 0) return 0; /* an empty batch: nothing to compute (and no work to split) */
     tap_plan *tp = malloc(sizeof *tp);
     if (!tp) return ml_failc("conv2d: out of memory");
     forward_taps(g, 1, tp);
@@ -996,6 +997,7 @@ typedef struct {
 } phase_plan;
 
 int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const float *w, float *gx) {
+    if (g->N == 0) return 0;
     const int sy = g->sh, sx = g->sw, nph = sy * sx;
     const int64_t H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo;
     /* per row phase: valid ki and their gy row offsets e; the same for columns */
@@ -1302,6 +1304,11 @@ static void transpose_gy(const float *gy, int64_t sstride, int ns, int64_t Og, i
 }
 
 int ml_conv_avx512_weight_grad(const ml_conv_geom *g, const float *x, const float *gy, float *gw) {
+    if (g->N == 0) {
+        /* a sum over no samples */
+        memset(gw, 0, sizeof(float) * (size_t)(g->O * g->K));
+        return 0;
+    }
     const int64_t P = g->P;
     int threads0 = omp_get_max_threads();
     /* samples per block: enough pixels per pass, and enough blocks for the threads */

@@ -607,6 +607,63 @@ TEST(pooling_matches_naive) {
     ml_release(mp); ml_release(ap); ml_release(gp); ml_release(x);
 }
 
+/* An empty batch gives an empty result, forward and backward, on every path
+ * and tile family: no division by the batch size, no work split into zero
+ * pieces (the direct kernels once divided by zero with 2 threads). */
+TEST(empty_batch) {
+    static const int shapes[][6] = {/* C, H, O, k, s, p */
+                                    {3, 32, 16, 3, 1, 1}, {16, 8, 32, 3, 2, 1}, {16, 8, 32, 1, 2, 0}, {8, 5, 8, 1, 1, 0}};
+    for (int impl = 0; impl < 2; impl++)
+        for (int kind = -1; kind < 3; kind++)
+            for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+                const int *c = shapes[i];
+                ml_conv_set_impl(impl ? ML_CONV_IM2COL : ML_CONV_AUTO);
+                ml_conv_avx512_force_kind(kind);
+                int64_t xs[4] = {0, c[0], c[1], c[1]}, ws[4] = {c[2], c[0], c[3], c[3]}, bs[1] = {c[2]};
+                ml_tensor *x = ml_zeros(ML_F32, 4, xs), *w = ml_randn(4, ws), *b = ml_randn(1, bs);
+                ml_tensor *sc = ml_randn(1, bs), *sh = ml_randn(1, bs);
+                ml_tensor *ins[5] = {x, w, b, sc, sh};
+                for (int k = 0; k < 5; k++) ml_requires_grad_(ins[k], true);
+                ml_conv_opts o = {c[4], c[4], c[5], c[5], 1, 1, 1};
+                int64_t Ho = (c[1] + 2 * c[5] - c[3]) / c[4] + 1;
+                for (int affine = 0; affine < 2; affine++) {
+                    ml_tensor *y = affine ? ml_conv2d_affine(x, w, sc, sh, true, &o) : ml_conv2d(x, w, b, &o);
+                    CHECK(y && y->shape[0] == 0 && y->shape[1] == c[2] && y->shape[2] == Ho && y->shape[3] == Ho);
+                    ml_tensor *L = y ? ml_sum(y, ML_ALL_DIMS, false) : NULL, *g[5] = {0};
+                    ml_tensor *gin[4] = {x, w, affine ? sc : b, affine ? sh : NULL};
+                    int ng = affine ? 4 : 3;
+                    CHECK(L && ml_grad(L, NULL, ng, gin, g, false) == 0);
+                    CHECK(g[0] && g[0]->shape[0] == 0 && g[0]->shape[1] == c[0]);
+                    for (int k = 1; k < ng; k++) {
+                        bool zero = g[k] != NULL;
+                        for (int64_t j = 0; zero && j < ml_numel(g[k]); j++) zero = ml_f32(g[k])[j] == 0.0f;
+                        CHECK(zero); /* a sum over no samples */
+                    }
+                    if (test_failures) fprintf(stderr, "  empty batch: shape %zu impl %d kind %d affine %d\n", i, impl, kind, affine);
+                    for (int k = 0; k < ng; k++) ml_release(g[k]);
+                    ml_release(L);
+                    ml_release(y);
+                }
+                for (int k = 0; k < 5; k++) ml_release(ins[k]);
+            }
+    ml_conv_set_impl(ML_CONV_AUTO);
+    ml_conv_avx512_force_kind(-1);
+    /* pooling */
+    int64_t ps[4] = {0, 4, 8, 8};
+    ml_tensor *x = ml_zeros(ML_F32, 4, ps);
+    ml_requires_grad_(x, true);
+    ml_tensor *pools[3] = {ml_max_pool2d(x, 2, 2, 2, 2, 0, 0), ml_avg_pool2d(x, 3, 3, 2, 2, 1, 1), ml_global_avg_pool2d(x)};
+    for (int k = 0; k < 3; k++) {
+        CHECK(pools[k] && pools[k]->shape[0] == 0 && pools[k]->shape[1] == 4);
+        ml_tensor *L = pools[k] ? ml_sum(pools[k], ML_ALL_DIMS, false) : NULL, *gx = NULL;
+        CHECK(L && ml_grad(L, NULL, 1, &x, &gx, false) == 0 && gx && gx->shape[0] == 0);
+        ml_release(gx);
+        ml_release(L);
+        ml_release(pools[k]);
+    }
+    ml_release(x);
+}
+
 TEST(bad_input) {
     int64_t xs[4] = {2, 3, 8, 8}, ws[4] = {4, 1, 3, 3}, w5[4] = {4, 2, 3, 3}, s3[3] = {3, 8, 8}, b5[1] = {5};
     ml_tensor *x = ml_zeros(ML_F32, 4, xs), *w = ml_zeros(ML_F32, 4, ws), *wb = ml_zeros(ML_F32, 4, w5);
@@ -640,6 +697,7 @@ int main(void) {
     RUN(conv_affine_matches_ops);
     RUN(resnet_folded_batchnorm);
     RUN(pooling_matches_naive);
+    RUN(empty_batch);
     RUN(bad_input);
     return test_summary();
 }

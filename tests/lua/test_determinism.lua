@@ -10,23 +10,16 @@ local ml = require "moelab"
 
 ml.threads(2)
 
--- A few seeded training steps (SGD with momentum, the aux loss of the MoE
--- layers), then the input gradient of the trained model in eval mode (one PGD
--- step's worth). Returns {name = tensor}: every parameter and buffer, "gx".
+-- A few seeded training steps through ml.train.fit (shuffled batches, SGD with
+-- momentum, the aux loss of the MoE layers), then the input gradient of the
+-- trained model in eval mode (one PGD step's worth). Returns {name = tensor}:
+-- every parameter and buffer, and "gx".
 local function run(build, shape, steps)
   ml.seed(7)
   local model = build()
   local x, y = ml.rand(shape), ml.randint(1, 10, {shape[1]})
-  model:train()
-  local opt = ml.optim.sgd(model, {lr = 0.05, momentum = 0.9})
-  for _ = 1, steps do
-    opt:zero_grad()
-    local logits, _, aux = model:forward(x)
-    local loss = ml.cross_entropy(logits, y)
-    if aux then loss = loss + aux end
-    loss:backward()
-    opt:step()
-  end
+  ml.train.fit(model, ml.data.from_tensors(x, y, 10), {epochs = 1, batch = shape[1] // steps, lr = 0.05,
+    momentum = 0.9, seed = 3, quiet = true})
   model:eval()
   local xr = x:requires_grad()
   local out = model:state_dict()
