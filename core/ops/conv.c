@@ -1,6 +1,6 @@
 /* conv.c -- conv2d forward and backward: the API, the checks, the autograd
  * nodes and the portable path (im2col + sgemm per sample); on a CPU with
- * AVX-512 the three passes go to the direct kernels of conv_avx512.c
+ * AVX-512 the three passes go to the direct kernels of conv_avx512_*.c
  * (use_direct; docs/PERFORMANCE.md describes them).
  *
  * For sample n and group g, with K = (C/groups) kh kw and P = Ho Wo:
@@ -8,7 +8,8 @@
  *   input grad    col(gx[n, g]) [K, P] = W_g^T x gout[n, g]; col2im adds it back
  *   weight grad   gW_g [O/g, K]       += gout[n, g] [O/g, P] x col^T
  * Samples run in parallel (OpenMP), each GEMM on one BLAS thread; each thread
- * owns its column buffer and, for the weight gradient, its partial sum. A 1x1
+ * owns its column buffer, and for the weight gradient fixed slices of samples
+ * own a partial sum each (added in slice order: the same bits on any run). A 1x1
  * stride-1 unpadded convolution needs no im2col: col(x[n]) is x[n] itself.
  * ml_conv2d_affine (a convolution with a per-channel affine map and ReLU, for
  * an eval-mode BatchNorm folded in) is at the end. */
@@ -22,6 +23,7 @@
 
 #include "../autograd.h"
 #include "../parallel.h"
+#include "conv_env.h"
 #include "conv_internal.h"
 #include "linalg.h"
 #include "../memory.h"
@@ -35,7 +37,7 @@ static _Atomic int64_t path_counts[6];
 static int conv_mode(void) {
     int m = atomic_load(&impl_mode);
     if (m < 0) {
-        const char *e = getenv("MOELAB_CONV");
+        const char *e = ml_conv_env(ML_ENV_CONV);
         m = e && !strcmp(e, "im2col") ? ML_CONV_IM2COL : ML_CONV_AUTO;
         atomic_store(&impl_mode, m);
     }
@@ -50,7 +52,7 @@ bool ml_conv_direct_available(void) {
     static int ok = -1;
     if (ok < 0) {
         __builtin_cpu_init();
-        const char *e = getenv("MOELAB_CONV"); /* "noavx512": behave as on a CPU without it */
+        const char *e = ml_conv_env(ML_ENV_CONV); /* "noavx512": behave as on a CPU without it */
         ok = __builtin_cpu_supports("avx512f") && !(e && !strcmp(e, "noavx512")) ? 1 : 0;
     }
     return ok == 1;

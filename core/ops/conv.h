@@ -3,7 +3,7 @@
  * conv2d: x [N, C, H, W], w [O, C/groups, kh, kw], b [O] or NULL ->
  * [N, O, Ho, Wo], Ho = (H + 2 pad_h - dil_h (kh - 1) - 1) / stride_h + 1.
  * On a CPU with AVX-512 the forward pass and both gradients run on direct
- * convolution kernels of our own (ops/conv_avx512.c: register-tiled, no
+ * convolution kernels of our own (ops/conv_avx512_*.c: register-tiled, no
  * im2col; see docs/PERFORMANCE.md). Elsewhere, and for what those kernels
  * do not take (the weight gradient of groups with fewer than 8 output
  * channels), it is im2col +

@@ -1,5 +1,6 @@
 /* conv_internal.h -- what conv.c shares with the direct (AVX-512) kernels in
- * conv_avx512.c. Not a public header.
+ * conv_avx512_*.c (conv_avx512.h says which file does what). Not a public
+ * header.
  *
  * All pointers are contiguous NCHW float32 arrays:
  *   x  [N, C, H, W]        w  [O, Cg, kh, kw]       b [O] or NULL
