@@ -26,12 +26,6 @@
 #define MAX_TAPS 4096
 #define MAX_PHASES 64
 
-static inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
-static inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
-/* floor and ceiling division for possibly negative a, b > 0 */
-static inline int64_t fdiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
-static inline int64_t cdiv_any(int64_t a, int64_t b) { return -fdiv(-a, b); }
 
 /* ---------------------------------------------------------------- 16 x 16 transpose */
 AI void transpose16(__m512 r[16]) {

@@ -541,10 +541,10 @@ int ml_conv_avx512_forward_affine(const ml_conv_geom *g, const float *x, const f
     edge_geom eg = {.on = g->kh == 3 && g->kw == 3};
     for (int k = 0; k < 3 && eg.on; k++) {
         /* tap row k reads padded row r sh + k dh: data for pt <= . < pt + H */
-        eg.vy[k][0] = imax(0, cdiv_any(g->ph - k * g->dh, g->sh));
-        eg.vy[k][1] = imin(g->Ho, cdiv_any(g->ph + g->H - k * g->dh, g->sh));
-        eg.vx[k][0] = imax(0, cdiv_any(g->pw - k * g->dw, g->sw));
-        eg.vx[k][1] = imin(g->Wo, cdiv_any(g->pw + g->W - k * g->dw, g->sw));
+        eg.vy[k][0] = imax(0, div_ceil(g->ph - k * g->dh, g->sh));
+        eg.vy[k][1] = imin(g->Ho, div_ceil(g->ph + g->H - k * g->dh, g->sh));
+        eg.vx[k][0] = imax(0, div_ceil(g->pw - k * g->dw, g->sw));
+        eg.vx[k][1] = imin(g->Wo, div_ceil(g->pw + g->W - k * g->dw, g->sw));
     }
     ml_cx_fwd_choose(g->Ho, g->Wo, q->Wq, g->Og, g->Cg * T, &eg, &p);
     int64_t wper = ml_cx_relayout_size(&p, g->Og, g->Cg, T), bper = cdiv(g->Og, 16) * 16;

@@ -66,7 +66,7 @@ static void phase_pads(int s, int64_t n, int64_t no, int64_t k, int p, int d, in
         for (int64_t ki = 0; ki < k; ki++) {
             int64_t v = ph + p - ki * d;
             if (((v % s) + s) % s || na == 0) continue;
-            int64_t ev = fdiv(v, s);
+            int64_t ev = div_floor(v, s);
             *lo = imax(*lo, -ev);
             *hi = imax(*hi, na - 1 + ev - (no - 1));
         }
@@ -108,7 +108,7 @@ int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const floa
                 for (int64_t kj = g->kw - 1; kj >= 0; kj--) {
                     int64_t u = px + g->pw - kj * g->dw;
                     if (((u % sx) + sx) % sx) continue;
-                    tp->toff[ntap] = (int32_t)((fdiv(v, sy) + PT) * q->Wq + fdiv(u, sx) + PL);
+                    tp->toff[ntap] = (int32_t)((div_floor(v, sy) + PT) * q->Wq + div_floor(u, sx) + PL);
                     tp->tidx[ntap] = (int32_t)(ki * g->kw + kj);
                     ntap++;
                     pp->T++;
@@ -417,10 +417,10 @@ int ml_conv_avx512_weight_grad(const ml_conv_geom *g, const float *x, const floa
     for (int64_t ki = 0; ki < g->kh; ki++)
         for (int64_t kj = 0; kj < g->kw; kj++) {
             int64_t t = ki * g->kw + kj;
-            vr[t][0] = imax(0, cdiv_any(g->ph - ki * g->dh, g->sh));
-            vr[t][1] = imin(g->Ho, cdiv_any(g->ph + g->H - ki * g->dh, g->sh));
-            vr[t][2] = imax(0, cdiv_any(g->pw - kj * g->dw, g->sw));
-            vr[t][3] = imin(g->Wo, cdiv_any(g->pw + g->W - kj * g->dw, g->sw));
+            vr[t][0] = imax(0, div_ceil(g->ph - ki * g->dh, g->sh));
+            vr[t][1] = imin(g->Ho, div_ceil(g->ph + g->H - ki * g->dh, g->sh));
+            vr[t][2] = imax(0, div_ceil(g->pw - kj * g->dw, g->sw));
+            vr[t][3] = imin(g->Wo, div_ceil(g->pw + g->W - kj * g->dw, g->sw));
         }
     wg_fn full = wg_find(p.R, p.RB);
     #pragma omp parallel num_threads(threads)

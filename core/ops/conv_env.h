@@ -2,7 +2,8 @@
  * one table (conv_env.c; docs/PERFORMANCE.md lists the same). Each is read
  * once, on first use.
  *
- *   MOELAB_CONV          im2col: im2col + sgemm for every pass;
+ *   MOELAB_CONV          direct: the direct kernels, no Winograd;
+ *                        im2col: im2col + sgemm for every pass;
  *                        noavx512: behave as on a CPU without AVX-512
  *   MOELAB_CONV_TILE     c:RTxPWxRB | p:RRxVWxRC, optionally :noedge -- force a
  *                        forward / input-gradient register tile (tuning)

@@ -1,0 +1,215 @@
+/* Winograd F(4x4, 3x3) convolutions (conv_avx2_winograd.c) against the direct
+ * kernels and im2col + sgemm, over the shape set of test_conv.c restricted to
+ * what Winograd takes (3x3, stride 1): odd and rectangular sizes, batch 1 and
+ * several, padding 0, 1 and 2, bias, every way a tile is stored; forward and
+ * input gradient. The bound on the error is justified in docs/PERFORMANCE.md
+ * (Winograd, accuracy). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd.h"
+#include "ops/conv_internal.h"
+#include "rng.h"
+#include "testlib.h"
+
+/* max |a - b| over max |b|: the error relative to the output's scale */
+static double rel_err(const ml_tensor *a, const ml_tensor *b) {
+    double d = 0, m = 0;
+    for (int64_t i = 0; i < ml_numel(b); i++) {
+        double e = fabs((double)ml_f32(a)[i] - ml_f32(b)[i]), s = fabs((double)ml_f32(b)[i]);
+        if (e > d) d = e;
+        if (s > m) m = s;
+    }
+    return m > 0 ? d / m : d;
+}
+
+/* The bound: float32's epsilon (1.2e-7) times 2^10 -- the transforms scale a
+ * value by up to ~10 on the way in and out, and every output sums 36
+ * products per input channel (docs/PERFORMANCE.md). The worst seen over the
+ * W1/W2 layers and these shapes is below 1e-5. */
+#define WINOGRAD_BOUND 1.2e-4
+
+typedef struct {
+    ml_tensor *y, *gx, *gw;
+} fwd_bwd;
+
+static fwd_bwd run(ml_conv_impl impl, ml_tensor *x, ml_tensor *w, ml_tensor *b, ml_tensor *gy, const ml_conv_opts *o) {
+    fwd_bwd r = {0};
+    ml_conv_set_impl(impl);
+    r.y = ml_conv2d(x, w, b, o);
+    ml_tensor *ins[2] = {x, w}, *g[2] = {0};
+    if (r.y && ml_grad(r.y, gy, 2, ins, g, false)) fprintf(stderr, "  ml_grad: %s\n", ml_last_error());
+    r.gx = g[0];
+    r.gw = g[1];
+    ml_conv_set_impl(ML_CONV_AUTO);
+    return r;
+}
+
+static void release_all(fwd_bwd *r) {
+    ml_release(r->y);
+    ml_release(r->gx);
+    ml_release(r->gw);
+}
+
+static int shapes_run, shapes_winograd;
+static double worst_fwd, worst_gx, worst_gw;
+
+/* One shape: Winograd (AUTO) against the direct kernels and im2col. */
+static void check_shape(int N, int C, int H, int W, int O, int p, bool bias) {
+    int64_t xs[4] = {N, C, H, W}, ws[4] = {O, C, 3, 3}, bs[1] = {O};
+    ml_tensor *x = ml_randn(4, xs), *w = ml_randn(4, ws), *b = bias ? ml_randn(1, bs) : NULL;
+    ml_requires_grad_(x, true);
+    ml_requires_grad_(w, true);
+    ml_conv_opts o = {1, 1, p, p, 1, 1, 1};
+    int64_t Ho = H + 2 * p - 2, Wo = W + 2 * p - 2;
+    if (Ho < 1 || Wo < 1) {
+        ml_release(x); ml_release(w); ml_release(b);
+        return;
+    }
+    int64_t ys[4] = {N, O, Ho, Wo}, before[3], after[3];
+    ml_tensor *gy = ml_randn(4, ys);
+    ml_conv_winograd_counts(before);
+    fwd_bwd wi = run(ML_CONV_AUTO, x, w, b, gy, &o);
+    ml_conv_winograd_counts(after);
+    fwd_bwd di = run(ML_CONV_DIRECT, x, w, b, gy, &o), im = run(ML_CONV_IM2COL, x, w, b, gy, &o);
+    bool took = after[0] == before[0] + 1 && after[1] == before[1] + 1 && after[2] == before[2] + 1;
+    shapes_run++;
+    shapes_winograd += took;
+    bool all = wi.y && wi.gx && wi.gw && di.y && di.gx && di.gw && im.y && im.gx && im.gw;
+    CHECK(all);
+    if (all) {
+        double ef = rel_err(wi.y, di.y), eg = rel_err(wi.gx, di.gx), ew = rel_err(wi.gw, di.gw);
+        CHECK(ef <= WINOGRAD_BOUND && eg <= WINOGRAD_BOUND && ew <= WINOGRAD_BOUND);
+        CHECK(rel_err(wi.y, im.y) <= WINOGRAD_BOUND && rel_err(wi.gx, im.gx) <= WINOGRAD_BOUND &&
+              rel_err(wi.gw, im.gw) <= WINOGRAD_BOUND);
+        if (ef > worst_fwd) worst_fwd = ef;
+        if (eg > worst_gx) worst_gx = eg;
+        if (ew > worst_gw) worst_gw = ew;
+        if (test_failures)
+            fprintf(stderr, "  shape N%d C%d %dx%d O%d p%d bias%d: forward %.3g, input gradient %.3g, weight gradient %.3g\n",
+                    N, C, H, W, O, p, bias, ef, eg, ew);
+    }
+    release_all(&wi);
+    release_all(&di);
+    release_all(&im);
+    ml_release(gy); ml_release(x); ml_release(w); ml_release(b);
+}
+
+TEST(matches_direct_and_im2col) {
+    static const int chans[] = {1, 3, 8, 15, 16, 17, 33, 64};
+    ml_seed(5);
+    uint64_t st = 4242;
+    for (int i = 0; i < 90; i++) {
+        /* a small deterministic generator, independent of the tensor RNG */
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        uint64_t v = st >> 11;
+        int C = chans[v % 8];
+        v /= 8;
+        int O = chans[v % 8];
+        v /= 8;
+        int p = (int)(v % 3);
+        v /= 3;
+        int H = 1 + (int)(v % 33);
+        v /= 33;
+        int W = (v & 1) ? H : 1 + (int)((v >> 1) % 33);
+        v >>= 7;
+        int N = (v & 1) ? 1 : 2 + (int)((v >> 1) % 4);
+        check_shape(N, C, H, W, O, p, (v >> 3) & 1);
+    }
+    /* every way a tile is stored: four tiles side by side (rows of 16, 32),
+     * an 8x8 plane, a 4x4 plane, the general case (rows of 12); partial last
+     * vectors, several blocks; the W1/W2 layer shapes at a smaller batch */
+    static const int fixed[][6] = {{3, 16, 32, 32, 16, 1}, {2, 64, 16, 16, 64, 1}, {5, 64, 8, 8, 64, 1}, {3, 128, 4, 4, 128, 1},
+                                   {2, 32, 12, 12, 16, 1}, {7, 16, 32, 32, 8, 1},  {4, 128, 4, 4, 64, 1}, {1, 9, 30, 14, 11, 0},
+                                   {6, 32, 16, 16, 32, 1}, {3, 24, 9, 9, 40, 2}};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        check_shape(fixed[i][0], fixed[i][1], fixed[i][2], fixed[i][3], fixed[i][4], fixed[i][5], i % 2);
+    printf("     %d of %d shapes on Winograd; worst error relative to the output's scale: forward %.2g, input gradient %.2g, "
+           "weight gradient %.2g\n", shapes_winograd, shapes_run, worst_fwd, worst_gx, worst_gw);
+    if (ml_conv_winograd_available()) CHECK(shapes_winograd > shapes_run / 2);
+}
+
+/* Central differences of L = sum(y r) on a few inputs, Winograd throughout
+ * (the forward is linear in x: the difference quotient is exact up to
+ * rounding). */
+TEST(finite_differences) {
+    int64_t xs[4] = {2, 16, 8, 8}, ws[4] = {16, 16, 3, 3};
+    ml_seed(9);
+    ml_tensor *x = ml_randn(4, xs), *w = ml_randn(4, ws);
+    ml_requires_grad_(x, true);
+    ml_conv_opts o = {1, 1, 1, 1, 1, 1, 1};
+    ml_tensor *y = ml_conv2d(x, w, NULL, &o), *r = ml_randn(4, y->shape), *yr = ml_mul(y, r), *L = ml_sum(yr, ML_ALL_DIMS, false);
+    ml_tensor *gx = NULL;
+    CHECK(ml_grad(L, NULL, 1, &x, &gx, false) == 0 && gx);
+    const int64_t probe[] = {0, 7, 63, 64 * 5 + 9, 2047};
+    for (size_t k = 0; k < sizeof probe / sizeof probe[0]; k++) {
+        double f[2];
+        float *xp = ml_f32(x) + probe[k], keep = *xp, h = 1e-2f;
+        for (int sgn = 0; sgn < 2; sgn++) {
+            *xp = keep + (sgn ? -h : h);
+            ml_tensor *y2 = ml_conv2d(x, w, NULL, &o), *p2 = ml_mul(y2, r), *L2 = ml_sum(p2, ML_ALL_DIMS, false);
+            f[sgn] = ml_f32(L2)[0];
+            ml_release(y2); ml_release(p2); ml_release(L2);
+        }
+        *xp = keep;
+        CHECK_NEAR((f[0] - f[1]) / (2 * h), ml_f32(gx)[probe[k]], 2e-3);
+    }
+    ml_release(gx); ml_release(L); ml_release(yr); ml_release(r); ml_release(y); ml_release(x); ml_release(w);
+}
+
+/* Every output is computed by one thread: the same bits with 1 and 2 threads,
+ * and run after run. */
+TEST(same_bits_on_any_thread_count) {
+    int64_t xs[4] = {9, 32, 16, 16}, ws[4] = {32, 32, 3, 3};
+    ml_seed(13);
+    ml_tensor *x = ml_randn(4, xs), *w = ml_randn(4, ws);
+    ml_conv_opts o = {1, 1, 1, 1, 1, 1, 1};
+    int saved = ml_num_threads();
+    ml_set_num_threads(1);
+    ml_tensor *a = ml_conv2d(x, w, NULL, &o);
+    ml_set_num_threads(2);
+    ml_tensor *b = ml_conv2d(x, w, NULL, &o), *c = ml_conv2d(x, w, NULL, &o);
+    ml_set_num_threads(saved);
+    CHECK(a && b && c && !memcmp(ml_f32(a), ml_f32(b), sizeof(float) * (size_t)ml_numel(a)) &&
+          !memcmp(ml_f32(b), ml_f32(c), sizeof(float) * (size_t)ml_numel(b)));
+    ml_release(a); ml_release(b); ml_release(c); ml_release(x); ml_release(w);
+}
+
+/* What Winograd takes, and MOELAB_CONV=direct's choice turning it off. */
+TEST(selection) {
+    ml_conv_geom g = {.N = 2, .C = 16, .H = 8, .W = 8, .O = 16, .kh = 3, .kw = 3, .Ho = 8, .Wo = 8,
+                      .sh = 1, .sw = 1, .ph = 1, .pw = 1, .dh = 1, .dw = 1, .groups = 1};
+    CHECK(ml_conv_winograd_handles(&g, 0) == ml_conv_winograd_handles(&g, 1));
+    if (ml_conv_winograd_available()) CHECK(ml_conv_winograd_handles(&g, 0));
+    ml_conv_geom s2 = g, d2 = g, gr = g, k5 = g, few = g;
+    s2.sh = s2.sw = 2;
+    d2.dh = d2.dw = 2;
+    gr.groups = 2;
+    k5.kh = k5.kw = 5;
+    few.C = 3;
+    CHECK(!ml_conv_winograd_handles(&s2, 0) && !ml_conv_winograd_handles(&d2, 0) && !ml_conv_winograd_handles(&gr, 0) &&
+          !ml_conv_winograd_handles(&k5, 0) && !ml_conv_winograd_handles(&few, 0));
+    int64_t xs[4] = {2, 16, 8, 8}, ws[4] = {16, 16, 3, 3}, before[3], after[3];
+    ml_tensor *x = ml_randn(4, xs), *w = ml_randn(4, ws);
+    ml_conv_opts o = {1, 1, 1, 1, 1, 1, 1};
+    ml_conv_set_impl(ML_CONV_DIRECT);
+    ml_conv_winograd_counts(before);
+    ml_release(ml_conv2d(x, w, NULL, &o));
+    ml_conv_winograd_counts(after);
+    CHECK(after[0] == before[0]);
+    ml_conv_set_impl(ML_CONV_AUTO);
+    ml_conv_winograd_counts(before);
+    ml_release(ml_conv2d(x, w, NULL, &o));
+    ml_conv_winograd_counts(after);
+    CHECK(after[0] == before[0] + (ml_conv_winograd_available() ? 1 : 0));
+    printf("     Winograd kernels %s on this CPU\n", ml_conv_winograd_available() ? "available" : "NOT available");
+    ml_release(x); ml_release(w);
+}
+
+int main(void) {
+    RUN(matches_direct_and_im2col);
+    RUN(finite_differences);
+    RUN(same_bits_on_any_thread_count);
+    RUN(selection);
+    return test_summary();
+}
