@@ -1,7 +1,10 @@
 -- bench/models.lua -- the W1-W4 workloads of WORKLOADS.md: infer, train and
 -- pgd modes at batch 128, median/min/max over repeated runs.
 --
---   ./build/moelab bench/models.lua [--quick] [--out results.jsonl] [--export dir]
+--   ./build/moelab bench/models.lua [--quick] [--only name] [--runs n] [--out results.jsonl] [--export dir]
+--
+-- --only runs one workload (cnn-dense, moe-cnn, vit-dense, vmoe); --runs sets
+-- the timed runs (pgd: half of them, at least one).
 --
 -- --export writes each workload's weights (PyTorch names), input batch and
 -- eval logits as safetensors, so bench/torch_bench.py runs identical models on
@@ -9,10 +12,12 @@
 -- prints the side-by-side table.
 local ml = require "moelab"
 
-local quick, out_path, export_dir = false, nil, nil
+local quick, out_path, export_dir, only, runs = false, nil, nil, nil, nil
 local i = 1
 while arg and arg[i] do
   if arg[i] == "--quick" then quick = true
+  elseif arg[i] == "--only" then only = arg[i + 1]; i = i + 1
+  elseif arg[i] == "--runs" then runs = assert(math.tointeger(tonumber(arg[i + 1])), "--runs: an integer"); i = i + 1
   elseif arg[i] == "--out" then out_path = arg[i + 1]; i = i + 1
   elseif arg[i] == "--export" then export_dir = arg[i + 1]; i = i + 1 end
   i = i + 1
@@ -20,6 +25,7 @@ end
 
 local B = quick and 16 or 128
 local RUNS, PGD_RUNS = quick and 2 or 10, quick and 1 or 5
+if runs then RUNS, PGD_RUNS = runs, math.max(1, runs // 2) end
 
 local function median_min_max(times)
   table.sort(times)
@@ -71,6 +77,7 @@ end
 print(("moelab %s, %d threads, batch %d, %d runs (pgd %d)%s"):format(ml.version, ml.threads(), B, RUNS, PGD_RUNS,
   quick and ", quick" or ""))
 for _, w in ipairs(workloads) do
+  if only and w.name ~= only then goto continue end
   ml.seed(0)
   local model = w.build()
   local shape = {B}
@@ -121,6 +128,7 @@ for _, w in ipairs(workloads) do
     record{workload = w.name, form = form or nil, mode = "pgd", median = med, min = mn, max = mx}
   end
   if w.forms then model:set_moe_form("sparse") end
+  ::continue::
 end
 
 if out_path then
