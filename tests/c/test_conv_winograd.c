@@ -206,8 +206,88 @@ TEST(selection) {
     ml_release(x); ml_release(w);
 }
 
+/* y, gx and gw of a padding-1 3x3 convolution in double precision, the naive
+ * way: every product (sample, output and input channel, pixel, tap) adds to
+ * all three. */
+static void reference_f64(const ml_tensor *x, const ml_tensor *w, const ml_tensor *gy, double *y, double *gx, double *gw) {
+    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], O = w->shape[0];
+    const float *xs = ml_f32(x), *ws = ml_f32(w), *gs = ml_f32(gy);
+    memset(y, 0, sizeof(double) * (size_t)(N * O * H * W));
+    memset(gx, 0, sizeof(double) * (size_t)(N * C * H * W));
+    memset(gw, 0, sizeof(double) * (size_t)(O * C * 9));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t t = 0; t < 9; t++) {
+                    const int64_t ki = t / 3, kj = t % 3;
+                    const double wv = ws[(o * C + c) * 9 + t];
+                    double acc = 0;
+                    for (int64_t i = 0; i < H; i++) {
+                        const int64_t xi = i + ki - 1;
+                        if (xi < 0 || xi >= H) continue;
+                        for (int64_t j = 0; j < W; j++) {
+                            const int64_t xj = j + kj - 1;
+                            if (xj < 0 || xj >= W) continue;
+                            const int64_t yo = ((n * O + o) * H + i) * W + j, xo = ((n * C + c) * H + xi) * W + xj;
+                            y[yo] += xs[xo] * wv;
+                            gx[xo] += gs[yo] * wv;
+                            acc += (double)gs[yo] * xs[xo];
+                        }
+                    }
+                    gw[(o * C + c) * 9 + t] += acc;
+                }
+}
+
+/* max |a - ref| over max |ref| */
+static double rel_err_f64(const ml_tensor *a, const double *ref) {
+    double d = 0, m = 0;
+    for (int64_t i = 0; i < ml_numel(a); i++) {
+        d = fmax(d, fabs((double)ml_f32(a)[i] - ref[i]));
+        m = fmax(m, fabs(ref[i]));
+    }
+    return m > 0 ? d / m : d;
+}
+
+/* The table of docs/PERFORMANCE.md (Winograd, accuracy): Winograd and im2col
+ * + sgemm against a float64 reference, on the 3x3 stride-1 layer shapes of
+ * W1 (ResNet-18, base width 16) and W2 (MoE-CNN, experts of half the output
+ * channels), at batch 32 (W1 runs 128: the weight gradient sums 4x more). */
+TEST(error_against_float64) {
+    static const int shapes[][4] = {/* C, H = W, O */
+                                    {16, 32, 16}, {32, 16, 32}, {64, 8, 64}, {128, 4, 128},
+                                    {16, 32, 8},  {32, 16, 16}, {64, 8, 32}, {128, 4, 64}};
+    const int N = 32;
+    ml_seed(21);
+    printf("     C -> O @ HxW, batch %d: error relative to the output's scale, Winograd / im2col + sgemm\n", N);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int C = shapes[s][0], H = shapes[s][1], O = shapes[s][2];
+        int64_t xs[4] = {N, C, H, H}, ws[4] = {O, C, 3, 3}, ys[4] = {N, O, H, H};
+        ml_tensor *x = ml_randn(4, xs), *w = ml_randn(4, ws), *gy = ml_randn(4, ys);
+        ml_requires_grad_(x, true);
+        ml_requires_grad_(w, true);
+        ml_conv_opts o = {1, 1, 1, 1, 1, 1, 1};
+        double *ref = malloc(sizeof(double) * (size_t)(N * O * H * H + N * C * H * H + O * C * 9));
+        double *ry = ref, *rgx = ref + N * O * H * H, *rgw = rgx + N * C * H * H;
+        reference_f64(x, w, gy, ry, rgx, rgw);
+        fwd_bwd wi = run(ML_CONV_AUTO, x, w, NULL, gy, &o), im = run(ML_CONV_IM2COL, x, w, NULL, gy, &o);
+        CHECK(wi.y && wi.gx && wi.gw && im.y && im.gx && im.gw);
+        if (wi.y && wi.gx && wi.gw && im.y && im.gx && im.gw) {
+            double e[2][3] = {{rel_err_f64(wi.y, ry), rel_err_f64(wi.gx, rgx), rel_err_f64(wi.gw, rgw)},
+                              {rel_err_f64(im.y, ry), rel_err_f64(im.gx, rgx), rel_err_f64(im.gw, rgw)}};
+            printf("     %3d -> %3d @ %2dx%-2d  forward %.1e / %.1e  input gradient %.1e / %.1e  weight gradient %.1e / %.1e\n",
+                   C, O, H, H, e[0][0], e[1][0], e[0][1], e[1][1], e[0][2], e[1][2]);
+            for (int k = 0; k < 3; k++) CHECK(e[0][k] <= WINOGRAD_BOUND);
+        }
+        release_all(&wi);
+        release_all(&im);
+        free(ref);
+        ml_release(gy); ml_release(x); ml_release(w);
+    }
+}
+
 int main(void) {
     RUN(matches_direct_and_im2col);
+    RUN(error_against_float64);
     RUN(finite_differences);
     RUN(same_bits_on_any_thread_count);
     RUN(selection);
