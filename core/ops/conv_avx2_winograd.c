@@ -76,15 +76,30 @@ AI void at6(const __m256 m[6], __m256 y[4]) {
     y[3] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.0f), d, b), m[5]);
 }
 
+/* r = G v for one line of 3 (G: 6 x 3, the rows 1/4 (1, 0, 0),
+ * -1/6 (1, 1, 1), -1/6 (1, -1, 1), 1/24 (1, 2, 4), 1/24 (1, -2, 4), (0, 0, 1)),
+ * written out: the zeros and the shared sums are not computed. */
+static inline void g3(double a, double b, double c, double r[6]) {
+    /* products by the reciprocals (double, then rounded to float once):
+     * a division each would cost more than the rest of the transform */
+    const double sixth = 1.0 / 6, q24 = 1.0 / 24;
+    double ac = a + c, p = a + 4 * c, q = 2 * b;
+    r[0] = 0.25 * a;
+    r[1] = -(ac + b) * sixth;
+    r[2] = -(ac - b) * sixth;
+    r[3] = (p + q) * q24;
+    r[4] = (p - q) * q24;
+    r[5] = c;
+}
+
 /* U = G g G^T in double, rounded once: g[9] row-major (ki, kj), u[36] (e = 6 i + j) */
 static void g_transform(const double g[9], float u[WE]) {
-    static const double G[6][3] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                   {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
-    double t[6][3];
-    for (int i = 0; i < 6; i++)
-        for (int k = 0; k < 3; k++) t[i][k] = G[i][0] * g[k] + G[i][1] * g[3 + k] + G[i][2] * g[6 + k];
-    for (int i = 0; i < 6; i++)
-        for (int j = 0; j < 6; j++) u[i * 6 + j] = (float)(t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2]);
+    double t[3][6], r[6]; /* t[k][i] = (G g)[i][k] */
+    for (int k = 0; k < 3; k++) g3(g[k], g[3 + k], g[6 + k], t[k]);
+    for (int i = 0; i < 6; i++) {
+        g3(t[0][i], t[1][i], t[2][i], r);
+        for (int j = 0; j < 6; j++) u[i * 6 + j] = (float)r[j];
+    }
 }
 
 /* 8 x 8 transpose: r[i] lane j <- r[j] lane i */
@@ -504,10 +519,10 @@ int ml_conv_winograd_input_grad(const ml_conv_geom *g, const float *gy, const fl
  * per tile position e a matrix product W_e[o][c] = sum_t Z_e[o][t] V_e[c][t]
  * summing over the tiles. That sum runs with 8 input channels in the lanes:
  * V is turned to [e][t][c] (8 x 8 transposes), Z_e[o][t] is broadcast, and a
- * block's sums go into the thread's W (36 x O x C) with plain vector adds.
- * Fixed slices of blocks (parallel.h) each take their W to 3x3 at the end,
- * and the slices' results are added in slice order: the same bits whatever
- * thread takes which slice. */
+ * block's sums go into its slice's W (36 x O x C) with plain vector adds.
+ * Fixed slices of blocks (parallel.h) each sum into their own W; the W are
+ * added in slice order and taken to 3x3 once at the end: the same bits
+ * whatever thread takes which slice. */
 
 /* z = A g for one line of 4 (A: 6 x 4, the transpose of A^T) */
 AI void a6(const __m256 g[4], __m256 z[6]) {
@@ -596,31 +611,38 @@ static const wg_gemm_fn wg_gemms[7][3] = {
     {NULL, wg_gemm_1_1, wg_gemm_1_2}, {NULL, wg_gemm_2_1, wg_gemm_2_2}, {NULL, wg_gemm_3_1, wg_gemm_3_2},
     {NULL, wg_gemm_4_1, wg_gemm_4_2}, {NULL, wg_gemm_5_1, wg_gemm_5_2}, {NULL, wg_gemm_6_1, wg_gemm_6_2}};
 
-/* gw [o][c][3][3] = G^T W[o][c] G, W [36][O][Cp] */
+/* r = G^T m for one line of 6 (the transpose of g3), written out */
+static inline void gt6(const double m[6], double r[3]) {
+    const double sixth = 1.0 / 6, q12 = 1.0 / 12, q24 = 1.0 / 24;
+    double s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+    r[0] = 0.25 * m[0] - s12 * sixth + s34 * q24;
+    r[1] = -d12 * sixth + d34 * q12;
+    r[2] = (s34 - s12) * sixth + m[5];
+}
+
+/* gw [o][c][3][3] = G^T W[o][c] G, W [36][O][Cp]; output channels in parallel */
 static void g_transpose_back(const wplan *w, const float *W, int64_t Cp, float *gw) {
-    static const double G[6][3] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                   {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
     const int64_t per = w->Cout * Cp;
+    #pragma omp parallel for schedule(static) if (w->Cout * w->Cin >= 1024)
     for (int64_t o = 0; o < w->Cout; o++)
         for (int64_t c = 0; c < w->Cin; c++) {
-            double m[6][6], t[3][6];
-            for (int e = 0; e < WE; e++) m[e / 6][e % 6] = W[e * per + o * Cp + c];
-            for (int ki = 0; ki < 3; ki++)
-                for (int j = 0; j < 6; j++) {
-                    double s = 0;
-                    for (int i = 0; i < 6; i++) s += G[i][ki] * m[i][j];
-                    t[ki][j] = s;
-                }
+            double m[6], t[3][6], r[3]; /* t[ki][j] = (G^T W)[ki][j] */
+            for (int j = 0; j < 6; j++) {
+                for (int i = 0; i < 6; i++) m[i] = W[(i * 6 + j) * per + o * Cp + c];
+                gt6(m, r);
+                for (int ki = 0; ki < 3; ki++) t[ki][j] = r[ki];
+            }
             float *d = gw + (o * w->Cin + c) * 9;
-            for (int ki = 0; ki < 3; ki++)
-                for (int kj = 0; kj < 3; kj++) {
-                    double s = 0;
-                    for (int j = 0; j < 6; j++) s += t[ki][j] * G[j][kj];
-                    d[ki * 3 + kj] = (float)s;
-                }
+            for (int ki = 0; ki < 3; ki++) {
+                gt6(t[ki], r);
+                for (int kj = 0; kj < 3; kj++) d[ki * 3 + kj] = (float)r[kj];
+            }
         }
 }
 
+/* Each slice of blocks sums into its own W (36 x O x Cp, the Winograd
+ * domain); the slices' W are added in slice order and taken back to 3x3 once
+ * (the back transform is linear: once instead of once per slice). */
 static int weight_grad(const wplan *w, const float *x, const float *gy, float *gw) {
     const int64_t blocks = cdiv(w->T, w->TB), Cp = cdiv(w->Cin, 8) * 8;
     const int nvec_max = (int)(w->TB / VL);
@@ -628,11 +650,11 @@ static int weight_grad(const wplan *w, const float *x, const float *gy, float *g
     slices = cdiv(blocks, run);
     int threads = omp_get_max_threads();
     if (threads > slices) threads = (int)slices;
-    const int64_t gsz = w->Cout * w->Cin * 9;
+    const int64_t wn = WE * w->Cout * Cp;
     size_t vsz = sizeof(float) * (size_t)(WE * w->Cin * w->TB), vcsz = sizeof(float) * (size_t)(WE * w->TB * Cp);
-    size_t zsz = sizeof(float) * (size_t)(WE * w->Cout * w->TB), wsz = sizeof(float) * (size_t)(WE * w->Cout * Cp);
-    size_t tsz = sizeof(tilevec) * (size_t)nvec_max, per = (vsz + vcsz + zsz + wsz + tsz + 63) / 64 * 64;
-    size_t psz = sizeof(float) * (size_t)(gsz * slices);
+    size_t zsz = sizeof(float) * (size_t)(WE * w->Cout * w->TB);
+    size_t tsz = sizeof(tilevec) * (size_t)nvec_max, per = (vsz + vcsz + zsz + tsz + 63) / 64 * 64;
+    size_t psz = sizeof(float) * (size_t)(wn * slices);
     char *buf = ml_alloc(per * (size_t)threads);
     float *parts = buf ? ml_alloc(psz) : NULL;
     if (!parts) {
@@ -643,11 +665,11 @@ static int weight_grad(const wplan *w, const float *x, const float *gy, float *g
     {
         char *mine = buf + per * (size_t)omp_get_thread_num();
         float *V = (float *)mine, *Vc = (float *)(mine + vsz), *Z = (float *)(mine + vsz + vcsz);
-        float *W = (float *)(mine + vsz + vcsz + zsz);
-        tilevec *tv = (tilevec *)(mine + vsz + vcsz + zsz + wsz);
+        tilevec *tv = (tilevec *)(mine + vsz + vcsz + zsz);
         #pragma omp for schedule(dynamic, 1)
         for (int64_t sl = 0; sl < slices; sl++) {
-            memset(W, 0, wsz);
+            float *W = parts + sl * wn;
+            memset(W, 0, sizeof(float) * (size_t)wn);
             for (int64_t b = sl * run; b < imin(blocks, (sl + 1) * run); b++) {
                 if (ml_interrupt_pending()) break;
                 int64_t t0 = b * w->TB, nt = imin(w->TB, w->T - t0);
@@ -666,15 +688,16 @@ static int weight_grad(const wplan *w, const float *x, const float *gy, float *g
                         }
                     }
             }
-            g_transpose_back(w, W, Cp, parts + sl * gsz);
         }
+        /* the slices' sums added in slice order, in pieces of 4096 values */
+        #pragma omp for schedule(static)
+        for (int64_t i0 = 0; i0 < wn; i0 += 4096)
+            for (int64_t sl = 1; sl < slices; sl++) {
+                const float *src = parts + sl * wn;
+                for (int64_t i = i0; i < imin(wn, i0 + 4096); i++) parts[i] += src[i];
+            }
     }
-    /* the slices' results added in slice order */
-    memcpy(gw, parts, sizeof(float) * (size_t)gsz);
-    for (int64_t sl = 1; sl < slices; sl++) {
-        const float *src = parts + sl * gsz;
-        for (int64_t i = 0; i < gsz; i++) gw[i] += src[i];
-    }
+    g_transpose_back(w, parts, Cp, gw);
     ml_free(parts, psz);
     ml_free(buf, per * (size_t)threads);
     return ml_interrupted() ? -1 : 0;
