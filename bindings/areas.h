@@ -17,8 +17,16 @@ void mlua_open_index(lua_State *L);
 void mlua_open_data(lua_State *L);
 void mlua_open_io(lua_State *L);
 void mlua_open_nn(lua_State *L);
+void mlua_open_nn_layers(lua_State *L);
+void mlua_open_nn_zoo(lua_State *L);
 void mlua_open_train(lua_State *L);
 void mlua_open_theory(lua_State *L);
 void mlua_open_moe(lua_State *L);
+void mlua_open_kind(lua_State *L);
+void mlua_open_trace(lua_State *L);
+void mlua_open_plot(lua_State *L);
+void mlua_open_image(lua_State *L);
+void mlua_open_metrics(lua_State *L);
+void mlua_open_attack(lua_State *L);
 
 #endif

@@ -6,17 +6,20 @@
 
 #include "lua_util.h"
 #include "nn/moe/dispatch.h"
+#include "nn/moe/moe.h"
 #include "nn/moe/route.h"
 #include "areas.h"
 
-/* ml.moe.route(probs, {k = 1, capacity_factor = 0 (none), round_capacity = false,
- *   batch_priority = false, random_ties = false}) -> {experts, kept, load, token, capacity, offsets} */
+/* ml.moe.route(probs, {k = TokenMoE's default, capacity_factor = 0 (none), round_capacity = false,
+ *   batch_priority = false, random_ties = false}) -> {experts, kept, load, token, capacity, offsets}.
+ * k's default is read from TokenMoE's option table, so the two never disagree; a bare
+ * routing call has no capacity and breaks ties by index (TokenMoE in eval mode), unless asked. */
 static int l_route(lua_State *L) {
     ml_tensor *p = mlua_check_tensor(L, 1);
     static const char *const known[] = {"k", "capacity_factor", "round_capacity", "batch_priority", "random_ties", NULL};
     mlua_check_options(L, 2, "route", known);
     ml_route_opts o = {0};
-    o.k = (int)mlua_opt_integer(L, 2, "k", 1);
+    o.k = (int)mlua_opt_integer(L, 2, "k", ml_options_find(&ml_token_moe_options, "k")->def);
     o.capacity_factor = mlua_opt_number(L, 2, "capacity_factor", 0);
     o.round_capacity = mlua_opt_bool(L, 2, "round_capacity", false);
     o.batch_priority = mlua_opt_bool(L, 2, "batch_priority", false);
@@ -34,13 +37,19 @@ static int l_route(lua_State *L) {
     lua_setfield(L, -2, "token");
     lua_pushinteger(L, r.capacity);
     lua_setfield(L, -2, "capacity");
-    lua_createtable(L, (int)r.E + 1, 0);
-    for (int64_t e = 0; e <= r.E; e++) {
-        lua_pushinteger(L, r.offset[e] + 1);
+    int64_t n_off = r.E + 1;
+    ml_tensor *off = ml_from_data(ML_I64, 1, &n_off, r.offset);
+    ml_tensor *off1 = off ? mlua_index_from_core(off) : NULL; /* first assignment of each expert, 1-based */
+    ml_release(off);
+    ml_routing_free(&r);
+    if (!off1) return mlua_error(L);
+    lua_createtable(L, (int)n_off, 0);
+    for (int64_t e = 0; e < n_off; e++) {
+        lua_pushinteger(L, ml_i64(off1)[e]);
         lua_rawseti(L, -2, (int)e + 1);
     }
+    ml_release(off1);
     lua_setfield(L, -2, "offsets");
-    ml_routing_free(&r);
     return 1;
 }
 

@@ -84,7 +84,15 @@ static ml_reduction opt_reduction(lua_State *L, int idx, const char *fn) {
 
 /* ml.cross_entropy(logits, labels (1-based), [{reduction = "mean", label_smoothing = 0}]) */
 static int l_cross_entropy(lua_State *L) {
-    ml_tensor *x = mlua_check_tensor(L, 1);
+    ml_tensor *x = mlua_check_tensor(L, 1), *labels = mlua_to_tensor(L, 2);
+    if (x->dtype == ML_I64 && labels && labels->dtype == ML_F32)
+        luaL_error(L, "cross_entropy: the logits (argument 1) are int64 and the labels (argument 2) float32: "
+                      "the arguments look swapped; use ml.cross_entropy(logits, labels)");
+    if (x->dtype != ML_F32)
+        luaL_error(L, "cross_entropy: the logits (argument 1) must be float32, got %s", ml_dtype_name(x->dtype));
+    if (labels && labels->dtype != ML_I64)
+        luaL_error(L, "cross_entropy: the labels (argument 2) must be int64 class indices 1..K, got %s "
+                      "(use labels:long())", ml_dtype_name(labels->dtype));
     static const char *const known[] = {"reduction", "label_smoothing", NULL};
     mlua_check_options(L, 3, "cross_entropy", known);
     ml_reduction red = opt_reduction(L, 3, "cross_entropy");

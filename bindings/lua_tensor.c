@@ -10,8 +10,6 @@
 #include "rng.h"
 #include "areas.h"
 
-ml_tensor *mlua_table_to_tensor(lua_State *L, int idx, ml_dtype dt);
-
 static ml_dtype check_dtype(lua_State *L, int idx, ml_dtype def) {
     if (lua_isnoneornil(L, idx)) return def;
     const char *s = luaL_checkstring(L, idx);
@@ -44,7 +42,7 @@ static int l_tensor(lua_State *L) {
 static int shape_arg(lua_State *L, int idx, int64_t *shape, const char *fn) {
     int nd = mlua_check_shape(L, idx, shape, fn);
     for (int d = 0; d < nd; d++)
-        if (shape[d] < 0) luaL_error(L, "%s: size %d is negative (%d)", fn, d + 1, (int)shape[d]);
+        if (shape[d] < 0) luaL_error(L, "%s: size %d is negative (%I)", fn, d + 1, (LUAI_UACINT)shape[d]);
     return nd;
 }
 
@@ -111,7 +109,8 @@ static int l_randint(lua_State *L) {
     if (!lua_istable(L, shape_idx)) luaL_error(L, "randint: expected a shape table, e.g. ml.randint(1, 10, {4})");
     int64_t s[ML_MAX_DIMS];
     int nd = shape_arg(L, shape_idx, s, "randint");
-    if (hi < lo) luaL_error(L, "randint: high (%d) is less than low (%d)", (int)hi, (int)lo);
+    if (hi < lo) luaL_error(L, "randint: high (%I) is less than low (%I)", (LUAI_UACINT)hi, (LUAI_UACINT)lo);
+    if (hi == LUA_MAXINTEGER) luaL_error(L, "randint: high must be below math.maxinteger");
     return mlua_push_tensor(L, ml_randint(lo, hi + 1, nd, s));
 }
 
@@ -213,7 +212,7 @@ static int l_totable(lua_State *L) {
         push_number(L, t, ml_get(t, idx));
         return 1;
     }
-    if (ml_numel(t) > 50000000) luaL_error(L, "totable: %d elements is too many for a Lua table", (int)ml_numel(t));
+    if (ml_numel(t) > 50000000) luaL_error(L, "totable: %I elements is too many for a Lua table", (LUAI_UACINT)ml_numel(t));
     totable_rec(L, t, 0, idx);
     return 1;
 }
@@ -277,10 +276,11 @@ static int l_permute(lua_State *L) {
     if (lua_istable(L, 2)) {
         n = (int)lua_rawlen(L, 2);
         if (n > ML_MAX_DIMS) luaL_error(L, "permute: too many dimensions");
+        lua_settop(L, 2);
         for (int i = 0; i < n; i++) {
-            lua_rawgeti(L, 2, i + 1);
-            lua_replace(L, 3);
+            lua_rawgeti(L, 2, i + 1); /* at index 3 */
             perm[i] = mlua_check_dim(L, 3, "permute");
+            lua_pop(L, 1);
         }
     } else {
         int top = lua_gettop(L);
@@ -310,7 +310,7 @@ static int l_narrow(lua_State *L) {
     ml_tensor *t = mlua_check_tensor(L, 1);
     int d = mlua_check_dim(L, 2, "narrow");
     lua_Integer start = luaL_checkinteger(L, 3), len = luaL_checkinteger(L, 4);
-    if (start < 1) luaL_error(L, "narrow: start %d is invalid (positions are 1-based)", (int)start);
+    if (start < 1) luaL_error(L, "narrow: start %I is invalid (positions are 1-based)", (LUAI_UACINT)start);
     return mlua_push_tensor(L, ml_narrow(t, d, start - 1, len));
 }
 
@@ -321,6 +321,7 @@ static int l_select(lua_State *L) {
     int dd;
     if (t->ndim > 0 && ml_dim_check("select", t, d, &dd) == 0 && i < 0) i += t->shape[dd] + 1;
     if (i == 0) luaL_error(L, "select: index 0 is invalid (indices are 1-based; -1 is the last)");
+    if (i < 0) luaL_error(L, "select: index %I is out of range", (LUAI_UACINT)luaL_checkinteger(L, 3));
     return mlua_push_tensor(L, ml_select(t, d, i - 1));
 }
 
@@ -396,7 +397,99 @@ static int l_tostring(lua_State *L) {
     return 1;
 }
 
-/* t[i]: the i-th slice along dimension 1 (a view), or a number for 1-d. */
+/* A position of a dimension of size n from Lua (1-based; -1 is the last),
+ * as 0-based; fails naming the entry. allow_end lets it be n + 1 (the end of
+ * an empty range). */
+static int64_t table_position(lua_State *L, lua_Integer i, int64_t n, int entry, int dim, bool allow_end) {
+    lua_Integer orig = i;
+    if (i < 0 && i >= -n) i += n + 1;
+    if (i < 1 || i > n + (allow_end ? 1 : 0))
+        luaL_error(L, "index: entry %d: position %I is out of range for dimension %d of size %I (1-based; -1 is the last)",
+                   entry, (LUAI_UACINT)orig, dim, (LUAI_UACINT)n);
+    return i - 1;
+}
+
+/* t[{i, {a, b}, {}, ...}] as in Torch7: an integer selects (that dimension
+ * goes), a range {a, b} narrows to a..b inclusive ({a}: a..a, {}: all), one
+ * entry per leading dimension. Parsed (raising Lua errors, holding no C
+ * reference) before the view is built. */
+typedef struct {
+    int n;
+    int64_t first[ML_MAX_DIMS], len[ML_MAX_DIMS];
+    bool sel[ML_MAX_DIMS];
+    bool all_ints; /* every dimension got an integer: the result is a number */
+} table_index;
+
+static void table_parse(lua_State *L, const ml_tensor *t, int idx, table_index *ti) {
+    lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+    if (n > t->ndim)
+        luaL_error(L, "index: %I entries for a tensor with %d dimensions (shape %s)", (LUAI_UACINT)n, t->ndim,
+                   ML_SHAPE_STR(t));
+    ti->n = (int)n;
+    ti->all_ints = n == t->ndim;
+    int64_t *first = ti->first, *len = ti->len;
+    bool *sel = ti->sel;
+    bool *all_ints = &ti->all_ints;
+    for (int k = 0; k < n; k++) {
+        int64_t size = t->shape[k];
+        int type = lua_rawgeti(L, idx, k + 1);
+        if (type == LUA_TNUMBER) {
+            int ok;
+            lua_Integer i = lua_tointegerx(L, -1, &ok);
+            if (!ok) luaL_error(L, "index: entry %d (%s) is not an integer", k + 1, lua_tostring(L, -1));
+            sel[k] = true;
+            first[k] = table_position(L, i, size, k + 1, k + 1, false);
+            len[k] = 1;
+        } else if (type == LUA_TTABLE) {
+            lua_Integer m = (lua_Integer)lua_rawlen(L, -1);
+            if (m > 2) luaL_error(L, "index: entry %d: a range is {first, last}, got %I numbers", k + 1, (LUAI_UACINT)m);
+            lua_Integer bounds[2] = {1, -1};
+            for (int j = 0; j < m; j++) {
+                lua_rawgeti(L, -1, j + 1);
+                int ok;
+                bounds[j] = lua_tointegerx(L, -1, &ok);
+                if (!ok) luaL_error(L, "index: entry %d: the range {first, last} needs integers, got %s", k + 1,
+                                    luaL_typename(L, -1));
+                lua_pop(L, 1);
+            }
+            if (m == 1) bounds[1] = bounds[0];
+            sel[k] = false;
+            *all_ints = false;
+            first[k] = table_position(L, bounds[0], size, k + 1, k + 1, true);
+            int64_t last = size == 0 && m == 0 ? -1 : table_position(L, bounds[1], size, k + 1, k + 1, true);
+            if (last >= size) luaL_error(L, "index: entry %d: last position %I is out of range for dimension %d of size %I",
+                                         k + 1, (LUAI_UACINT)bounds[1], k + 1, (LUAI_UACINT)size);
+            if (last < first[k] - 1)
+                luaL_error(L, "index: entry %d: the range {%I, %I} ends before it starts", k + 1,
+                           (LUAI_UACINT)bounds[0], (LUAI_UACINT)bounds[1]);
+            len[k] = last - first[k] + 1;
+        } else {
+            luaL_error(L, "index: entry %d must be an integer or a range {first, last}, got %s", k + 1,
+                       luaL_typename(L, -1));
+        }
+        lua_pop(L, 1);
+    }
+}
+
+/* The view of a parsed index: narrow every dimension, then select from the last to the first. */
+static ml_tensor *table_view(ml_tensor *t, const table_index *ti) {
+    ml_tensor *v = ml_retain(t);
+    for (int k = 0; k < ti->n && v; k++) {
+        ml_tensor *next = ml_narrow(v, k, ti->first[k], ti->len[k]);
+        ml_release(v);
+        v = next;
+    }
+    for (int k = ti->n - 1; k >= 0 && v; k--) {
+        if (!ti->sel[k]) continue;
+        ml_tensor *next = ml_select(v, k, 0);
+        ml_release(v);
+        v = next;
+    }
+    return v;
+}
+
+/* t[i]: the i-th slice along dimension 1 (a view), or a number for 1-d;
+ * t[{...}]: see table_view. */
 static int l_index(lua_State *L) {
     ml_tensor *t = mlua_check_tensor(L, 1);
     if (lua_type(L, 2) == LUA_TNUMBER) {
@@ -406,8 +499,8 @@ static int l_index(lua_State *L) {
         if (t->ndim == 0) luaL_error(L, "index: cannot index a 0-dimensional tensor (use :item())");
         if (i < 0) i += t->shape[0] + 1;
         if (i < 1 || i > t->shape[0])
-            luaL_error(L, "index: %d is out of range for dimension 1 of size %d (indices are 1-based)",
-                       (int)lua_tointeger(L, 2), (int)t->shape[0]);
+            luaL_error(L, "index: %I is out of range for dimension 1 of size %I (indices are 1-based)",
+                       (LUAI_UACINT)lua_tointeger(L, 2), (LUAI_UACINT)t->shape[0]);
         if (t->ndim == 1) {
             int64_t ix = i - 1;
             push_number(L, t, ml_get(t, &ix));
@@ -427,8 +520,22 @@ static int l_index(lua_State *L) {
         lua_getfield(L, -1, k);
         return 1;
     }
-    lua_pushnil(L);
-    return 1;
+    if (lua_istable(L, 2) && !mlua_to_tensor(L, 2)) {
+        table_index ti;
+        table_parse(L, t, 2, &ti);
+        ml_tensor *v = table_view(t, &ti);
+        if (!v) return mlua_error(L);
+        if (ti.all_ints) {
+            int64_t zero[ML_MAX_DIMS] = {0};
+            double x = ml_get(v, zero);
+            ml_release(v);
+            push_number(L, t, x);
+            return 1;
+        }
+        return mlua_push_tensor(L, v);
+    }
+    return luaL_error(L, "index: cannot index a tensor with a %s (use t[i], t[{i, j}], t[{{first, last}}] or a method)",
+                      luaL_typename(L, 2));
 }
 
 static int l_newindex(lua_State *L) {
@@ -438,8 +545,8 @@ static int l_newindex(lua_State *L) {
         if (t->ndim == 0) luaL_error(L, "index: cannot index a 0-dimensional tensor");
         if (i < 0) i += t->shape[0] + 1;
         if (i < 1 || i > t->shape[0])
-            luaL_error(L, "index: %d is out of range for dimension 1 of size %d (indices are 1-based)",
-                       (int)lua_tointeger(L, 2), (int)t->shape[0]);
+            luaL_error(L, "index: %I is out of range for dimension 1 of size %I (indices are 1-based)",
+                       (LUAI_UACINT)lua_tointeger(L, 2), (LUAI_UACINT)t->shape[0]);
         ml_tensor *row = ml_select(t, 0, i - 1);
         if (!row) return mlua_error(L);
         int rc;
@@ -458,6 +565,19 @@ static int l_newindex(lua_State *L) {
             if (owned) ml_release(src);
         }
         ml_release(row);
+        if (rc) return mlua_error(L);
+        return 0;
+    }
+    if (lua_istable(L, 2) && !mlua_to_tensor(L, 2)) {
+        table_index ti;
+        table_parse(L, t, 2, &ti);
+        bool owned = false;
+        ml_tensor *src = NULL;
+        if (lua_type(L, 3) != LUA_TNUMBER) src = mlua_check_tensorish(L, 3, &owned); /* may raise: no view yet */
+        ml_tensor *v = table_view(t, &ti);
+        int rc = v ? (src ? ml_copy_(v, src) : ml_fill_(v, lua_tonumber(L, 3))) : -1;
+        ml_release(v);
+        if (owned) ml_release(src);
         if (rc) return mlua_error(L);
         return 0;
     }

@@ -13,16 +13,34 @@ typedef struct {
     ml_optim *o;
 } optim_ud;
 
+/* One {name, tensor} entry per trainable parameter of a module, in the
+ * module's stable order. */
+typedef struct {
+    lua_State *L;
+    int list, n;
+} param_list;
+
+static int add_param_cb(void *ud, const char *path, ml_param *p, ml_module *owner) {
+    param_list *w = ud;
+    lua_createtable(w->L, 0, 2);
+    lua_pushstring(w->L, path);
+    lua_setfield(w->L, -2, "name");
+    mlua_push_tensor(w->L, ml_retain(p->t));
+    lua_setfield(w->L, -2, "tensor");
+    lua_rawseti(w->L, w->list, ++w->n);
+    return 0;
+}
+
 /* Collects parameters from a module, a {name = tensor} table or a list of
  * tensors into a Lua list of {name, tensor} sorted stably; leaves it on the stack. */
 static int collect_params(lua_State *L, int idx, const char *fn) {
     idx = lua_absindex(L, idx);
     ml_module *m = mlua_to_module(L, idx);
     if (m) {
-        lua_getfield(L, idx, "named_parameters");
-        lua_pushvalue(L, idx);
-        lua_call(L, 1, 1);
-        return (int)lua_rawlen(L, -1);
+        lua_newtable(L);
+        param_list w = {L, lua_gettop(L), 0};
+        ml_module_visit_params(m, false, add_param_cb, &w);
+        return w.n;
     }
     if (!lua_istable(L, idx)) luaL_error(L, "%s: expected a model, a table of tensors or a list of tensors", fn);
     lua_newtable(L);
@@ -253,3 +271,6 @@ void mlua_open_train(lua_State *L) {
     const luaL_Reg g[] = {{"clip_grad_norm", l_clip_grad_norm}, {NULL, NULL}};
     luaL_setfuncs(L, g, 0);
 }
+
+/* For other binding files (checkpoints): the optimizer at idx, or a Lua error. */
+ml_optim *mlua_check_optim(lua_State *L, int idx) { return check_optim(L, idx); }

@@ -73,7 +73,6 @@ static void table_fill(lua_State *L, int idx, int depth, int ndim, const int64_t
     }
 }
 
-ml_tensor *mlua_table_to_tensor(lua_State *L, int idx, ml_dtype dt);
 ml_tensor *mlua_table_to_tensor(lua_State *L, int idx, ml_dtype dt) {
     idx = lua_absindex(L, idx);
     int64_t shape[ML_MAX_DIMS] = {0};
@@ -158,7 +157,8 @@ ml_tensor *mlua_index_to_core(lua_State *L, int idx, const char *fn) {
     if (z) {
         const int64_t *s = ml_i64(c);
         int64_t *d = ml_i64(z);
-        for (int64_t i = 0, n = ml_numel(t); i < n; i++) d[i] = s[i] - 1;
+        /* wrapping: math.mininteger becomes a huge index the op refuses, not undefined behaviour */
+        for (int64_t i = 0, n = ml_numel(t); i < n; i++) d[i] = (int64_t)((uint64_t)s[i] - 1u);
     }
     ml_release(c);
     ml_release(owned);

@@ -23,6 +23,8 @@ ml_tensor *mlua_to_tensor(lua_State *L, int idx); /* NULL when not a tensor */
 /* A tensor, or a number/nested table converted to a new float tensor (*owned
  * is set when the caller must release it). */
 ml_tensor *mlua_check_tensorish(lua_State *L, int idx, bool *owned);
+/* A nested Lua table of numbers at idx as a new tensor of dtype dt (raises on a ragged or non-numeric table). */
+ml_tensor *mlua_table_to_tensor(lua_State *L, int idx, ml_dtype dt);
 /* Pushes t as a Lua value, taking over its reference. NULL raises the core's
  * error message as a Lua error (so `return mlua_push_result(L, ml_relu(x))`). */
 int mlua_push_tensor(lua_State *L, ml_tensor *t);

@@ -24,6 +24,11 @@ static const struct {
     {"index", mlua_open_index},   {"data", mlua_open_data},   {"io", mlua_open_io},
     {"nn", mlua_open_nn},         {"train", mlua_open_train}, {"theory", mlua_open_theory},
     {"moe", mlua_open_moe},
+    {"nn_layers", mlua_open_nn_layers}, {"nn_zoo", mlua_open_nn_zoo},
+    {"kind", mlua_open_kind},     {"trace", mlua_open_trace},
+    {"plot", mlua_open_plot},     {"image", mlua_open_image},
+    {"metrics", mlua_open_metrics},
+    {"attack", mlua_open_attack},
 };
 
 /* package.preload loader for an embedded file: upvalue 1 = its index */

@@ -26,8 +26,11 @@
 #include "ops/conv.h"
 #include "ops/pool.h"
 #include "io/safetensors.h"
+#include "io/checkpoint.h"
 #include "nn/layers.h"
 #include "nn/module.h"
+#include "nn/trace.h"
+#include "io/trace_file.h"
 #include "nn/cnn.h"
 #include "nn/transformer.h"
 #include "nn/zoo.h"
@@ -38,6 +41,11 @@
 #include "train/optim.h"
 #include "data/dataset.h"
 #include "io/png.h"
+#include "io/png_write.h"
+#include "plot/plot.h"
+#include "plot/image.h"
 #include "theory/theory.h"
+#include "analysis/analysis.h"
+#include "attack/attack.h"
 
 #endif

@@ -53,10 +53,13 @@ typedef struct {
     int prec;
 } pctx;
 
-static bool shown(const pctx *c, int d, int64_t i) {
-    if (!c->summarise) return true;
+/* The next shown position of dimension d after i (i = -1: the first): the
+ * loops jump over the hidden middle instead of visiting it (a broadcast view
+ * of 2^58 elements once took forever to print). */
+static int64_t next_shown(const pctx *c, int d, int64_t i) {
     int64_t n = c->t->shape[d], e = c->o->edgeitems;
-    return n <= 2 * e || i < e || i >= n - e;
+    if (!c->summarise || n <= 2 * e || i + 1 < e) return i + 1;
+    return i + 1 > n - e ? i + 1 : n - e;
 }
 
 static void fmt_value(const pctx *c, double v, char *buf, size_t n) {
@@ -81,8 +84,7 @@ static void scan(pctx *c, int d, int64_t *idx, double *amax, double *amin, bool 
         if (v != floor(v)) *allint = false;
         return;
     }
-    for (int64_t i = 0; i < t->shape[d]; i++) {
-        if (!shown(c, d, i)) continue;
+    for (int64_t i = next_shown(c, d, -1); i < t->shape[d]; i = next_shown(c, d, i)) {
         idx[d] = i;
         scan(c, d + 1, idx, amax, amin, allint, any);
     }
@@ -97,8 +99,7 @@ static void widths(pctx *c, int d, int64_t *idx) {
         if (w > c->width) c->width = w;
         return;
     }
-    for (int64_t i = 0; i < t->shape[d]; i++) {
-        if (!shown(c, d, i)) continue;
+    for (int64_t i = next_shown(c, d, -1); i < t->shape[d]; i = next_shown(c, d, i)) {
         idx[d] = i;
         widths(c, d + 1, idx);
     }
@@ -114,22 +115,17 @@ static void emit(pctx *c, sbuf *b, int d, int64_t *idx, int indent) {
     }
     sb_add(b, "[");
     int64_t n = t->shape[d];
-    bool skipped = false;
     int col = indent + 1;
-    for (int64_t i = 0; i < n; i++) {
-        if (!shown(c, d, i)) {
-            if (!skipped) {
-                skipped = true;
-                if (d == t->ndim - 1) {
-                    sb_add(b, " ...,");
-                    col += 5;
-                } else {
-                    sb_add(b, "...,");
-                    for (int k = 0; k <= t->ndim - d - 2; k++) sb_add(b, "\n");
-                    sb_add(b, "%*s", indent + 1, "");
-                }
+    for (int64_t prev = -1, i = next_shown(c, d, -1); i < n; prev = i, i = next_shown(c, d, i)) {
+        if (i > prev + 1) { /* the hidden middle */
+            if (d == t->ndim - 1) {
+                sb_add(b, " ...,");
+                col += 5;
+            } else {
+                sb_add(b, "...,");
+                for (int k = 0; k <= t->ndim - d - 2; k++) sb_add(b, "\n");
+                sb_add(b, "%*s", indent + 1, "");
             }
-            continue;
         }
         idx[d] = i;
         if (d == t->ndim - 1) {

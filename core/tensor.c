@@ -72,14 +72,24 @@ static ml_tensor *header_new(ml_dtype dt, int ndim, const int64_t *shape) {
     return t;
 }
 
-ml_tensor *ml_empty(ml_dtype dt, int ndim, const int64_t *shape) {
-    int64_t n = 1;
+int64_t ml_shape_numel(const char *fn, int ndim, const int64_t *shape) {
+    if (ndim < 0 || ndim > ML_MAX_DIMS)
+        return ml_failc("%s: %d dimensions requested, at most %d are supported", fn, ndim, ML_MAX_DIMS);
+    int64_t dense = 1, n = 1;
     for (int d = 0; d < ndim; d++) {
-        if (shape[d] < 0) return ml_fail("tensor: negative size %" PRId64 " in dimension %d", shape[d], d + 1);
-        if (shape[d] > 0 && n > INT64_MAX / 8 / shape[d])
-            return ml_fail("tensor: size too large");
+        if (shape[d] < 0) return ml_failc("%s: negative size %" PRId64 " in dimension %d", fn, shape[d], d + 1);
+        if (shape[d] > 0 && dense > INT64_MAX / 16 / shape[d])
+            return ml_failc("%s: a shape with %d dimensions whose sizes multiply past 2^59 is too large "
+                            "(size %" PRId64 " in dimension %d)", fn, ndim, shape[d], d + 1);
+        if (shape[d] > 0) dense *= shape[d];
         n *= shape[d];
     }
+    return n;
+}
+
+ml_tensor *ml_empty(ml_dtype dt, int ndim, const int64_t *shape) {
+    int64_t n = ml_shape_numel("tensor", ndim, shape);
+    if (n < 0) return NULL;
     if ((uint64_t)n * ml_dtype_size(dt) > ((uint64_t)1 << 40))
         return ml_fail("tensor: %" PRId64 " elements is too large", n);
     ml_tensor *t = header_new(dt, ndim, shape);
@@ -176,14 +186,14 @@ ml_tensor *ml_randint(int64_t low, int64_t high, int ndim, const int64_t *shape)
         return ml_fail("randint: high (%" PRId64 ") must be greater than low (%" PRId64 ")", high, low);
     ml_tensor *t = ml_empty(ML_I64, ndim, shape);
     if (!t) return NULL;
-    uint64_t range = (uint64_t)(high - low);
+    uint64_t range = (uint64_t)high - (uint64_t)low; /* high - low may not fit in int64 */
     int64_t *p = ml_i64(t);
     for (int64_t i = 0, n = ml_numel(t); i < n; i++) {
         /* rejection sampling: no modulo bias */
         uint64_t limit = UINT64_MAX - UINT64_MAX % range, r;
         do r = ml_rng_u64();
         while (r >= limit);
-        p[i] = low + (int64_t)(r % range);
+        p[i] = (int64_t)((uint64_t)low + r % range);
     }
     return t;
 }

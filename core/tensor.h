@@ -77,6 +77,11 @@ ml_tensor *ml_zeros_like(const ml_tensor *t);
 
 /* ------------------------------------------------------------ queries */
 int64_t ml_numel(const ml_tensor *t);
+/* Checks a shape any tensor or view may have: sizes >= 0, and the product of
+ * the non-zero sizes (the dense strides) small enough that element and byte
+ * offsets fit in int64. Returns the element count, or -1 after
+ * ml_fail("fn: ..."). Every op that makes a shape up calls it. */
+int64_t ml_shape_numel(const char *fn, int ndim, const int64_t *shape);
 bool ml_is_contiguous(const ml_tensor *t);
 bool ml_same_shape(const ml_tensor *a, const ml_tensor *b);
 size_t ml_dtype_size(ml_dtype dt);

@@ -1,7 +1,8 @@
-/* completion.c -- Tab completion of Lua names: globals, fields of tables
- * (ml.nn.Li -> ml.nn.Linear) and methods of objects through their metatables
- * (x:sh -> x:shape). */
-#include <ctype.h>
+/* completion.c -- Tab completion for the line editor. What to propose is
+ * decided in Lua (ml.repl.complete in lua/moelab/complete.lua, which the tests
+ * call directly); this file runs it under a protected call and turns its
+ * answer (full expressions that start at a position of the line) into
+ * replacements of the word the line editor cut out. */
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,99 +10,56 @@
 #include "repl.h"
 
 typedef struct {
-    char **items;
-    int n, cap;
-} list;
+    const char *line;
+    int end;
+} request;
 
-static void add(list *l, const char *s) {
-    for (int i = 0; i < l->n; i++)
-        if (!strcmp(l->items[i], s)) return;
-    if (l->n + 2 > l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 32;
-        l->items = realloc(l->items, sizeof *l->items * (size_t)l->cap);
-    }
-    l->items[l->n++] = strdup(s);
-    l->items[l->n] = NULL;
+/* Calls ml.repl.complete(line before the cursor) -> candidates, start. */
+static int call_complete(lua_State *L) {
+    const request *r = lua_touserdata(L, 1);
+    if (repl_library_field(L, "complete") != LUA_TFUNCTION) return 0;
+    lua_pushlstring(L, r->line, (size_t)r->end);
+    lua_call(L, 1, 2);
+    return 2;
 }
 
-static int cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* Adds the string keys of the table at idx that start with partial. */
-static void keys_of(lua_State *L, int idx, const char *prefix, char sep, const char *partial, bool functions_only, list *out) {
-    idx = lua_absindex(L, idx);
-    size_t plen = strlen(partial);
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        if (lua_type(L, -2) == LUA_TSTRING) {
-            const char *k = lua_tostring(L, -2);
-            bool ident = isalpha((unsigned char)k[0]) || k[0] == '_';
-            if (ident && k[0] != '_' && !strncmp(k, partial, plen) && (!functions_only || lua_isfunction(L, -1))) {
-                char buf[512];
-                if (prefix[0]) snprintf(buf, sizeof buf, "%s%c%s", prefix, sep, k);
-                else snprintf(buf, sizeof buf, "%s", k);
-                add(out, buf);
-            }
-        }
-        lua_pop(L, 1);
-    }
-}
-
-/* Adds the fields reachable from the value on the stack top (its table, its
- * metatable's __index table, or the __methods table of moelab objects). */
-static void fields_of(lua_State *L, const char *prefix, char sep, const char *partial, list *out) {
-    int v = lua_gettop(L);
-    if (lua_istable(L, v)) keys_of(L, v, prefix, sep, partial, sep == ':', out);
-    if (lua_getmetatable(L, v)) {
-        int mt = lua_gettop(L);
-        if (lua_getfield(L, mt, "__methods") == LUA_TTABLE) keys_of(L, -1, prefix, sep, partial, false, out);
-        lua_pop(L, 1);
-        if (lua_getfield(L, mt, "__index") == LUA_TTABLE) keys_of(L, -1, prefix, sep, partial, sep == ':', out);
-        lua_pop(L, 1);
-    }
-    lua_settop(L, v);
-}
-
-char **repl_complete(const char *word, void *ud) {
+char **repl_complete(const char *line, int start, int end, void *ud) {
     lua_State *L = ud;
     int top = lua_gettop(L);
-    list out = {0};
-    /* split at the last '.' or ':' */
-    const char *cut = NULL;
-    for (const char *p = word; *p; p++)
-        if (*p == '.' || *p == ':') cut = p;
-    if (!cut) {
-        lua_pushglobaltable(L);
-        keys_of(L, -1, "", 0, word, false, &out);
-        static const char *const keywords[] = {"and", "break", "do", "else", "elseif", "end", "false", "for", "function",
-                                               "if", "in", "local", "nil", "not", "or", "repeat", "return", "then",
-                                               "true", "until", "while", NULL};
-        for (int i = 0; keywords[i]; i++)
-            if (!strncmp(keywords[i], word, strlen(word))) add(&out, keywords[i]);
-    } else {
-        char prefix[512];
-        size_t plen = (size_t)(cut - word);
-        if (plen >= sizeof prefix) plen = sizeof prefix - 1;
-        memcpy(prefix, word, plen);
-        prefix[plen] = 0;
-        /* walk the dotted prefix from the globals, reading fields without metamethods that run code */
-        lua_pushglobaltable(L);
-        char path[512];
-        snprintf(path, sizeof path, "%s", prefix);
-        bool ok = true;
-        for (char *tok = strtok(path, ".:"); tok && ok; tok = strtok(NULL, ".:")) {
-            if (lua_istable(L, -1)) {
-                lua_pushstring(L, tok);
-                lua_rawget(L, -2);
-            } else {
-                ok = false;
-                break;
+    if (!lua_checkstack(L, 8) || end < start || start < 0) return NULL;
+    request r = {line, end};
+    lua_pushcfunction(L, call_complete);
+    lua_pushlightuserdata(L, &r);
+    char **out = NULL;
+    if (lua_pcall(L, 1, 2, 0) == LUA_OK && lua_istable(L, -2) && lua_isinteger(L, -1)) {
+        /* the candidates replace line[s, end); the editor replaces line[start, end) */
+        lua_Integer s = lua_tointeger(L, -1) - 1;
+        lua_Integer n = (lua_Integer)lua_rawlen(L, -2);
+        if (s >= 0 && s <= end && n > 0 && n < 100000) out = calloc((size_t)n + 1, sizeof *out);
+        int k = 0;
+        for (lua_Integer i = 1; out && i <= n; i++) {
+            lua_rawgeti(L, -2, i);
+            size_t len;
+            const char *c = lua_tolstring(L, -1, &len);
+            char *w = NULL;
+            if (c && s >= start) { /* prepend what lies between the word's start and s */
+                size_t pre = (size_t)(s - start);
+                w = malloc(pre + len + 1);
+                if (w) {
+                    memcpy(w, line + start, pre);
+                    memcpy(w + pre, c, len + 1);
+                }
+            } else if (c && (size_t)(start - s) <= len && !strncmp(c, line + s, (size_t)(start - s))) {
+                w = strdup(c + (start - s)); /* the word starts inside the candidate */
             }
-            lua_remove(L, -2);
-            ok = !lua_isnil(L, -1);
+            if (w) out[k++] = w;
+            lua_pop(L, 1);
         }
-        if (ok) fields_of(L, prefix, *cut, cut + 1, &out);
+        if (out && k == 0) {
+            free(out);
+            out = NULL;
+        }
     }
     lua_settop(L, top);
-    if (out.n) qsort(out.items, (size_t)out.n, sizeof *out.items, cmp);
-    return out.items;
+    return out;
 }

@@ -45,15 +45,14 @@ static char *generator(const char *text, int state) {
 }
 
 static char **attempt_completion(const char *text, int start, int end) {
-    (void)start;
-    (void)end;
     if (candidates) {
         for (int i = 0; candidates[i]; i++) free(candidates[i]);
         free(candidates);
         candidates = NULL;
     }
-    if (completer) candidates = completer(text, completer_ud);
-    rl_attempted_completion_over = 1; /* no filename completion */
+    if (completer) candidates = completer(rl_line_buffer, start, end, completer_ud);
+    rl_attempted_completion_over = 1;   /* no default filename completion */
+    rl_completion_append_character = 0; /* ml.nn.Linear, not "ml.nn.Linear " */
     return rl_completion_matches(text, generator);
 }
 

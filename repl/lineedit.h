@@ -6,9 +6,10 @@
 
 #include <stdbool.h>
 
-/* Completion callback: given the word before the cursor, returns a
- * NULL-terminated malloc'd array of malloc'd candidates (or NULL). */
-typedef char **(*le_completer)(const char *word, void *ud);
+/* Completion callback: given the line and the word line[start, end) before
+ * the cursor, returns a NULL-terminated malloc'd array of malloc'd
+ * replacements for the word (or NULL). */
+typedef char **(*le_completer)(const char *line, int start, int end, void *ud);
 
 /* history_path may be NULL (no history file). */
 void le_init(bool interactive, const char *history_path, le_completer comp, void *ud);

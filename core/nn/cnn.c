@@ -62,7 +62,7 @@ ml_module *ml_nn_conv2d(int64_t cin, int64_t cout, int k, int stride, int pad, i
     if (cin % groups || cout % groups)
         return ml_fail("Conv2d: groups = %d must divide in (%" PRId64 ") and out (%" PRId64 ")", groups, cin, cout);
     conv_state *s = malloc(sizeof *s);
-    if (!s) return ml_fail("out of memory");
+    if (!s) return ml_fail_oom(__func__);
     *s = (conv_state){cin, cout, k, stride, pad, groups, bias};
     ml_module *m = ml_module_new(&conv_type, s);
     if (!m) {
@@ -160,8 +160,8 @@ ml_tensor *ml_nn_conv_bn_act_forward(ml_module *parent, int ic, int ib, ml_tenso
                           .dil_h = 1, .dil_w = 1, .groups = cs->groups};
         ml_tensor *y =
             shift ? ml_conv2d_affine_residual(x, ml_module_param(cm, "weight"), scale, shift, residual, relu, &o) : NULL;
-        if (!y && strcmp(ml_last_error(), "interrupted") != 0)
-            ml_error_prefix("in modules '%s' and '%s' (Conv2d, BatchNorm2d) of %s: ", parent->children[ic].name,
+        if (!y)
+            ml_error_locate("in modules '%s' and '%s' (Conv2d, BatchNorm2d) of %s: ", parent->children[ic].name,
                             parent->children[ib].name, parent->type->name);
         ml_release(ve);
         ml_release(sd);
@@ -183,8 +183,7 @@ ml_tensor *ml_nn_bn_act_forward(ml_module *parent, int ib, ml_tensor *x, ml_ctx 
         ml_tensor *y = ml_batch_norm_act(x, ml_module_param(bm, "weight"), ml_module_param(bm, "bias"),
                                          ml_module_param(bm, "running_mean"), ml_module_param(bm, "running_var"),
                                          bm->training, bs->momentum, bs->eps, residual, relu);
-        if (!y && strcmp(ml_last_error(), "interrupted") != 0)
-            ml_error_prefix("in module '%s' (BatchNorm2d) of %s: ", parent->children[ib].name, parent->type->name);
+        if (!y) ml_error_locate("in module '%s' (BatchNorm2d) of %s: ", parent->children[ib].name, parent->type->name);
         return y;
     }
     ml_tensor *b = ml_module_forward_child(parent, ib, x, ctx);
@@ -202,7 +201,7 @@ ml_tensor *ml_nn_bn_act_forward(ml_module *parent, int ib, ml_tensor *x, ml_ctx 
 ml_module *ml_nn_batchnorm2d(int64_t c, double eps, double momentum) {
     if (c <= 0) return ml_fail("BatchNorm2d: channels must be positive, got %" PRId64, c);
     bn_state *s = malloc(sizeof *s);
-    if (!s) return ml_fail("out of memory");
+    if (!s) return ml_fail_oom(__func__);
     *s = (bn_state){c, eps, momentum};
     ml_module *m = ml_module_new(&bn_type, s);
     if (!m) {
@@ -269,7 +268,7 @@ static ml_module *pool_new(bool is_max, int k, int stride, int pad) {
     if (k <= 0 || stride <= 0 || pad < 0 || pad * 2 > k)
         return ml_fail("%s: invalid kernel %d / stride %d / padding %d", is_max ? "MaxPool2d" : "AvgPool2d", k, stride, pad);
     pool_state *s = malloc(sizeof *s);
-    if (!s) return ml_fail("out of memory");
+    if (!s) return ml_fail_oom(__func__);
     *s = (pool_state){k, stride, pad, is_max};
     ml_module *m = ml_module_new(is_max ? &maxpool_type : &avgpool_type, s);
     if (!m) free(s);
@@ -313,7 +312,7 @@ static const ml_module_type dropout_type = {.name = "Dropout", .forward = dropou
 ml_module *ml_nn_dropout(double p) {
     if (!(p >= 0 && p < 1)) return ml_fail("Dropout: p must be in [0, 1), got %g", p);
     double *s = malloc(sizeof *s);
-    if (!s) return ml_fail("out of memory");
+    if (!s) return ml_fail_oom(__func__);
     *s = p;
     ml_module *m = ml_module_new(&dropout_type, s);
     if (!m) free(s);
@@ -325,12 +324,8 @@ static ml_module *dropout_from_config(const cJSON *c) {
     return ml_nn_dropout(p);
 }
 
-void ml_nn_register_cnn(void);
-void ml_nn_register_cnn(void) {
-    ml_module_register("Conv2d", conv_from_config);
-    ml_module_register("BatchNorm2d", bn_from_config);
-    ml_module_register("MaxPool2d", pool_from_config);
-    ml_module_register("AvgPool2d", pool_from_config);
-    ml_module_register("GlobalAvgPool", gap_from_config);
-    ml_module_register("Dropout", dropout_from_config);
-}
+const ml_module_kind ml_cnn_kinds[] = {
+    {"Conv2d", conv_from_config, NULL},     {"BatchNorm2d", bn_from_config, NULL},
+    {"MaxPool2d", pool_from_config, NULL},  {"AvgPool2d", pool_from_config, NULL},
+    {"GlobalAvgPool", gap_from_config, NULL}, {"Dropout", dropout_from_config, NULL},
+    {NULL, NULL, NULL}};

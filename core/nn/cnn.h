@@ -41,4 +41,6 @@ bool ml_nn_fuse(void);
  * identity or conv1x1 + BN when the stride or the width changes. */
 ml_module *ml_nn_basic_block(int64_t cin, int64_t cout, int stride);
 
+extern const ml_module_kind ml_cnn_kinds[]; /* for the registry */
+
 #endif

@@ -8,6 +8,7 @@
 
 #include "../ops/linalg.h"
 #include "../ops/shape.h"
+#include "registry.h"
 
 /* ------------------------------------------------------------ Linear */
 typedef struct {
@@ -48,7 +49,7 @@ ml_module *ml_nn_linear(int64_t in, int64_t out, bool bias) {
     if (in <= 0 || out <= 0)
         return ml_fail("Linear: sizes must be positive (got in = %" PRId64 ", out = %" PRId64 ")", in, out);
     linear_state *s = malloc(sizeof *s);
-    if (!s) return ml_fail("out of memory");
+    if (!s) return ml_fail_oom(__func__);
     *s = (linear_state){in, out, bias};
     ml_module *m = ml_module_new(&linear_type, s);
     if (!m) {
@@ -154,7 +155,7 @@ static const ml_module_type flatten_type = {.name = "Flatten", .forward = flatte
 
 ml_module *ml_nn_flatten(int start_dim, int end_dim) {
     flatten_state *s = malloc(sizeof *s);
-    if (!s) return ml_fail("out of memory");
+    if (!s) return ml_fail_oom(__func__);
     *s = (flatten_state){start_dim, end_dim};
     ml_module *m = ml_module_new(&flatten_type, s);
     if (!m) free(s);
@@ -331,7 +332,7 @@ static const ml_module_type lambda_type = {
 
 ml_module *ml_nn_lambda(const char *name, ml_lambda_fn fn, void *ud, void (*free_ud)(void *)) {
     lambda_state *s = malloc(sizeof *s);
-    if (!s) return ml_fail("out of memory");
+    if (!s) return ml_fail_oom(__func__);
     snprintf(s->name, sizeof s->name, "%s", name ? name : "Lambda");
     s->fn = fn;
     s->ud = ud;
@@ -382,7 +383,7 @@ static const ml_module_type mlp_type = {
 
 ml_module *ml_nn_mlp(int64_t in, int64_t hidden, int64_t out, ml_unary_op act) {
     mlp_state *s = malloc(sizeof *s);
-    if (!s) return ml_fail("out of memory");
+    if (!s) return ml_fail_oom(__func__);
     *s = (mlp_state){in, hidden, out, act};
     ml_module *m = ml_module_new(&mlp_type, s);
     if (!m) {
@@ -408,13 +409,8 @@ static ml_module *mlp_from_config(const cJSON *c) {
 }
 
 /* ------------------------------------------------------------ registration */
-void ml_nn_register_layers(void);
-void ml_nn_register_layers(void) {
-    ml_module_register("Linear", linear_from_config);
-    ml_module_register("Activation", act_from_config);
-    ml_module_register("Identity", identity_from_config);
-    ml_module_register("Flatten", flatten_from_config);
-    ml_module_register("Normalize", normalize_from_config);
-    ml_module_register("Sequential", seq_from_config);
-    ml_module_register("MLP", mlp_from_config);
-}
+const ml_module_kind ml_layers_kinds[] = {
+    {"Linear", linear_from_config, NULL},       {"Activation", act_from_config, NULL},
+    {"Identity", identity_from_config, NULL},   {"Flatten", flatten_from_config, NULL},
+    {"Normalize", normalize_from_config, NULL}, {"Sequential", seq_from_config, NULL},
+    {"MLP", mlp_from_config, NULL},             {NULL, NULL, NULL}};

@@ -28,5 +28,6 @@ typedef ml_tensor *(*ml_lambda_fn)(void *ud, ml_tensor *x, ml_ctx *ctx, bool tra
 ml_module *ml_nn_lambda(const char *name, ml_lambda_fn fn, void *ud, void (*free_ud)(void *));
 
 extern const ml_module_type ml_sequential_type;
+extern const ml_module_kind ml_layers_kinds[]; /* for the registry */
 
 #endif

@@ -1,7 +1,8 @@
 /* module.c -- module lifetime, parameters, children, forward with paths,
- * traversal, configs and the type registry. */
+ * traversal, configs. */
 #include "module.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,7 @@
 /* ------------------------------------------------------------ lifetime */
 ml_module *ml_module_new(const ml_module_type *type, void *state) {
     ml_module *m = calloc(1, sizeof *m);
-    if (!m) return ml_fail("out of memory");
+    if (!m) return ml_fail_oom(__func__);
     m->refcount = 1;
     m->type = type;
     m->training = true;
@@ -52,7 +53,7 @@ static ml_tensor *add_param(ml_module *m, const char *name, ml_tensor *t, bool b
         ml_param *p = realloc(m->params, sizeof *p * (size_t)cap);
         if (!p) {
             ml_release(t);
-            return ml_fail("out of memory");
+            return ml_fail_oom(__func__);
         }
         m->params = p;
         m->cap_params = cap;
@@ -77,7 +78,7 @@ ml_module *ml_module_add_child(ml_module *m, const char *name, ml_module *child)
         ml_child *c = realloc(m->children, sizeof *c * (size_t)cap);
         if (!c) {
             ml_module_release(child);
-            return ml_fail("out of memory");
+            return ml_fail_oom(__func__);
         }
         m->children = c;
         m->cap_children = cap;
@@ -100,31 +101,20 @@ ml_module *ml_module_child(const ml_module *m, const char *name) {
 }
 
 /* ------------------------------------------------------------ context */
-void ml_trace_free(ml_trace *tr) {
-    while (tr) {
-        ml_trace *next = tr->next;
-        free(tr->layer);
-        ml_release(tr->experts);
-        ml_release(tr->gates);
-        ml_release(tr->probs);
-        ml_release(tr->kept);
-        ml_release(tr->load);
-        free(tr);
-        tr = next;
-    }
+static void forget_routing_use(ml_ctx *ctx) {
+    free(ctx->routing_used);
+    free(ctx->overrides_used);
+    ctx->routing_used = ctx->overrides_used = NULL;
 }
 
 void ml_ctx_clear(ml_ctx *ctx) {
     if (!ctx) return;
     ml_trace_free(ctx->traces);
-    ctx->traces = ctx->last_trace = NULL;
+    ctx->traces = NULL;
     ml_release(ctx->aux);
     ctx->aux = NULL;
-    ml_release(ctx->route);
-    ml_release(ctx->route_gates);
-    ml_release(ctx->route_probs);
-    ctx->route = ctx->route_gates = ctx->route_probs = NULL;
-    ctx->route_layer = 0;
+    forget_routing_use(ctx);
+    ctx->depth = 0;
     ctx->path[0] = 0;
 }
 
@@ -140,17 +130,62 @@ int ml_ctx_add_aux(ml_ctx *ctx, ml_tensor *term) {
     return 0;
 }
 
-void ml_ctx_add_trace(ml_ctx *ctx, ml_trace *tr) {
-    tr->next = NULL;
-    if (ctx->last_trace) ctx->last_trace->next = tr;
-    else ctx->traces = tr;
-    ctx->last_trace = tr;
+int ml_ctx_record(ml_ctx *ctx, const ml_trace_entry *e) {
+    if (!ctx || !ctx->trace) return 0;
+    if (!ctx->traces && !(ctx->traces = ml_trace_new())) return -1;
+    ml_trace_entry named = *e;
+    named.name = ctx->path;
+    return ml_trace_add(ctx->traces, &named, ctx->trace_grad);
+}
+
+ml_trace *ml_ctx_take_trace(ml_ctx *ctx) {
+    ml_trace *t = ctx->traces ? ctx->traces : ml_trace_new();
+    ctx->traces = NULL;
+    return t;
+}
+
+/* Before the outermost forward: nothing of the forced routing used yet. */
+static int begin_routing_use(ml_ctx *ctx) {
+    forget_routing_use(ctx);
+    if (ctx->routing && ctx->routing->n > 0 && !(ctx->routing_used = calloc((size_t)ctx->routing->n, sizeof(bool))))
+        return ml_failc_oom(__func__);
+    if (ctx->n_overrides > 0 && !(ctx->overrides_used = calloc((size_t)ctx->n_overrides, sizeof(bool))))
+        return ml_failc_oom(__func__);
+    return 0;
+}
+
+/* After it: every layer of the forced routing and every override must have
+ * met its layer, else the routing was meant for another model. */
+static int end_routing_use(ml_ctx *ctx) {
+    int rc = 0;
+    for (int i = 0; ctx->routing && i < ctx->routing->n && !rc; i++)
+        if (!ctx->routing_used[i])
+            rc = ml_failc("forward: the forced routing has a layer '%s' that this model did not run (a trace of "
+                          "another model?)", ctx->routing->layers[i].name);
+    for (int i = 0; i < ctx->n_overrides && !rc; i++)
+        if (!ctx->overrides_used[i])
+            rc = ml_failc("forward: no MoE layer '%s' to %s expert %d in", ctx->overrides[i].layer,
+                          ctx->overrides[i].what == ML_ROUTE_FORCE ? "force" : "silence", ctx->overrides[i].expert + 1);
+    return rc;
 }
 
 /* ------------------------------------------------------------ running */
 ml_tensor *ml_module_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     if (!m->type->forward) return ml_fail("%s: module has no forward", m->type->name);
-    return m->type->forward(m, x, ctx);
+    bool outermost = ctx && ctx->depth == 0;
+    if (outermost && begin_routing_use(ctx)) return NULL;
+    if (ctx) ctx->depth++;
+    ml_tensor *y = m->type->forward(m, x, ctx);
+    if (ctx) ctx->depth--;
+    if (outermost) {
+        int rc = y ? end_routing_use(ctx) : 0;
+        forget_routing_use(ctx);
+        if (rc) {
+            ml_release(y);
+            return NULL;
+        }
+    }
+    return y;
 }
 
 ml_tensor *ml_module_forward_child(ml_module *parent, int i, ml_tensor *x, ml_ctx *ctx) {
@@ -172,9 +207,9 @@ ml_tensor *ml_module_forward_child(ml_module *parent, int i, ml_tensor *x, ml_ct
         double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
         ctx->on_module(ctx->on_module_ud, ctx->path, c->m, x, y, ml_flops() - flops0, secs);
     }
-    if (!y && strcmp(ml_last_error(), "interrupted") != 0 && strncmp(ml_last_error(), "in ", 3) != 0) {
-        if (ctx) ml_error_prefix("in %s (%s): ", ctx->path, c->m->type->name);
-        else ml_error_prefix("in module '%s' (%s) of %s: ", c->name, c->m->type->name, parent->type->name);
+    if (!y) {
+        if (ctx) ml_error_locate("in %s (%s): ", ctx->path, c->m->type->name);
+        else ml_error_locate("in module '%s' (%s) of %s: ", c->name, c->m->type->name, parent->type->name);
     }
     if (ctx) ctx->path[len] = 0;
     return y;
@@ -261,39 +296,6 @@ cJSON *ml_module_config(const ml_module *m) {
     return m->type->config(m);
 }
 
-/* ------------------------------------------------------------ registry */
-#define MAX_TYPES 128
-typedef struct {
-    const char *name;
-    ml_module_ctor ctor;
-} registry_entry;
-static registry_entry registry[MAX_TYPES];
-static int n_registered;
-
-void ml_module_register(const char *name, ml_module_ctor ctor) {
-    for (int i = 0; i < n_registered; i++)
-        if (!strcmp(registry[i].name, name)) {
-            registry[i].ctor = ctor;
-            return;
-        }
-    if (n_registered < MAX_TYPES) registry[n_registered++] = (registry_entry){name, ctor};
-}
-
-void ml_nn_register_builtin(void); /* registry.c */
-
-ml_module *ml_module_from_config(const cJSON *config) {
-    static bool ready;
-    if (!ready) {
-        ml_nn_register_builtin();
-        ready = true;
-    }
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(config, "type");
-    if (!cJSON_IsString(type)) return ml_fail("model config: missing \"type\"");
-    for (int i = 0; i < n_registered; i++)
-        if (!strcmp(registry[i].name, type->valuestring)) return registry[i].ctor(config);
-    return ml_fail("model config: unknown module type '%s'", type->valuestring);
-}
-
 /* ------------------------------------------------------------ helpers */
 ml_tensor *ml_init_uniform_fan_in(int ndim, const int64_t *shape, int64_t fan_in) {
     ml_tensor *t = ml_rand(ndim, shape);
@@ -340,4 +342,179 @@ int ml_cfg_bool(const cJSON *c, const char *key, bool def, bool *out) {
 const char *ml_cfg_string(const cJSON *c, const char *key, const char *def) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, key);
     return cJSON_IsString(v) ? v->valuestring : def;
+}
+
+/* ------------------------------------------------------------ loading a state dict */
+#define SHOWN_NAMES 3 /* names quoted in a "missing" or "not in the model" message */
+
+typedef struct {
+    const ml_state_source *src;
+    int *by_name;   /* source entries sorted by name */
+    bool *used;     /* source entry matched a model tensor */
+    ml_param **dst; /* model tensor per matched entry, in visit order */
+    int *from;      /* its source entry */
+    int n_dst, cap_dst;
+    int missing;
+    char missing_names[SHOWN_NAMES][ML_PATH_MAX];
+} load_walk;
+
+static int cmp_source_name(const void *a, const void *b, void *ud) {
+    const ml_state_source *s = ud;
+    return strcmp(s->name(s->ud, *(const int *)a), s->name(s->ud, *(const int *)b));
+}
+
+static int find_source(const load_walk *w, const char *name) {
+    int lo = 0, hi = w->src->n - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2, c = strcmp(w->src->name(w->src->ud, w->by_name[mid]), name);
+        if (c == 0) return w->by_name[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
+/* Appends "'a', 'b', 'c'" (at most SHOWN_NAMES, each cut to 80 characters). */
+static void list_names(char *buf, size_t n, int count, const char *(*at)(const void *, int), const void *ud) {
+    size_t len = 0;
+    buf[0] = 0;
+    for (int i = 0; i < count && i < SHOWN_NAMES && len < n; i++)
+        len += (size_t)snprintf(buf + len, n - len, "%s'%.80s'", i ? ", " : "", at(ud, i));
+    if (count > SHOWN_NAMES && len < n) snprintf(buf + len, n - len, ", ...");
+}
+
+static int load_match_cb(void *ud, const char *path, ml_param *p, ml_module *owner) {
+    load_walk *w = ud;
+    const ml_state_source *src = w->src;
+    int i = find_source(w, path);
+    if (i < 0) {
+        if (w->missing < SHOWN_NAMES) snprintf(w->missing_names[w->missing], ML_PATH_MAX, "%s", path);
+        w->missing++;
+        return 0;
+    }
+    int64_t shape[ML_MAX_DIMS];
+    ml_dtype dt = ML_F32;
+    const char *label = NULL;
+    int ndim = src->shape(src->ud, i, &dt, shape, &label);
+    bool same = ndim == p->t->ndim;
+    for (int d = 0; same && d < ndim; d++) same = shape[d] == p->t->shape[d];
+    if (!same) {
+        char s[96] = "[";
+        size_t len = 1;
+        for (int d = 0; d < ndim && ndim <= ML_MAX_DIMS && len < sizeof s; d++)
+            len += (size_t)snprintf(s + len, sizeof s - len, "%s%" PRId64, d ? ", " : "", shape[d]);
+        if (len < sizeof s) snprintf(s + len, sizeof s - len, "]");
+        return ml_failc("load_state_dict: '%s' has shape %s in the model but %s in %s", path, ML_SHAPE_STR(p->t), s,
+                        src->where);
+    }
+    if (dt != p->t->dtype)
+        return ml_failc("load_state_dict: '%s' is %s in the model but %s in %s", path, ml_dtype_name(p->t->dtype),
+                        label ? label : ml_dtype_name(dt), src->where);
+    if (w->n_dst == w->cap_dst) {
+        int cap = w->cap_dst ? 2 * w->cap_dst : 64;
+        ml_param **d = realloc(w->dst, sizeof *d * (size_t)cap);
+        if (d) w->dst = d;
+        int *f = realloc(w->from, sizeof *f * (size_t)cap);
+        if (f) w->from = f;
+        if (!d || !f) return ml_failc("load_state_dict: out of memory");
+        w->cap_dst = cap;
+    }
+    w->dst[w->n_dst] = p;
+    w->from[w->n_dst++] = i;
+    w->used[i] = true;
+    return 0;
+}
+
+static const char *missing_at(const void *ud, int i) { return ((const load_walk *)ud)->missing_names[i]; }
+
+typedef struct {
+    const ml_state_source *src;
+    const int *idx;
+} unused_list;
+static const char *unused_at(const void *ud, int i) {
+    const unused_list *u = ud;
+    return u->src->name(u->src->ud, u->idx[i]);
+}
+
+int ml_module_load_state(ml_module *m, const ml_state_source *src, bool strict) {
+    int n = src->n > 0 ? src->n : 0;
+    load_walk w = {.src = src};
+    w.by_name = malloc(sizeof *w.by_name * (size_t)(n ? n : 1));
+    w.used = calloc((size_t)(n ? n : 1), sizeof *w.used);
+    int rc = -1, copied = 0;
+    if (!w.by_name || !w.used) {
+        ml_fail("load_state_dict: out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n; i++) w.by_name[i] = i;
+    qsort_r(w.by_name, (size_t)n, sizeof *w.by_name, cmp_source_name, (void *)src);
+    for (int i = 1; i < n; i++) {
+        const char *a = src->name(src->ud, w.by_name[i]);
+        if (!strcmp(a, src->name(src->ud, w.by_name[i - 1]))) {
+            ml_fail("load_state_dict: '%.80s' appears twice in %s", a, src->where);
+            goto done;
+        }
+    }
+    if (ml_module_visit_params(m, true, load_match_cb, &w)) goto done;
+    char names[4 * ML_PATH_MAX];
+    if (strict && w.missing) {
+        list_names(names, sizeof names, w.missing, missing_at, &w);
+        ml_fail("load_state_dict: %d entries of the model are missing from %s (first: %s); "
+                "pass {strict = false} to load a subset", w.missing, src->where, names);
+        goto done;
+    }
+    if (strict && w.n_dst < n) {
+        int *unused = malloc(sizeof *unused * (size_t)n), k = 0;
+        if (!unused) {
+            ml_fail("load_state_dict: out of memory");
+            goto done;
+        }
+        for (int i = 0; i < n; i++) /* in name order, so the message does not depend on the source's order */
+            if (!w.used[w.by_name[i]]) unused[k++] = w.by_name[i];
+        unused_list u = {src, unused};
+        list_names(names, sizeof names, k, unused_at, &u);
+        free(unused);
+        ml_fail("load_state_dict: %d entries of %s are not in the model (%s); pass {strict = false} to ignore them", k,
+                src->where, names);
+        goto done;
+    }
+    bool gm = ml_grad_set(false);
+    for (int k = 0; k < w.n_dst; k++) {
+        if (ml_interrupted()) break;
+        ml_tensor *t = src->get(src->ud, w.from[k]);
+        int bad = !t || ml_copy_(w.dst[k]->t, t);
+        ml_release(t);
+        if (bad) break;
+        copied++;
+    }
+    ml_grad_set(gm);
+    if (copied == w.n_dst) rc = copied;
+done:
+    free(w.by_name);
+    free(w.used);
+    free(w.dst);
+    free(w.from);
+    return rc;
+}
+
+typedef struct {
+    const char *const *names;
+    ml_tensor *const *tensors;
+} state_arrays;
+
+static const char *arrays_name(void *ud, int i) { return ((state_arrays *)ud)->names[i]; }
+static int arrays_shape(void *ud, int i, ml_dtype *dtype, int64_t *shape, const char **label) {
+    const ml_tensor *t = ((state_arrays *)ud)->tensors[i];
+    *dtype = t->dtype;
+    *label = NULL;
+    memcpy(shape, t->shape, sizeof *shape * (size_t)t->ndim);
+    return t->ndim;
+}
+static ml_tensor *arrays_get(void *ud, int i) { return ml_retain(((state_arrays *)ud)->tensors[i]); }
+
+int ml_module_load_state_dict(ml_module *m, int n, const char *const *names, ml_tensor *const *tensors, bool strict,
+                              const char *where) {
+    state_arrays a = {names, tensors};
+    ml_state_source src = {n, arrays_name, arrays_shape, arrays_get, &a, where ? where : "the state dict"};
+    return ml_module_load_state(m, &src, strict);
 }

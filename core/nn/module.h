@@ -4,12 +4,12 @@
  * group: "backbone" or "router"), buffers (running statistics: saved with the
  * model, never trained) and named children. Names compose into paths such as
  * "blocks.3.mlp.router.weight". A forward takes one tensor and an optional
- * context that carries the collected routing traces and auxiliary losses of
- * the MoE layers it passes through:
+ * context that carries the routing trace (trace.h) and auxiliary losses of
+ * the MoE layers it passes through, and optionally a forced routing:
  *
  *     ml_ctx ctx = {.trace = true};
  *     ml_tensor *logits = ml_module_forward(model, x, &ctx);
- *     ... ctx.traces (one per MoE layer), ctx.aux (summed auxiliary loss) ...
+ *     ... ctx.traces (one layer per MoE layer), ctx.aux (summed auxiliary loss) ...
  *     ml_ctx_clear(&ctx);
  *
  * Every module type can describe itself and give its constructor config as
@@ -20,10 +20,10 @@
 #include <cjson/cJSON.h>
 
 #include "../tensor.h"
+#include "trace.h"
 
 typedef struct ml_module ml_module;
 typedef struct ml_ctx ml_ctx;
-typedef struct ml_trace ml_trace;
 
 typedef struct {
     const char *name; /* "Linear" */
@@ -60,35 +60,33 @@ struct ml_module {
     void *state; /* type-specific */
 };
 
-/* ------------------------------------------------------------ routing traces */
-/* What an MoE layer reports about one forward (0-based ids in C). T = tokens
- * (token MoE) or samples (channel MoE); K = experts per token. */
-struct ml_trace {
-    char *layer;          /* full path, e.g. "blocks.1.mlp" */
-    int num_experts;
-    ml_tensor *experts;   /* int64 [T, K] selected expert ids */
-    ml_tensor *gates;     /* float [T, K] combine weights */
-    ml_tensor *probs;     /* float [T, E] router probabilities (clean, before noise) */
-    ml_tensor *kept;      /* int64 [T, K] 1 when the assignment got a capacity slot */
-    ml_tensor *load;      /* float [E] kept assignments per expert */
-    double aux[4];        /* importance, load, switch, z-loss values (NAN if not computed) */
-    ml_trace *next;
-};
-
 /* ------------------------------------------------------------ forward context */
 #define ML_PATH_MAX 256
+
+/* A per-layer request to the routing, for the metrics: every item's first
+ * choice is expert `expert` (capacity is not applied in that layer), or the
+ * routing picks among the other experts. `layer` is the layer's full path. */
+typedef enum { ML_ROUTE_FORCE, ML_ROUTE_SILENCE } ml_route_override_kind;
+typedef struct {
+    const char *layer;
+    ml_route_override_kind what;
+    int expert; /* 0-based */
+} ml_route_override;
+
 struct ml_ctx {
-    bool trace;        /* collect routing traces */
-    bool want_aux;     /* compute auxiliary losses even in eval mode */
-    ml_trace *traces;  /* in forward order (owned) */
-    ml_trace *last_trace;
-    ml_tensor *aux;    /* summed, weighted auxiliary loss (0-d, differentiable) or NULL */
-    /* Global routing (MoE-CNN with one router for every MoE layer): expert per
-     * sample and layer (int64 [N, L]), its gate (float [N, L], differentiable)
-     * and the router probabilities (float [N, L, E]); layers read column
-     * route_layer and advance it. */
-    ml_tensor *route, *route_gates, *route_probs;
-    int route_layer;
+    bool trace;      /* collect a routing trace (ctx->traces) */
+    bool trace_grad; /* ... whose logits, probs and gates keep their autograd history */
+    bool want_aux;   /* compute auxiliary losses even in eval mode */
+    ml_trace *traces; /* the trace of this forward (owned; ml_ctx_take_trace) */
+    ml_tensor *aux;   /* summed, weighted auxiliary loss (0-d, differentiable) or NULL */
+    /* Forced routing (borrowed): every sparse MoE layer takes its selection
+     * from the layer of the same name in `routing` (a trace of the same model
+     * and batch size; gates still read the current router probabilities at
+     * the forced experts), and `overrides` force or silence experts. A trace
+     * layer or an override that no layer of the model used is an error. */
+    const ml_trace *routing;
+    const ml_route_override *overrides;
+    int n_overrides;
     /* Optional hook, called after every child forward with its input, output,
      * the FLOPs it counted and its wall time (summaries, per-layer timing,
      * capturing activations or router inputs). */
@@ -96,13 +94,19 @@ struct ml_ctx {
                       double seconds);
     void *on_module_ud;
     char path[ML_PATH_MAX];
+    /* kept by ml_module_forward: nesting depth; which trace layers and
+     * overrides a layer used (checked when the outermost forward returns) */
+    int depth;
+    bool *routing_used, *overrides_used;
 };
 void ml_ctx_clear(ml_ctx *ctx);
 /* Adds a (0-d) auxiliary loss term to ctx->aux. */
 int ml_ctx_add_aux(ml_ctx *ctx, ml_tensor *term);
-/* Appends a trace (takes ownership). */
-void ml_ctx_add_trace(ml_ctx *ctx, ml_trace *tr);
-void ml_trace_free(ml_trace *tr);
+/* Records the current layer (named ctx->path) in ctx->traces when ctx->trace
+ * is set: the MoE layers' one way into the trace (trace.h, ml_trace_add). */
+int ml_ctx_record(ml_ctx *ctx, const ml_trace_entry *e);
+/* The collected trace (an empty one when no MoE layer ran), now the caller's. */
+ml_trace *ml_ctx_take_trace(ml_ctx *ctx);
 
 /* ------------------------------------------------------------ lifetime */
 ml_module *ml_module_new(const ml_module_type *type, void *state);
@@ -140,12 +144,16 @@ void ml_module_describe(const ml_module *m, char *buf, size_t n);
  * the tree cannot be rebuilt from data (e.g. a Lua function module). */
 cJSON *ml_module_config(const ml_module *m);
 
-/* ------------------------------------------------------------ registry
- * Module types that can be rebuilt from a config register a constructor. */
-typedef ml_module *(*ml_module_ctor)(const cJSON *config);
-void ml_module_register(const char *name, ml_module_ctor ctor);
-/* Builds a module from {"type": "...", ...}. */
-ml_module *ml_module_from_config(const cJSON *config);
+/* ------------------------------------------------------------ types by name
+ * A module type that can be rebuilt from its config lists itself in its
+ * file's table of kinds (registry.h finds them): its name, its constructor
+ * from a config and, when it has one, its option table (options.h). */
+struct ml_options;
+typedef struct {
+    const char *name;
+    ml_module *(*from_config)(const cJSON *config);
+    const struct ml_options *options; /* NULL: none declared */
+} ml_module_kind;
 
 /* ------------------------------------------------------------ init helpers */
 /* PyTorch's default for Linear/Conv: U(-1/sqrt(fan_in), 1/sqrt(fan_in)). */
@@ -156,5 +164,31 @@ int ml_cfg_int(const cJSON *c, const char *key, int def, int *out);
 int ml_cfg_double(const cJSON *c, const char *key, double def, double *out);
 int ml_cfg_bool(const cJSON *c, const char *key, bool def, bool *out);
 const char *ml_cfg_string(const cJSON *c, const char *key, const char *def);
+
+/* ------------------------------------------------------------ loading a state dict
+ * (m:load_state_dict, checkpoints). The named tensors come from a source -- a
+ * Lua table, a safetensors file, arrays -- that can say an entry's shape
+ * without loading it, so everything is checked before anything is copied. */
+typedef struct {
+    int n;                                /* entries */
+    const char *(*name)(void *ud, int i); /* entry i's full name ("blocks.1.mlp.router.weight") */
+    /* Entry i's rank (returned), shape and the dtype it loads as; *label names
+     * its dtype in messages when that differs from the loaded one ("I32"), else NULL. */
+    int (*shape)(void *ud, int i, ml_dtype *dtype, int64_t *shape, const char **label);
+    ml_tensor *(*get)(void *ud, int i); /* entry i as a new reference (NULL + error) */
+    void *ud;
+    const char *where; /* "the table", a file name: for messages */
+} ml_state_source;
+
+/* Copies the source's tensors into m's parameters and buffers, by full name.
+ * Refused before anything is copied: a name given twice, a shape or a kind
+ * (float / integer) other than the model's tensor, and, when strict, a
+ * parameter or buffer of m that the source lacks or an entry of the source
+ * that m does not have (the messages name the first few). Returns the number
+ * of tensors copied, or -1. */
+int ml_module_load_state(ml_module *m, const ml_state_source *src, bool strict);
+/* The same from arrays: names[i] -> tensors[i] (borrowed). */
+int ml_module_load_state_dict(ml_module *m, int n, const char *const *names, ml_tensor *const *tensors, bool strict,
+                              const char *where);
 
 #endif

@@ -15,6 +15,7 @@
 #include "../ops/shape.h"
 #include "../ops/softmax.h"
 #include "layers.h"
+#include "registry.h"
 
 static void free_state(ml_module *m) { free(m->state); }
 
@@ -52,7 +53,7 @@ ml_module *ml_nn_layernorm(int64_t dim, double eps) {
     if (dim < 1) return ml_fail("LayerNorm: dim must be positive, got %" PRId64, dim);
     if (!(eps > 0)) return ml_fail("LayerNorm: eps must be positive");
     ln_state *s = malloc(sizeof *s);
-    if (!s) return ml_fail("out of memory");
+    if (!s) return ml_fail_oom(__func__);
     *s = (ln_state){dim, eps};
     ml_module *m = ml_module_new(&ln_type, s);
     if (!m) {
@@ -115,7 +116,7 @@ ml_module *ml_nn_attention(int64_t dim, int heads) {
     if (dim < 1 || heads < 1 || dim % heads)
         return ml_fail("Attention: heads = %d must divide dim = %" PRId64, heads, dim);
     attn_state *s = malloc(sizeof *s);
-    if (!s) return ml_fail("out of memory");
+    if (!s) return ml_fail_oom(__func__);
     *s = (attn_state){dim, heads};
     ml_module *m = ml_module_new(&attn_type, s);
     if (!m) {
@@ -177,7 +178,12 @@ ml_module *ml_nn_transformer_block(int64_t dim, int heads, double eps, ml_module
         return NULL;
     }
     if (!ml_module_add_child(m, "ln1", ml_nn_layernorm(dim, eps)) || !ml_module_add_child(m, "attn", ml_nn_attention(dim, heads)) ||
-        !ml_module_add_child(m, "ln2", ml_nn_layernorm(dim, eps)) || !ml_module_add_child(m, "mlp", mlp)) {
+        !ml_module_add_child(m, "ln2", ml_nn_layernorm(dim, eps))) {
+        ml_module_release(mlp); /* not attached yet: ours to release (found by tests/fuzz) */
+        ml_module_release(m);
+        return NULL;
+    }
+    if (!ml_module_add_child(m, "mlp", mlp)) { /* add_child released mlp */
         ml_module_release(m);
         return NULL;
     }
@@ -248,7 +254,7 @@ ml_module *ml_nn_patch_embed(int c, int h, int w, int patch, int64_t dim) {
         return ml_fail("PatchEmbed: patch size %d must divide the image size %dx%d", patch, h, w);
     if (c < 1 || dim < 1) return ml_fail("PatchEmbed: channels and dim must be positive");
     pe_state *s = malloc(sizeof *s);
-    if (!s) return ml_fail("out of memory");
+    if (!s) return ml_fail_oom(__func__);
     *s = (pe_state){c, h, w, patch, dim, 1 + (int64_t)(h / patch) * (w / patch)};
     ml_module *m = ml_module_new(&pe_type, s);
     if (!m) {
@@ -278,10 +284,7 @@ static ml_module *pe_from_config(const cJSON *c) {
     return ml_nn_patch_embed(ch, h, w, patch, dim);
 }
 
-void ml_nn_register_transformer(void);
-void ml_nn_register_transformer(void) {
-    ml_module_register("LayerNorm", ln_from_config);
-    ml_module_register("Attention", attn_from_config);
-    ml_module_register("TransformerBlock", block_from_config);
-    ml_module_register("PatchEmbed", pe_from_config);
-}
+const ml_module_kind ml_transformer_kinds[] = {
+    {"LayerNorm", ln_from_config, NULL},         {"Attention", attn_from_config, NULL},
+    {"TransformerBlock", block_from_config, NULL}, {"PatchEmbed", pe_from_config, NULL},
+    {NULL, NULL, NULL}};

@@ -19,4 +19,6 @@ ml_module *ml_nn_transformer_block(int64_t dim, int heads, double eps, ml_module
  * [1, 1, dim]) and a learned position embedding added (pos_embed [1, T, dim]). */
 ml_module *ml_nn_patch_embed(int channels, int height, int width, int patch, int64_t dim);
 
+extern const ml_module_kind ml_transformer_kinds[]; /* for the registry */
+
 #endif

@@ -5,21 +5,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "../ops/shape.h"
-#include "../ops/softmax.h"
-#include "../ops/reduce.h"
-#include "moe/dispatch.h"
+#include <string.h>
+
 #include "layers.h"
 #include "zoo_internal.h"
 
-#include <string.h>
-
-ml_module *ml_zoo_build_cnn(const char *name, cJSON *cfg);
-ml_module *ml_zoo_build_vit(const char *name, cJSON *cfg);
 
 /* ------------------------------------------------------------ the Model module */
 static void model_destroy(ml_module *m) {
     ml_zoo_state *s = m->state;
+    ml_global_route_release(s->route);
     cJSON_Delete(s->config);
     free(s);
 }
@@ -54,50 +49,13 @@ static cJSON *model_config(const ml_module *m) {
     return cJSON_Duplicate(s->config, true);
 }
 
-/* Runs the global router (child "router") and stores its decisions in ctx. */
+/* Runs the global router (child "router") and stores its decisions for the layers. */
 int ml_zoo_run_global_router(ml_module *m, int child, ml_tensor *x, ml_ctx *ctx) {
     ml_zoo_state *s = m->state;
     ml_tensor *logits = ml_module_forward_child(m, child, x, ctx); /* [N, L*E] */
-    if (!logits) return -1;
-    int64_t N = x->shape[0], L = s->moe_layers, E = s->experts;
-    int64_t s3[3] = {N, L, E};
-    ml_tensor *l3 = ml_reshape(logits, 3, s3);
-    ml_tensor *p = l3 ? ml_softmax(l3, 2) : NULL;
+    int rc = logits ? ml_global_route_set(s->route, logits) : -1;
     ml_release(logits);
-    ml_release(l3);
-    if (!p) return -1;
-    ml_tensor *idx = ml_argmax(p, 2, false); /* [N, L] */
-    int64_t fs[2] = {N * L * E, 1}, nl = N * L;
-    ml_tensor *flat = ml_empty(ML_I64, 1, &nl);
-    for (int64_t i = 0; i < nl; i++) ml_i64(flat)[i] = i * E + ml_i64(idx)[i];
-    ml_tensor *pf = ml_reshape(p, 2, fs);
-    ml_tensor *g = pf ? ml_moe_gather(pf, flat) : NULL;
-    int64_t s2[2] = {N, L};
-    ml_tensor *gates = g ? ml_reshape(g, 2, s2) : NULL;
-    ml_release(pf);
-    ml_release(g);
-    ml_release(flat);
-    if (!gates) {
-        ml_release(p);
-        ml_release(idx);
-        return -1;
-    }
-    ml_release(ctx->route);
-    ml_release(ctx->route_gates);
-    ml_release(ctx->route_probs);
-    ctx->route = idx;
-    ctx->route_gates = gates;
-    ctx->route_probs = p;
-    ctx->route_layer = 0;
-    return 0;
-}
-
-static void clear_route(ml_ctx *ctx) {
-    ml_release(ctx->route);
-    ml_release(ctx->route_gates);
-    ml_release(ctx->route_probs);
-    ctx->route = ctx->route_gates = ctx->route_probs = NULL;
-    ctx->route_layer = 0;
+    return rc;
 }
 
 static ml_tensor *model_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
@@ -105,7 +63,7 @@ static ml_tensor *model_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     ml_ctx local = {0};
     if (!ctx) ctx = &local;
     ml_tensor *y = s->fwd(m, x, ctx);
-    clear_route(ctx);
+    if (s->route) ml_global_route_clear(s->route);
     if (ctx == &local) ml_ctx_clear(&local);
     return y;
 }
@@ -117,7 +75,7 @@ ml_module *ml_zoo_model_new(cJSON *config, ml_zoo_fwd fwd) {
     ml_zoo_state *s = calloc(1, sizeof *s);
     if (!s) {
         cJSON_Delete(config);
-        return ml_fail("out of memory");
+        return ml_fail_oom(__func__);
     }
     s->config = config;
     s->fwd = fwd;
@@ -222,32 +180,26 @@ int ml_zoo_read_common(cJSON *cfg, ml_zoo_common *z, int def_c, int def_h, int d
         return -1;
     if (!(z->width > 0 && z->width <= 64)) return ml_failc("model: width = %g must be in (0, 64]", z->width);
     const char *fam = conv_model ? ml_zoo_string(cfg, "family", "dense") : ml_cfg_string(cfg, "family", "dense");
-    double ratio;
-    if ((strcmp(fam, "dense") ? ml_zoo_double(cfg, "ratio", 0.5, &ratio) : ml_cfg_double(cfg, "ratio", 0.5, &ratio)))
-        return -1;
-    z->conv.ratio = ratio;
+    /* the convolutions' knobs: MoEConv2d's options, defaults and checks */
+    ml_moe_conv_opts *mo = &z->conv.moe;
+    ml_moe_conv_defaults(mo);
+    bool family = strcmp(fam, "dense") != 0;
+    if (ml_option_read_key(&ml_moe_conv_options, "ratio", cfg, &mo->ratio, family && conv_model, fam)) return -1;
     if (!strcmp(fam, "dense")) {
         z->conv.kind = CONV_DENSE;
     } else if (!strcmp(fam, "s_dense")) {
         z->conv.kind = CONV_DENSE;
-        if (!(ratio > 0 && ratio <= 1)) return ml_failc("s_dense: ratio = %g must be in (0, 1]", ratio);
-        z->width *= ratio; /* every width scaled by r */
+        if (!(mo->ratio > 0 && mo->ratio <= 1)) return ml_failc("s_dense: ratio = %g must be in (0, 1]", mo->ratio);
+        z->width *= mo->ratio; /* every width scaled by r */
     } else if (!strcmp(fam, "sparse_cnn")) {
         z->conv.kind = CONV_MASKED;
     } else if (!strcmp(fam, "moe_cnn")) {
         z->conv.kind = CONV_MOE;
-        if (ml_zoo_int(cfg, "experts", 2, &z->conv.experts)) return -1;
-        const char *router = ml_zoo_string(cfg, "router", "layer");
-        if (strcmp(router, "layer") && strcmp(router, "global"))
-            return ml_failc("moe_cnn: router must be \"layer\" or \"global\", got \"%s\"", router);
-        z->conv.global = !strcmp(router, "global");
-        bool mask;
-        if (ml_zoo_bool(cfg, "mask", false, &mask)) return -1;
-        z->conv.mask = mask;
-        if (ml_zoo_double(cfg, "importance_weight", 0, &z->conv.w_importance) ||
-            ml_zoo_double(cfg, "switch_weight", 0, &z->conv.w_switch))
-            return -1;
-        if (z->conv.global && (z->conv.w_importance > 0 || z->conv.w_switch > 0))
+        static const char *const keys[] = {"experts", "router", "mask", "importance_weight", "switch_weight"};
+        void *fields[] = {&mo->experts, &mo->router, &mo->mask, &mo->w_importance, &mo->w_switch};
+        for (int i = 0; i < 5; i++)
+            if (ml_option_read_key(&ml_moe_conv_options, keys[i], cfg, fields[i], true, "moe_cnn")) return -1;
+        if (mo->router == ML_MOE_ROUTER_GLOBAL && (mo->w_importance > 0 || mo->w_switch > 0))
             return ml_failc("moe_cnn: importance_weight and switch_weight apply to per-layer routers (router = \"layer\")");
     } else {
         return ml_failc("model: unknown family \"%s\" (use dense, s_dense, sparse_cnn or moe_cnn)", fam);
@@ -293,65 +245,106 @@ int64_t ml_zoo_scaled(int base, double width) {
 }
 
 
-static const char *const cnn_models[] = {"mlp", "cnn", "resnet18", "vgg16", "wrn", NULL};
-static const char *const vit_models[] = {"vit", "vmoe", NULL};
+/* ------------------------------------------------------------ names and options */
+enum { Z_MLP = 1, Z_CNN = 2, Z_RESNET = 4, Z_VGG = 8, Z_WRN = 16, Z_VIT = 32, Z_VMOE = 64 };
+#define Z_CONV (Z_CNN | Z_RESNET | Z_VGG | Z_WRN) /* the backbones of the AdvMoE family */
+#define Z_ALL (Z_MLP | Z_CONV | Z_VIT | Z_VMOE)
 
-static bool in(const char *const *list, const char *name) {
-    for (int i = 0; list[i]; i++)
-        if (!strcmp(list[i], name)) return true;
+static const struct {
+    const char *name;
+    unsigned bit;
+} models[] = {{"mlp", Z_MLP}, {"cnn", Z_CNN}, {"resnet18", Z_RESNET}, {"vgg16", Z_VGG},
+              {"wrn", Z_WRN}, {"vit", Z_VIT}, {"vmoe", Z_VMOE}};
+#define N_MODELS (int)(sizeof models / sizeof models[0])
+
+/* Every option of the zoo: the models it applies to, and the family it needs
+ * (NULL: any; a key may appear once per set of models). Anything else is refused: a typo or another model's option
+ * must not silently build something else. Defaults are the builders' (some
+ * depend on the model or on other options) and are written into the stored
+ * config; the MoE knobs take MoEConv2d's and TokenMoE's (their option tables). */
+static const ml_zoo_option zoo_options[] = {
+    {"classes", Z_ALL, NULL, "number of classes"},
+    {"input", Z_ALL, NULL, "image shape {C, H, W}"},
+    {"normalize", Z_ALL, NULL, "{mean = {...}, std = {...}} per channel, or false"},
+    {"width", Z_MLP | Z_CONV, NULL, "multiplier of every width"},
+    {"family", Z_MLP | Z_CONV, NULL, "\"dense\", \"s_dense\", \"sparse_cnn\" or \"moe_cnn\" (docs/MODELS.md)"},
+    {"ratio", Z_CONV, "s_dense, sparse_cnn or moe_cnn", "share r of the channels (an expert's, a mask's, s_dense's width)"},
+    {"experts", Z_CONV, "moe_cnn", "number of experts"},
+    {"experts", Z_VMOE, NULL, "number of experts"},
+    {"router", Z_CONV, "moe_cnn", "\"layer\" (a router per MoE convolution) or \"global\" (one for the model)"},
+    {"mask", Z_CONV, "moe_cnn", "MoE convolutions in the mask form (the reference)"},
+    {"importance_weight", Z_CONV, "moe_cnn", "weight of the routers' importance loss"},
+    {"importance_weight", Z_VMOE, NULL, "weight of the routers' importance loss"},
+    {"switch_weight", Z_CONV, "moe_cnn", "weight of the routers' Switch loss"},
+    {"hidden", Z_MLP, NULL, "hidden sizes {h1, h2, ...}"},
+    {"base_width", Z_RESNET, NULL, "channels of the first stage"},
+    {"depth", Z_WRN | Z_VIT | Z_VMOE, NULL, "layers (wrn: 6n + 4) or transformer blocks"},
+    {"widen", Z_WRN, NULL, "widening factor k"},
+    {"patch", Z_VIT | Z_VMOE, NULL, "patch size p"},
+    {"dim", Z_VIT | Z_VMOE, NULL, "token width"},
+    {"heads", Z_VIT | Z_VMOE, NULL, "attention heads"},
+    {"mlp", Z_VIT | Z_VMOE, NULL, "hidden size of the MLPs (and of the experts)"},
+    {"eps", Z_VIT | Z_VMOE, NULL, "LayerNorm epsilon"},
+    {"moe_every", Z_VMOE, NULL, "the MLP of every moe_every-th block is a TokenMoE"},
+    {"k", Z_VMOE, NULL, "experts per token"},
+    {"capacity_factor", Z_VMOE, NULL, "expert capacity factor (<= 0: unlimited)"},
+    {"noise_std", Z_VMOE, NULL, "router noise in training (std noise_std / E)"},
+    {"load_weight", Z_VMOE, NULL, "weight of the load loss"},
+    {"renormalize", Z_VMOE, NULL, "renormalise the combine weights over the kept choices"},
+    {"batch_priority", Z_VMOE, NULL, "batch-priority routing"},
+    {"round_capacity", Z_VMOE, NULL, "round the capacity up to a multiple of 4"},
+};
+#define N_ZOO_OPTIONS (int)(sizeof zoo_options / sizeof zoo_options[0])
+
+static unsigned model_bit(const char *name) {
+    for (int i = 0; i < N_MODELS; i++)
+        if (!strcmp(models[i].name, name)) return models[i].bit;
+    return 0;
+}
+
+int ml_zoo_options(const char *model, const ml_zoo_option **out, int max) {
+    unsigned bit = model ? model_bit(model) : Z_ALL;
+    int n = 0;
+    for (int i = 0; i < N_ZOO_OPTIONS; i++)
+        if (zoo_options[i].models & bit) {
+            if (n < max) out[n] = &zoo_options[i];
+            n++;
+        }
+    return n;
+}
+
+/* Whether fam is one of the families listed in "a, b or c". */
+static bool family_allows(const char *list, const char *fam) {
+    size_t n = strlen(fam);
+    for (const char *p = strstr(list, fam); p; p = strstr(p + 1, fam))
+        if ((p == list || p[-1] == ' ') && (p[n] == 0 || p[n] == ','  || p[n] == ' ')) return true;
     return false;
 }
 
-/* The options each model takes; anything else is refused (a typo or an option
- * of another model must not silently build something else). */
-#define COMMON "classes", "input", "normalize"
-#define FAMILY "width", "family", "ratio", "experts", "router", "mask", "importance_weight", "switch_weight"
-#define VIT COMMON, "patch", "dim", "depth", "heads", "mlp", "eps"
-static const char *const opts_mlp[] = {COMMON, "width", "family", "hidden", NULL};
-static const char *const opts_cnn[] = {COMMON, FAMILY, NULL};
-static const char *const opts_resnet18[] = {COMMON, FAMILY, "base_width", NULL};
-static const char *const opts_vgg16[] = {COMMON, FAMILY, NULL};
-static const char *const opts_wrn[] = {COMMON, FAMILY, "depth", "widen", NULL};
-static const char *const opts_vit[] = {VIT, NULL};
-static const char *const opts_vmoe[] = {VIT, "moe_every", "experts", "k", "capacity_factor", "noise_std",
-                                        "importance_weight", "load_weight", "renormalize", "batch_priority",
-                                        "round_capacity", NULL};
-/* family-specific options: which family they need */
-static const char *family_of_option(const char *key) {
-    if (!strcmp(key, "experts") || !strcmp(key, "router") || !strcmp(key, "mask") || !strcmp(key, "switch_weight") ||
-        !strcmp(key, "importance_weight"))
-        return "moe_cnn";
-    if (!strcmp(key, "ratio")) return "s_dense, sparse_cnn or moe_cnn";
-    return NULL;
-}
-
 static int check_model_options(const char *name, const cJSON *cfg) {
-    static const struct {
-        const char *name;
-        const char *const *opts;
-    } table[] = {{"mlp", opts_mlp},     {"cnn", opts_cnn}, {"resnet18", opts_resnet18}, {"vgg16", opts_vgg16},
-                 {"wrn", opts_wrn},     {"vit", opts_vit}, {"vmoe", opts_vmoe}};
-    const char *const *opts = NULL;
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
-        if (!strcmp(table[i].name, name)) opts = table[i].opts;
-    if (!opts) return 0;
+    unsigned bit = model_bit(name);
     const char *fam = ml_cfg_string(cfg, "family", "dense");
     for (const cJSON *it = cfg->child; it; it = it->next) {
         if (!it->string || !strcmp(it->string, "type") || !strcmp(it->string, "model")) continue;
-        bool ok = false;
-        for (int i = 0; opts[i] && !ok; i++) ok = !strcmp(opts[i], it->string);
-        if (!ok) {
+        const ml_zoo_option *o = NULL;
+        bool known = false;
+        for (int i = 0; i < N_ZOO_OPTIONS && !o; i++)
+            if (!strcmp(zoo_options[i].key, it->string)) {
+                known = true;
+                if (zoo_options[i].models & bit) o = &zoo_options[i];
+            }
+        if (!o) {
             char list[512];
             size_t len = 0;
-            for (int i = 0; opts[i] && len < sizeof list; i++)
-                len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", opts[i]);
-            return ml_failc("%s: option '%s' does not apply to this model (its options: %s)", name, it->string, list);
+            for (int i = 0; i < N_ZOO_OPTIONS && len < sizeof list; i++)
+                if (zoo_options[i].models & bit)
+                    len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", len ? ", " : "", zoo_options[i].key);
+            return ml_failc("%s: %s '%s'%s (its options: %s)", name, known ? "option" : "unknown option", it->string,
+                            known ? " does not apply to this model" : "", list);
         }
-        const char *need = family_of_option(it->string);
-        bool vit = !strcmp(name, "vit") || !strcmp(name, "vmoe");
-        if (need && !vit && !cJSON_IsNull(it) &&
-            (!strcmp(fam, "dense") || (!strcmp(need, "moe_cnn") && strcmp(fam, "moe_cnn"))))
-            return ml_failc("%s: option '%s' needs family = %s (the family is %s)", name, it->string, need, fam);
+        /* the family's knobs need that family (a ViT's MoE knobs are its own) */
+        if (o->family && (bit & Z_CONV) && !cJSON_IsNull(it) && !family_allows(o->family, fam))
+            return ml_failc("%s: option '%s' needs family = %s (the family is %s)", name, it->string, o->family, fam);
     }
     return 0;
 }
@@ -362,8 +355,8 @@ ml_module *ml_zoo_build(const char *name, cJSON *cfg) {
         cJSON_Delete(cfg);
         return ml_fail("model: the options must be a table");
     }
-    bool cnn = in(cnn_models, name), vit = in(vit_models, name);
-    if (!cnn && !vit) {
+    unsigned bit = model_bit(name);
+    if (!bit) {
         cJSON_Delete(cfg);
         return ml_fail("model: unknown model '%s' (known: mlp, cnn, resnet18, vgg16, wrn, vit, vmoe)", name);
     }
@@ -383,7 +376,36 @@ ml_module *ml_zoo_build(const char *name, cJSON *cfg) {
     }
     cJSON_Delete(cfg);
     cfg = head;
-    return cnn ? ml_zoo_build_cnn(name, cfg) : ml_zoo_build_vit(name, cfg);
+    return bit & (Z_VIT | Z_VMOE) ? ml_zoo_build_vit(name, cfg) : ml_zoo_build_cnn(name, cfg);
+}
+
+ml_module *ml_zoo_build_family(const char *family, cJSON *cfg) {
+    static const char *const families[] = {"dense", "s_dense", "sparse_cnn", "moe_cnn"};
+    bool known = false;
+    for (int i = 0; i < 4; i++) known |= !strcmp(families[i], family);
+    if (!known || (cfg && !cJSON_IsObject(cfg))) {
+        cJSON_Delete(cfg);
+        return ml_fail("model: unknown family \"%s\" (use dense, s_dense, sparse_cnn or moe_cnn)", family);
+    }
+    if (!cfg) cfg = cJSON_CreateObject();
+    if (cJSON_GetObjectItemCaseSensitive(cfg, "family")) {
+        cJSON_Delete(cfg);
+        return ml_fail("%s: unknown option 'family' (the function names the family)", family);
+    }
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(cfg, "backbone");
+    if (b && !cJSON_IsString(b)) {
+        cJSON_Delete(cfg);
+        return ml_fail("%s: backbone must be a name (resnet18, vgg16, wrn or cnn)", family);
+    }
+    char backbone[32];
+    snprintf(backbone, sizeof backbone, "%s", b ? b->valuestring : "resnet18");
+    if (!(model_bit(backbone) & Z_CONV)) {
+        cJSON_Delete(cfg);
+        return ml_fail("%s: unknown backbone '%s' (use resnet18, vgg16, wrn or cnn)", family, backbone);
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(cfg, "backbone");
+    cJSON_AddStringToObject(cfg, "family", family);
+    return ml_zoo_build(backbone, cfg);
 }
 
 static ml_module *model_from_config(const cJSON *c) {
@@ -392,5 +414,5 @@ static ml_module *model_from_config(const cJSON *c) {
     return ml_zoo_build(name, cJSON_Duplicate(c, true));
 }
 
-void ml_nn_register_zoo(void);
-void ml_nn_register_zoo(void) { ml_module_register("Model", model_from_config); }
+const ml_module_kind ml_zoo_kinds[] = {{"Model", model_from_config, NULL}, {"BasicBlock", ml_zoo_basic_block_from_config, NULL},
+                                       {NULL, NULL, NULL}};

@@ -4,6 +4,7 @@
  * precisely). */
 #include <inttypes.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,19 +23,21 @@
 #include "zoo_internal.h"
 
 /* ------------------------------------------------------------ conv specs */
+/* A 3x3 convolution (padding 1) of the kind the spec says. */
 static ml_module *make_conv(const conv_spec *sp, int64_t cin, int64_t cout, int stride) {
-    switch (sp->kind) {
-    case CONV_MOE: {
-        ml_module *m = ml_nn_moe_conv2d(cin, cout, 3, stride, 1, sp->experts, sp->ratio, sp->global, sp->mask);
-        if (m && ml_moe_conv_set_balance(m, sp->w_importance, sp->w_switch)) {
-            ml_module_release(m);
-            return NULL;
-        }
-        return m;
+    if (sp->kind == CONV_DENSE) return ml_nn_conv2d(cin, cout, 3, stride, 1, 1, false);
+    if (cin > 1000000000 || cout > 1000000000) return ml_fail("conv: %" PRId64 " -> %" PRId64 " channels", cin, cout);
+    if (sp->kind == CONV_MASKED) {
+        ml_masked_conv_opts o = {(int)cin, (int)cout, 3, stride, 1, sp->moe.ratio};
+        return ml_nn_masked_conv2d(&o);
     }
-    case CONV_MASKED: return ml_nn_masked_conv2d(cin, cout, 3, stride, 1, sp->ratio);
-    default: return ml_nn_conv2d(cin, cout, 3, stride, 1, 1, false);
-    }
+    ml_moe_conv_opts o = sp->moe;
+    o.in = (int)cin;
+    o.out = (int)cout;
+    o.kernel = 3;
+    o.stride = stride;
+    o.padding = 1;
+    return ml_nn_moe_conv2d(&o);
 }
 
 /* ------------------------------------------------------------ global router */
@@ -57,10 +60,10 @@ static ml_module *global_router(int in_c, int layers, int experts) {
 
 static int attach_global_router(ml_module *m, const ml_zoo_common *z) {
     ml_zoo_state *s = m->state;
-    if (z->conv.kind != CONV_MOE || !z->conv.global) return 0;
-    s->moe_layers = ml_moe_conv_count(m);
-    s->experts = z->conv.experts;
-    return ml_module_add_child(m, "router", global_router(z->in_c, s->moe_layers, s->experts)) ? 0 : -1;
+    if (z->conv.kind != CONV_MOE || z->conv.moe.router != ML_MOE_ROUTER_GLOBAL) return 0;
+    int layers = ml_moe_conv_count(m), experts = z->conv.moe.experts;
+    if (!(s->route = ml_global_route_new(layers, experts)) || ml_moe_conv_attach_global(m, s->route) != layers) return -1;
+    return ml_module_add_child(m, "router", global_router(z->in_c, layers, experts)) ? 0 : -1;
 }
 
 /* Model forward: normalize, then (global router), then the remaining children. */
@@ -68,7 +71,7 @@ static ml_tensor *forward_backbone(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     ml_zoo_state *s = m->state;
     ml_tensor *h = ml_module_forward_child(m, 0, x, ctx); /* normalize */
     if (!h) return NULL;
-    if (s->moe_layers > 0 && ml_zoo_run_global_router(m, ml_zoo_child_index(m, "router"), h, ctx)) {
+    if (s->route && ml_zoo_run_global_router(m, ml_zoo_child_index(m, "router"), h, ctx)) {
         ml_release(h);
         return NULL;
     }
@@ -118,25 +121,37 @@ static ml_tensor *basic_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
 
 static void free_state(ml_module *m) { free(m->state); }
 
-static void spec_to_json(cJSON *c, const conv_spec *sp) {
+/* The convolutions of a block in its config: "conv" (dense, moe or masked)
+ * and the options of MoEConv2d that apply (its option table). */
+static const char *const spec_keys[] = {"ratio", "experts", "router", "mask", "importance_weight", "switch_weight"};
+static const size_t spec_fields[] = {offsetof(ml_moe_conv_opts, ratio),  offsetof(ml_moe_conv_opts, experts),
+                                     offsetof(ml_moe_conv_opts, router), offsetof(ml_moe_conv_opts, mask),
+                                     offsetof(ml_moe_conv_opts, w_importance), offsetof(ml_moe_conv_opts, w_switch)};
+
+static int spec_to_json(cJSON *c, const conv_spec *sp) {
     cJSON_AddStringToObject(c, "conv", sp->kind == CONV_MOE ? "moe" : sp->kind == CONV_MASKED ? "masked" : "dense");
-    if (sp->kind != CONV_DENSE) cJSON_AddNumberToObject(c, "ratio", sp->ratio);
-    if (sp->kind == CONV_MOE) {
-        cJSON_AddNumberToObject(c, "experts", sp->experts);
-        cJSON_AddStringToObject(c, "router", sp->global ? "global" : "layer");
-        cJSON_AddBoolToObject(c, "mask", sp->mask);
-    }
+    if (sp->kind == CONV_MASKED) cJSON_AddNumberToObject(c, "ratio", sp->moe.ratio);
+    if (sp->kind != CONV_MOE) return 0;
+    cJSON *all = ml_options_config(&ml_moe_conv_options, &sp->moe);
+    if (!all) return -1;
+    for (size_t i = 0; i < sizeof spec_keys / sizeof spec_keys[0]; i++)
+        cJSON_AddItemToObject(c, spec_keys[i], cJSON_DetachItemFromObjectCaseSensitive(all, spec_keys[i]));
+    cJSON_Delete(all);
+    return 0;
 }
 
 static int spec_from_json(const cJSON *c, conv_spec *sp) {
     memset(sp, 0, sizeof *sp);
+    ml_moe_conv_defaults(&sp->moe);
     const char *kind = ml_cfg_string(c, "conv", "dense");
     if (!strcmp(kind, "moe")) sp->kind = CONV_MOE;
     else if (!strcmp(kind, "masked")) sp->kind = CONV_MASKED;
     else if (strcmp(kind, "dense")) return ml_failc("BasicBlock: conv must be \"dense\", \"moe\" or \"masked\", got \"%s\"", kind);
-    sp->global = !strcmp(ml_cfg_string(c, "router", "layer"), "global");
-    return ml_cfg_double(c, "ratio", 0.5, &sp->ratio) || ml_cfg_int(c, "experts", 2, &sp->experts) ||
-           ml_cfg_bool(c, "mask", false, &sp->mask);
+    for (size_t i = 0; i < sizeof spec_keys / sizeof spec_keys[0]; i++)
+        if (ml_option_read_key(&ml_moe_conv_options, spec_keys[i], (cJSON *)c, (char *)&sp->moe + spec_fields[i], false,
+                               "BasicBlock"))
+            return -1;
+    return 0;
 }
 
 static void basic_describe(const ml_module *m, char *buf, size_t n) {
@@ -152,7 +167,10 @@ static cJSON *basic_config(const ml_module *m) {
     cJSON_AddNumberToObject(c, "in", (double)s->cin);
     cJSON_AddNumberToObject(c, "out", (double)s->cout);
     cJSON_AddNumberToObject(c, "stride", s->stride);
-    spec_to_json(c, &s->spec);
+    if (spec_to_json(c, &s->spec)) {
+        cJSON_Delete(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -163,7 +181,7 @@ static ml_module *basic_block(const conv_spec *sp, int64_t cin, int64_t cout, in
     if (cin < 1 || cout < 1 || stride < 1)
         return ml_fail("BasicBlock: invalid sizes (in %" PRId64 ", out %" PRId64 ", stride %d)", cin, cout, stride);
     block_state *s = malloc(sizeof *s);
-    if (!s) return ml_fail("out of memory");
+    if (!s) return ml_fail_oom(__func__);
     *s = (block_state){stride != 1 || cin != cout, cin, cout, stride, *sp};
     ml_module *m = ml_module_new(&basic_type, s);
     if (!m) {
@@ -176,8 +194,9 @@ static ml_module *basic_block(const conv_spec *sp, int64_t cin, int64_t cout, in
               ml_module_add_child(m, "bn2", ml_nn_batchnorm2d(cout, 1e-5, 0.1));
     if (ok && s->has_shortcut) {
         ml_module *sc = ml_nn_sequential();
-        ok = sc && ml_nn_sequential_add(sc, ml_nn_conv2d(cin, cout, 1, stride, 0, 1, false)) &&
-             ml_nn_sequential_add(sc, ml_nn_batchnorm2d(cout, 1e-5, 0.1)) && ml_module_add_child(m, "shortcut", sc);
+        ok = ml_module_add_child(m, "shortcut", sc) && /* attached first: no leak when a layer fails */
+             ml_nn_sequential_add(sc, ml_nn_conv2d(cin, cout, 1, stride, 0, 1, false)) &&
+             ml_nn_sequential_add(sc, ml_nn_batchnorm2d(cout, 1e-5, 0.1));
     }
     if (!ok) {
         ml_module_release(m);
@@ -191,7 +210,7 @@ ml_module *ml_nn_basic_block(int64_t cin, int64_t cout, int stride) {
     return basic_block(&dense, cin, cout, stride);
 }
 
-static ml_module *basic_from_config(const cJSON *c) {
+ml_module *ml_zoo_basic_block_from_config(const cJSON *c) {
     int in, out, stride;
     conv_spec sp;
     if (ml_cfg_int(c, "in", 0, &in) || ml_cfg_int(c, "out", 0, &out) || ml_cfg_int(c, "stride", 1, &stride) ||
@@ -200,16 +219,13 @@ static ml_module *basic_from_config(const cJSON *c) {
     return basic_block(&sp, in, out, stride);
 }
 
-void ml_nn_register_blocks(void);
-void ml_nn_register_blocks(void) { ml_module_register("BasicBlock", basic_from_config); }
-
 /* ------------------------------------------------------------ ResNet-18 (CIFAR stem) */
 static ml_tensor *resnet_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     /* normalize, [router], conv1, bn1, (relu), layer1..4, pool, fc */
     ml_zoo_state *s = m->state;
     ml_tensor *h = ml_module_forward_child(m, 0, x, ctx);
     if (!h) return NULL;
-    if (s->moe_layers > 0 && ml_zoo_run_global_router(m, ml_zoo_child_index(m, "router"), h, ctx)) {
+    if (s->route && ml_zoo_run_global_router(m, ml_zoo_child_index(m, "router"), h, ctx)) {
         ml_release(h);
         return NULL;
     }
@@ -283,8 +299,8 @@ static ml_module *build_vgg16(cJSON *cfg) {
     static const int plan[] = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0};
     ml_module *m = ml_zoo_model_new(cfg, forward_backbone);
     if (!m) return NULL;
-    ml_module *feat = ml_nn_sequential();
-    bool ok = ml_zoo_add_normalize(m, &z) == 0 && feat && ml_module_add_child(m, "features", feat);
+    ml_module *feat = NULL; /* created when it can be attached at once (no leak on failure) */
+    bool ok = ml_zoo_add_normalize(m, &z) == 0 && (feat = ml_nn_sequential()) && ml_module_add_child(m, "features", feat);
     int64_t cin = z.in_c, h = z.in_h, wd = z.in_w;
     bool first = true;
     for (size_t i = 0; i < sizeof plan / sizeof plan[0] && ok; i++) {
@@ -304,8 +320,9 @@ static ml_module *build_vgg16(cJSON *cfg) {
         first = false;
         cin = cout;
     }
-    ml_module *head = ml_nn_sequential();
-    ok = ok && head && ml_module_add_child(m, "classifier", head) && ml_nn_sequential_add(head, ml_nn_global_avg_pool()) &&
+    ml_module *head = NULL;
+    ok = ok && (head = ml_nn_sequential()) && ml_module_add_child(m, "classifier", head) &&
+         ml_nn_sequential_add(head, ml_nn_global_avg_pool()) &&
          ml_nn_sequential_add(head, ml_nn_linear(cin, z.classes, true)) && attach_global_router(m, &z) == 0;
     if (!ok) {
         ml_module_release(m);
@@ -345,7 +362,7 @@ static const ml_module_type wide_type = {.name = "WideBlock", .forward = wide_fo
 
 static ml_module *wide_block(const conv_spec *sp, int64_t cin, int64_t cout, int stride) {
     wide_state *s = calloc(1, sizeof *s);
-    if (!s) return ml_fail("out of memory");
+    if (!s) return ml_fail_oom(__func__);
     s->has_shortcut = stride != 1 || cin != cout;
     ml_module *m = ml_module_new(&wide_type, s);
     if (!m) {
@@ -369,7 +386,7 @@ static ml_tensor *wrn_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     ml_zoo_state *s = m->state;
     ml_tensor *h = ml_module_forward_child(m, 0, x, ctx);
     if (!h) return NULL;
-    if (s->moe_layers > 0 && ml_zoo_run_global_router(m, ml_zoo_child_index(m, "router"), h, ctx)) {
+    if (s->route && ml_zoo_run_global_router(m, ml_zoo_child_index(m, "router"), h, ctx)) {
         ml_release(h);
         return NULL;
     }
@@ -448,12 +465,13 @@ static ml_module *build_cnn(cJSON *cfg) {
         return ml_fail("cnn: input %dx%d is too small (needs at least 4x4)", z.in_h, z.in_w);
     }
     conv_spec dense = {0};
-    ml_module *f = ml_nn_sequential(), *head = ml_nn_sequential();
-    bool ok = ml_zoo_add_normalize(m, &z) == 0 && f && head && ml_module_add_child(m, "features", f) &&
+    ml_module *f = NULL, *head = NULL; /* each created when it can be attached at once (no leak on failure) */
+    bool ok = ml_zoo_add_normalize(m, &z) == 0 && (f = ml_nn_sequential()) && ml_module_add_child(m, "features", f) &&
               ml_nn_sequential_add(f, make_conv(&dense, z.in_c, c1, 1)) && ml_nn_sequential_add(f, ml_nn_activation(ML_RELU)) &&
               ml_nn_sequential_add(f, ml_nn_maxpool2d(2, 2, 0)) && ml_nn_sequential_add(f, make_conv(&z.conv, c1, c2, 1)) &&
               ml_nn_sequential_add(f, ml_nn_activation(ML_RELU)) && ml_nn_sequential_add(f, ml_nn_maxpool2d(2, 2, 0)) &&
-              ml_module_add_child(m, "classifier", head) && ml_nn_sequential_add(head, ml_nn_flatten(1, -1)) &&
+              (head = ml_nn_sequential()) && ml_module_add_child(m, "classifier", head) &&
+              ml_nn_sequential_add(head, ml_nn_flatten(1, -1)) &&
               ml_nn_sequential_add(head, ml_nn_linear(c2 * h * w, hidden, true)) &&
               ml_nn_sequential_add(head, ml_nn_activation(ML_RELU)) &&
               ml_nn_sequential_add(head, ml_nn_linear(hidden, z.classes, true)) && attach_global_router(m, &z) == 0;
@@ -479,6 +497,12 @@ static ml_module *build_mlp(cJSON *cfg) {
     if (cJSON_IsArray(hid)) {
         cJSON *it;
         cJSON_ArrayForEach(it, hid) {
+            /* checked before the conversion: a double past int64 is undefined behaviour (found by tests/fuzz) */
+            if (!cJSON_IsNumber(it) || !(it->valuedouble >= 1 && it->valuedouble <= 1e9) ||
+                it->valuedouble != floor(it->valuedouble)) {
+                cJSON_Delete(cfg);
+                return ml_fail("mlp: hidden sizes must be integers in 1..1e9");
+            }
             if (nh < 16) sizes[nh++] = (int64_t)it->valuedouble;
         }
     } else {
@@ -490,8 +514,8 @@ static ml_module *build_mlp(cJSON *cfg) {
     }
     ml_module *m = ml_zoo_model_new(cfg, forward_backbone);
     if (!m) return NULL;
-    ml_module *body = ml_nn_sequential();
-    bool ok = ml_zoo_add_normalize(m, &z) == 0 && body && ml_module_add_child(m, "layers", body) &&
+    ml_module *body = NULL; /* created when it can be attached at once (no leak on failure) */
+    bool ok = ml_zoo_add_normalize(m, &z) == 0 && (body = ml_nn_sequential()) && ml_module_add_child(m, "layers", body) &&
               ml_nn_sequential_add(body, ml_nn_flatten(1, -1));
     int64_t in = (int64_t)z.in_c * z.in_h * z.in_w;
     for (int i = 0; i < nh && ok; i++) {
@@ -508,7 +532,6 @@ static ml_module *build_mlp(cJSON *cfg) {
 }
 
 /* ------------------------------------------------------------ entry */
-ml_module *ml_zoo_build_cnn(const char *name, cJSON *cfg);
 ml_module *ml_zoo_build_cnn(const char *name, cJSON *cfg) {
     if (!strcmp(name, "resnet18")) return build_resnet18(cfg);
     if (!strcmp(name, "vgg16")) return build_vgg16(cfg);

@@ -5,16 +5,15 @@
 #define ML_NN_ZOO_INTERNAL_H
 
 #include "module.h"
+#include "moe/moe_conv.h"
 
 /* ------------------------------------------------------------ conv specs */
 /* How the 3x3 convolutions of a backbone are built. */
 typedef struct {
     enum { CONV_DENSE, CONV_MOE, CONV_MASKED } kind;
-    int experts;
-    double ratio;
-    bool global;
-    bool mask;
-    double w_importance, w_switch; /* balancing losses of per-layer routers */
+    /* MoE: experts, ratio, router, mask, balancing weights (MoEConv2d's
+     * options); masked: ratio. Shapes are the builder's. */
+    ml_moe_conv_opts moe;
 } conv_spec;
 
 typedef ml_tensor *(*ml_zoo_fwd)(ml_module *m, ml_tensor *x, ml_ctx *ctx);
@@ -22,8 +21,7 @@ typedef ml_tensor *(*ml_zoo_fwd)(ml_module *m, ml_tensor *x, ml_ctx *ctx);
 typedef struct {
     cJSON *config; /* the zoo config this model was built from (owned) */
     ml_zoo_fwd fwd;
-    int moe_layers; /* MoE convolutions routed by a global router (0 if none) */
-    int experts;
+    ml_global_route *route; /* the global router's decisions for the MoE convolutions (NULL: none) */
 } ml_zoo_state;
 
 typedef struct {
@@ -51,7 +49,12 @@ int ml_zoo_add_normalize(ml_module *m, const ml_zoo_common *z);
 int64_t ml_zoo_scaled(int base, double width);
 int ml_zoo_child_index(const ml_module *m, const char *name);
 ml_tensor *ml_zoo_run_children(ml_module *m, int from, ml_tensor *x, ml_ctx *ctx);
-/* Runs the model's global router (child index `child`) and stores the routing in ctx. */
+/* The zoo's builders (zoo_cnn.c, zoo_vit.c) and BasicBlock from a config. */
+ml_module *ml_zoo_build_cnn(const char *name, cJSON *cfg);
+ml_module *ml_zoo_build_vit(const char *name, cJSON *cfg);
+ml_module *ml_zoo_basic_block_from_config(const cJSON *c);
+/* Runs the model's global router (child index `child`) and stores its
+ * decisions where the MoE convolutions read them (s->route). */
 int ml_zoo_run_global_router(ml_module *m, int child, ml_tensor *x, ml_ctx *ctx);
 
 #endif

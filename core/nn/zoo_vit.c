@@ -18,6 +18,8 @@
 #include "zoo.h"
 #include "zoo_internal.h"
 
+#include <stddef.h>
+
 /* The class token after the final norm: x [B, T, D] -> [B, D]. */
 static ml_tensor *vit_run(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     ml_tensor *h = ml_module_forward_child(m, 0, x, ctx); /* normalize */
@@ -34,32 +36,27 @@ static ml_tensor *vit_run(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     return y;
 }
 
-/* The MoE knobs are read for both models but recorded in the config of a vmoe only. */
-static int vit_int(bool record, cJSON *c, const char *key, int def, int *out) {
-    return record ? ml_zoo_int(c, key, def, out) : ml_cfg_int(c, key, def, out);
-}
-static int vit_double(bool record, cJSON *c, const char *key, double def, double *out) {
-    return record ? ml_zoo_double(c, key, def, out) : ml_cfg_double(c, key, def, out);
-}
-static int vit_bool(bool record, cJSON *c, const char *key, bool def, bool *out) {
-    return record ? ml_zoo_bool(c, key, def, out) : ml_cfg_bool(c, key, def, out);
-}
+/* The TokenMoE options a vmoe takes (their defaults and checks are TokenMoE's). */
+static const char *const vmoe_keys[] = {"experts",     "k",           "capacity_factor", "noise_std",     "importance_weight",
+                                        "load_weight", "renormalize", "batch_priority",  "round_capacity"};
+#define N_VMOE_KEYS (int)(sizeof vmoe_keys / sizeof vmoe_keys[0])
 
-ml_module *ml_zoo_build_vit(const char *name, cJSON *cfg);
 ml_module *ml_zoo_build_vit(const char *name, cJSON *cfg) {
     ml_zoo_common z;
     bool moe = !strcmp(name, "vmoe");
-    int patch, dim, depth, heads, hidden, every, experts, k;
-    double eps, cap, noise, wi, wl;
-    bool renorm, priority, round4;
-    if (ml_zoo_read_common(cfg, &z, 1, 28, 28) || ml_zoo_int(cfg, "patch", 4, &patch) || ml_zoo_int(cfg, "dim", 64, &dim) ||
-        ml_zoo_int(cfg, "depth", 4, &depth) || ml_zoo_int(cfg, "heads", 4, &heads) || ml_zoo_int(cfg, "mlp", 4 * dim, &hidden) ||
-        ml_zoo_double(cfg, "eps", 1e-6, &eps) || vit_int(moe, cfg, "moe_every", 2, &every) ||
-        vit_int(moe, cfg, "experts", 8, &experts) || vit_int(moe, cfg, "k", 2, &k) ||
-        vit_double(moe, cfg, "capacity_factor", 1.25, &cap) || vit_double(moe, cfg, "noise_std", 1.0, &noise) ||
-        vit_double(moe, cfg, "importance_weight", 0.005, &wi) || vit_double(moe, cfg, "load_weight", 0.005, &wl) ||
-        vit_bool(moe, cfg, "renormalize", false, &renorm) || vit_bool(moe, cfg, "batch_priority", false, &priority) ||
-        vit_bool(moe, cfg, "round_capacity", false, &round4)) {
+    int patch, dim, depth, heads, hidden, every = 0;
+    double eps;
+    ml_moe_opts mo;
+    ml_moe_defaults(&mo, 0);
+    int rc = ml_zoo_read_common(cfg, &z, 1, 28, 28) || ml_zoo_int(cfg, "patch", 4, &patch) ||
+             ml_zoo_int(cfg, "dim", 64, &dim) || ml_zoo_int(cfg, "depth", 4, &depth) || ml_zoo_int(cfg, "heads", 4, &heads) ||
+             ml_zoo_int(cfg, "mlp", 4 * dim, &hidden) || ml_zoo_double(cfg, "eps", 1e-6, &eps) ||
+             (moe && ml_zoo_int(cfg, "moe_every", 2, &every));
+    for (int i = 0; i < N_VMOE_KEYS && moe && !rc; i++) {
+        const ml_option *o = ml_options_find(&ml_token_moe_options, vmoe_keys[i]);
+        rc = ml_option_read_key(&ml_token_moe_options, vmoe_keys[i], cfg, (char *)&mo + o->offset, true, name);
+    }
+    if (rc) {
         cJSON_Delete(cfg);
         return NULL;
     }
@@ -77,24 +74,15 @@ ml_module *ml_zoo_build_vit(const char *name, cJSON *cfg) {
     }
     ml_module *m = ml_zoo_model_new(cfg, vit_run);
     if (!m) return NULL;
-    ml_module *blocks = ml_nn_sequential();
+    ml_module *blocks = NULL; /* created once it can be attached at once (no leak on failure) */
     bool ok = ml_zoo_add_normalize(m, &z) == 0 &&
-              ml_module_add_child(m, "patch_embed", ml_nn_patch_embed(z.in_c, z.in_h, z.in_w, patch, dim)) && blocks &&
-              ml_module_add_child(m, "blocks", blocks);
+              ml_module_add_child(m, "patch_embed", ml_nn_patch_embed(z.in_c, z.in_h, z.in_w, patch, dim)) &&
+              (blocks = ml_nn_sequential()) && ml_module_add_child(m, "blocks", blocks);
     for (int i = 0; i < depth && ok; i++) {
         ml_module *mlp;
         if (moe && (i + 1) % every == 0) {
-            ml_moe_opts o;
-            ml_moe_defaults(&o, dim);
-            o.experts = experts;
-            o.k = k;
-            o.capacity_factor = cap;
-            o.noise_std = noise;
-            o.w_importance = wi;
-            o.w_load = wl;
-            o.renormalize = renorm;
-            o.batch_priority = priority;
-            o.round_capacity = round4;
+            ml_moe_opts o = mo;
+            o.dim = dim;
             cJSON *ex = cJSON_CreateObject();
             cJSON_AddStringToObject(ex, "type", "MLP");
             cJSON_AddNumberToObject(ex, "in", dim);

@@ -79,9 +79,10 @@ static void bin_run_f32(const void *vctx, int64_t n, char **p, const int64_t *st
 static void bin_run_i64(const void *vctx, int64_t n, char **p, const int64_t *st) {
     const bin_ctx *c = vctx;
     switch (c->op) {
-    case B_ADD: BIN_LOOP(int64_t, int64_t, x + y); break;
-    case B_SUB: BIN_LOOP(int64_t, int64_t, x - y); break;
-    case B_MUL: BIN_LOOP(int64_t, int64_t, x * y); break;
+    /* wrapping two's complement, as in Lua and PyTorch: a signed overflow would be undefined */
+    case B_ADD: BIN_LOOP(int64_t, int64_t, (int64_t)((uint64_t)x + (uint64_t)y)); break;
+    case B_SUB: BIN_LOOP(int64_t, int64_t, (int64_t)((uint64_t)x - (uint64_t)y)); break;
+    case B_MUL: BIN_LOOP(int64_t, int64_t, (int64_t)((uint64_t)x * (uint64_t)y)); break;
     case B_MIN: BIN_LOOP(int64_t, int64_t, x < y ? x : y); break;
     case B_MAX: BIN_LOOP(int64_t, int64_t, x > y ? x : y); break;
     case B_EQ: BIN_LOOP(int64_t, float, x == y); break;
@@ -350,7 +351,8 @@ static int scalar_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
 }
 
 static ml_tensor *scalar_op(scalop op, ml_tensor *a, double s) {
-    if (a->dtype == ML_I64 && (op == S_ADD || op == S_MUL || op == S_RSUB) && s == floor(s)) {
+    /* int64 stays int64 for integer scalars that fit (inf or 1e300 go the float way) */
+    if (a->dtype == ML_I64 && (op == S_ADD || op == S_MUL || op == S_RSUB) && s == floor(s) && fabs(s) < 9.2e18) {
         ml_tensor *t = ml_full(ML_I64, 0, NULL, s);
         if (!t) return NULL;
         ml_tensor *r = op == S_RSUB ? binary_raw(B_SUB, t, a) : binary_raw(op == S_ADD ? B_ADD : B_MUL, a, t);
@@ -492,7 +494,10 @@ ml_tensor *ml_unary(ml_unary_op op, ml_tensor *a) {
             const int64_t *x = ml_i64(c);
             int64_t *o = ml_i64(out);
             for (int64_t i = 0, n = ml_numel(out); i < n; i++)
-                o[i] = op == ML_NEG ? -x[i] : op == ML_ABS ? (x[i] < 0 ? -x[i] : x[i]) : (x[i] > 0) - (x[i] < 0);
+                /* negation wraps (two's complement): -INT64_MIN would be undefined */
+                o[i] = op == ML_NEG ? (int64_t)(0u - (uint64_t)x[i])
+                       : op == ML_ABS ? (x[i] < 0 ? (int64_t)(0u - (uint64_t)x[i]) : x[i])
+                                      : (x[i] > 0) - (x[i] < 0);
         }
         ml_release(c);
         return out;

@@ -19,7 +19,7 @@ static int check_range(const char *fn, const int64_t *p, int64_t n, int64_t size
     for (int64_t i = 0; i < n; i++)
         if (p[i] < 0 || p[i] >= size)
             return ml_failc("%s: index %" PRId64 " is out of range for dimension %d of size %" PRId64
-                            " (indices are 1-based)", fn, p[i] + 1, dim + 1, size);
+                            " (indices are 1-based)", fn, (int64_t)((uint64_t)p[i] + 1u), dim + 1, size);
     return 0;
 }
 

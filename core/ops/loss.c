@@ -22,7 +22,7 @@ static int check_labels(const char *fn, const ml_tensor *x, const ml_tensor *lab
         int64_t v = ml_i64(labels)[i * labels->stride[0]];
         if (v < 0 || v >= K)
             return ml_failc("%s: label %" PRId64 " of example %" PRId64 " is out of range for %" PRId64 " classes "
-                            "(labels are 1..%" PRId64 ")", fn, v + 1, i + 1, K, K);
+                            "(labels are 1..%" PRId64 ")", fn, (int64_t)((uint64_t)v + 1u), i + 1, K, K);
     }
     return 0;
 }

@@ -121,9 +121,9 @@ static ml_tensor *sum_scaled(const char *fn, ml_tensor *t, int dim, bool keepdim
             int64_t *o = ml_i64(out);
             for (int64_t a = 0; a < p.outer; a++)
                 for (int64_t i = 0; i < p.inner; i++) {
-                    int64_t s = 0;
-                    for (int64_t r = 0; r < p.R; r++) s += x[(a * p.R + r) * p.inner + i];
-                    o[a * p.inner + i] = s;
+                    uint64_t s = 0; /* wraps on overflow, as int64 sums do in PyTorch; signed would be undefined */
+                    for (int64_t r = 0; r < p.R; r++) s += (uint64_t)x[(a * p.R + r) * p.inner + i];
+                    o[a * p.inner + i] = (int64_t)s;
                 }
         }
         ml_release(c);

@@ -52,19 +52,19 @@ static bool view_strides(const ml_tensor *t, int nd, const int64_t *shape, int64
 ml_tensor *ml_reshape(ml_tensor *t, int ndim, const int64_t *shape_in) {
     if (ndim < 0 || ndim > ML_MAX_DIMS)
         return ml_fail("reshape: %d dimensions requested, at most %d are supported", ndim, ML_MAX_DIMS);
-    int64_t shape[ML_MAX_DIMS], known = 1, total = ml_numel(t);
+    int64_t shape[ML_MAX_DIMS], known, total = ml_numel(t);
     int infer = -1;
     for (int d = 0; d < ndim; d++) {
         shape[d] = shape_in[d];
         if (shape[d] == -1) {
             if (infer >= 0) return ml_fail("reshape: only one dimension can be -1");
             infer = d;
+            shape[d] = 1; /* checked below with the others */
         } else if (shape[d] < 0) {
             return ml_fail("reshape: invalid size %" PRId64 " in dimension %d", shape[d], d + 1);
-        } else {
-            known *= shape[d];
         }
     }
+    if ((known = ml_shape_numel("reshape", ndim, shape)) < 0) return NULL;
     if (infer >= 0) {
         if (known == 0 || total % known != 0)
             return ml_fail("reshape: cannot infer dimension %d: %" PRId64 " elements do not divide into %" PRId64,
@@ -191,10 +191,16 @@ ml_tensor *ml_narrow(ml_tensor *t, int dim, int64_t start, int64_t length) {
     int d;
     if (ml_dim_check("narrow", t, dim, &d)) return NULL;
     if (t->ndim == 0) return ml_fail("narrow: cannot narrow a 0-dimensional tensor");
-    if (start < 0 || length < 0 || start + length > t->shape[d])
-        return ml_fail("narrow: range [%" PRId64 ", %" PRId64 "] (1-based, length %" PRId64
-                       ") is outside dimension %d of size %" PRId64,
-                       start + 1, start + length, length, d + 1, t->shape[d]);
+    /* compared without adding: start + length overflows for huge lengths */
+    if (start < 0 || length < 0 || start > t->shape[d] || length > t->shape[d] - start) {
+        if (start >= 0 && length >= 0 && length <= INT64_MAX - start - 1)
+            return ml_fail("narrow: range [%" PRId64 ", %" PRId64 "] (1-based, length %" PRId64
+                           ") is outside dimension %d of size %" PRId64,
+                           start + 1, start + length, length, d + 1, t->shape[d]);
+        return ml_fail("narrow: start %" PRId64 " (1-based) with length %" PRId64
+                       " is outside dimension %d of size %" PRId64,
+                       start < INT64_MAX ? start + 1 : start, length, d + 1, t->shape[d]);
+    }
     int64_t shape[ML_MAX_DIMS];
     memcpy(shape, t->shape, sizeof shape);
     shape[d] = length;
@@ -276,20 +282,24 @@ ml_tensor *ml_expand(ml_tensor *t, int ndim, const int64_t *shape_in) {
         int td = d - (ndim - t->ndim);
         int64_t want = shape_in[d];
         if (td < 0) {
-            if (want < 0) return ml_fail("expand: size -1 is not allowed for a new leading dimension");
+            if (want < 0)
+                return ml_fail("expand: size %" PRId64 " is not allowed for a new leading dimension", want);
             shape[d] = want;
             stride[d] = 0;
         } else if (want == -1 || want == t->shape[td]) {
             shape[d] = t->shape[td];
             stride[d] = t->stride[td];
-        } else if (t->shape[td] == 1) {
+        } else if (t->shape[td] == 1 && want >= 0) {
             shape[d] = want;
             stride[d] = 0;
+        } else if (want < 0) {
+            return ml_fail("expand: invalid size %" PRId64 " for dimension %d (-1 keeps a size)", want, d + 1);
         } else {
             return ml_fail("expand: size %" PRId64 " of dimension %d cannot become %" PRId64
                            " (only size-1 dimensions expand)", t->shape[td], td + 1, want);
         }
     }
+    if (ml_shape_numel("expand", ndim, shape) < 0) return NULL;
     ml_tensor *out = ml_view_raw(t, ndim, shape, stride, t->offset);
     ml_record("expand", out, 1, &t, expand_backward);
     return out;
@@ -328,6 +338,8 @@ ml_tensor *ml_cat(int n, ml_tensor *const *ts, int dim) {
             if (j != d && t->shape[j] != t0->shape[j])
                 return ml_fail("cat: tensor %d has shape %s, tensor 1 has %s (only dimension %d may differ)", k + 1,
                                ML_SHAPE_STR(t), ML_SHAPE_STR(t0), d + 1);
+        if (t->shape[d] > INT64_MAX / 16 - total)
+            return ml_fail("cat: the sizes along dimension %d add up past 2^59", d + 1);
         total += t->shape[d];
     }
     int64_t shape[ML_MAX_DIMS];

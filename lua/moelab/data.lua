@@ -1,7 +1,7 @@
 -- ml.data in Lua: the batch iterator of datasets.
 local ml = require "moelab"
 
-local methods = debug.getregistry()["moelab.Dataset"].__index
+local methods = {} -- added to every dataset by ml.extend below
 
 -- ds:batches(n, {shuffle = false, seed = s, augment = {crop = 4, flip = true}, drop_last = false})
 -- iterates x, y over the dataset in batches of n. With a seed, the shuffling and
@@ -27,5 +27,7 @@ function methods.batches(ds, n, opts)
     return x, y
   end
 end
+
+ml.extend("Dataset", methods)
 
 return true

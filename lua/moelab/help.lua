@@ -50,8 +50,7 @@ local texts = {
   ["fill"] = "t:fill(value) -> t, every element set to value (in place)",
   ["zero"] = "t:zero() -> t, filled with zeros (in place)",
   -- views
-  ["reshape"] = "t:reshape(d1, d2, ... | {shape}) -> same elements in a new shape (a view when possible; one size may be -1)",
-  ["view"] = "t:view(d1, d2, ...) -> same as reshape",
+  ["reshape"] = "t:reshape(d1, d2, ... | {shape}) -> same elements in a new shape (a view when possible; one size may be -1);\n  t:view(...) is the same",
   ["flatten"] = "t:flatten([start = 1], [stop = -1]) -> dimensions start..stop merged into one",
   ["permute"] = "t:permute(d1, d2, ...) -> a view with the dimensions reordered",
   ["transpose"] = "t:transpose([d1 = 1], [d2 = 2]) -> a view with two dimensions swapped",
@@ -159,9 +158,15 @@ local texts = {
   ["memory_trim"] = "ml.memory_trim() -> returns cached buffers to the system",
   ["threads"] = "ml.threads([n]) -> number of threads (sets OpenMP and OpenBLAS when n is given)",
   ["clock"] = "ml.clock() -> monotonic time in seconds, for timing",
+  ["build_info"] = "ml.build_info() -> {version, compiler, blas, blas_openmp, openmp, threads, cpus, cpu, features,\n  conv_avx512, sanitized}: the build and the machine, to keep beside a table of results (moelab -v prints it)",
   ["isatty"] = "ml.isatty([fd = 1]) -> true when the file descriptor is a terminal",
+  ["repl.timing"] = "ml.repl.timing([on = true]) -> the previous setting; prints each statement's elapsed time at the prompt\n  (also :time on / :time off)",
   ["interrupted"] = "ml.interrupted() -> true when Ctrl-C was pressed during the current command",
+  ["interrupt"] = "ml.interrupt() -- acts as Ctrl-C: the running command stops at its next check, unless an\n  ml.interruptible around it consumes the interrupt (a training callback can stop ml.train.fit this way)",
+  ["interruptible"] = "ml.interruptible(fn, ...) -> interrupted, fn's results\n  Runs fn(...); Ctrl-C stops it and returns true instead of raising (the interrupt is consumed, so what\n  follows runs normally); a fn that saw Ctrl-C and returned its partial result gives true, then its results.\n  Other errors pass through. e.g. local stopped = ml.interruptible(train_loop)",
   -- io
+  ["save"] = "ml.save(path, model, [{optimizer = opt, epoch = n, meta = {key = \"value\"}}])  (or ml.save(model, path, ...))\n  Saves the parameters, buffers and the model's constructor config as one safetensors file, atomically\n  (temporary file, fsync, rename: a killed save never leaves a partial file); with an optimizer, its state\n  too. ml.load rebuilds the model from the file alone. Format: docs/FILES.md.",
+  ["load"] = "ml.load(path, [{strict = true}]) -> model, info\n  Rebuilds the model from the config in the file (no code in the file runs) and loads its tensors; the\n  model is in eval mode. info = {meta, epoch, optimizer_state, optimizer_steps, optimizer_lr}: pass\n  opt:load_state_dict(info.optimizer_state, info.optimizer_steps) to resume training. A corrupt or\n  crafted file is refused with its name and the reason; strict (default) also refuses tensors the\n  model lacks or lacks tensors of the model (strict = false loads the common ones).",
   ["io.load_safetensors"] = "ml.io.load_safetensors(path) -> {name = tensor}, {metadata}\n  Reads a safetensors file (validated; a corrupt file is refused with its name and the reason).",
   ["io.save_safetensors"] = "ml.io.save_safetensors(path, {name = tensor}, [{key = \"value\"}])\n  Writes a safetensors file atomically (temporary file, fsync, rename).",
   ["io.safetensors_header"] = "ml.io.safetensors_header(path) -> the JSON header text, its declared length",
@@ -197,18 +202,6 @@ local texts = {
   ["nn.TransformerBlock"] = "ml.nn.TransformerBlock(dim, heads, [{eps = 1e-6, mlp = module | hidden}]) -> pre-LN block:\n  x + attn(ln1(x)), then + mlp(ln2(x)); mlp may be a TokenMoE",
   ["nn.PatchEmbed"] = "ml.nn.PatchEmbed({C, H, W}, patch, dim) -> [B, 1 + HW/p^2, dim] tokens: p x p patches, class token, position embedding",
   ["nn.BasicBlock"] = "ml.nn.BasicBlock(in, out, [stride = 1]) -> ResNet residual block (two 3x3 conv + BN, shortcut when the shape changes)",
-  ["nn.Router"] = "ml.nn.Router(dim, experts) -> linear router without bias, logits = x S^T (parameters in the \"router\" group)",
-  ["nn.TokenMoE"] = "ml.nn.TokenMoE(dim, [{experts = 8, k = 2, capacity_factor = 1.25, noise_std = 1, expert = module | config,\n  importance_weight = 0.005, load_weight = 0.005, switch_weight = 0, z_weight = 0, renormalize = false,\n  batch_priority = false, round_capacity = false, random_ties = true}])\n  Sparse V-MoE layer over tokens: noisy top-k routing with capacity; only the selected experts are computed;\n  auxiliary losses and a routing trace in model:forward(x, {trace = true}).",
-  ["nn.SmoothMoE"] = "ml.nn.SmoothMoE(dim, [{experts = 8, expert = module | config}]) -> f(x) = sum_i p_i(x) f_i(x), p = softmax(S x) (all experts computed)",
-  ["nn.MoEConv2d"] = "ml.nn.MoEConv2d(in, out, k, [{stride = 1, padding = (k-1)/2, experts = 2, ratio = 0.5, router = \"layer\" | \"global\", mask = false,\n  importance_weight = 0, switch_weight = 0}])\n  Channel-MoE convolution (MoE-CNN): each sample's router picks one expert, a block of ratio*out channels;\n  only those channels are computed (mask = true: full convolution then mask, the reference form).\n  importance_weight / switch_weight > 0 add balancing losses for the per-layer router in training.",
-  ["nn.MaskedConv2d"] = "ml.nn.MaskedConv2d(in, out, k, [{stride, padding, ratio = 0.5}]) -> convolution keeping the ratio of output channels\n  with the largest learned scores (Sparse-CNN baseline; scores in the \"router\" group)",
-  ["nn.mlp"] = "ml.nn.mlp{classes = 10, input = {1, 28, 28}, hidden = {256, 128}, width = 1} -> MLP classifier (normalises inside)",
-  ["nn.cnn"] = "ml.nn.cnn{classes = 10, input = {1, 28, 28}, width = 1} -> small CNN: conv32-pool-conv64-pool-fc128-fc",
-  ["nn.resnet18"] = "ml.nn.resnet18{classes = 10, input = {3, 32, 32}, width = 1, base_width = 16, family = \"dense\"} -> CIFAR ResNet-18\n  family: \"dense\", \"s_dense\", \"sparse_cnn\", \"moe_cnn\" (with experts, ratio, router); see docs/MODELS.md",
-  ["nn.vgg16"] = "ml.nn.vgg16{classes = 10, input = {3, 32, 32}, width = 1, family = \"dense\"} -> VGG-16 with batch norm",
-  ["nn.wrn"] = "ml.nn.wrn{classes = 10, depth = 16, widen = 4, width = 1, family = \"dense\"} -> Wide ResNet (pre-activation)",
-  ["nn.vit"] = "ml.nn.vit{classes = 10, input = {1, 28, 28}, patch = 4, dim = 64, depth = 4, heads = 4, mlp = 256, eps = 1e-6} -> ViT",
-  ["nn.vmoe"] = "ml.nn.vmoe{... vit options ..., experts = 8, k = 2, capacity_factor = 1.25, moe_every = 2, noise_std = 1,\n  importance_weight = 0.005, load_weight = 0.005} -> V-MoE: the MLP of every moe_every-th block is a TokenMoE",
   ["nn.dense"] = "ml.nn.dense{backbone = \"resnet18\" | \"vgg16\" | \"wrn\" | \"cnn\", ...} -> the dense model (r = 1) of the AdvMoE family",
   ["nn.s_dense"] = "ml.nn.s_dense{backbone, ratio = 0.5, ...} -> every width scaled by ratio (same active size as MoE-CNN)",
   ["nn.sparse_cnn"] = "ml.nn.sparse_cnn{backbone, ratio = 0.5, ...} -> static structured channel masks learned from scores (HYDRA-style)",
@@ -219,7 +212,7 @@ local texts = {
   ["optim.adam"] = "ml.optim.adam(model | params, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0}) -> optimizer",
   ["optim.adamw"] = "ml.optim.adamw(model | params, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0.01}) -> optimizer (decoupled decay)",
   -- moe building blocks
-  ["moe.route"] = "ml.moe.route(probs [T, E], {k = 1, capacity_factor = 0, round_capacity, batch_priority, random_ties})\n  -> {experts [T, k], kept, load, token, offsets, capacity}: top-k routing with capacity; all top-1\n  choices take slots before any top-2 choice; assignments past capacity are dropped.",
+  ["moe.route"] = "ml.moe.route(probs [T, E], {k = 2 (TokenMoE's), capacity_factor = 0 (none), round_capacity, batch_priority, random_ties = false})\n  -> {experts [T, k], kept, load, token, offsets, capacity}: top-k routing with capacity; all top-1\n  choices take slots before any top-2 choice; assignments past capacity are dropped.",
   ["moe.gather"] = "ml.moe.gather(x, ids) -> rows of x at the 1-based ids (the dispatch of tokens to experts)",
   ["moe.combine"] = "ml.moe.combine(y [A, D], w [A], ids [A], T) -> [T, D] with out[ids[a]] += w[a] y[a]",
   ["moe.mask_channels"] = "ml.moe.mask_channels(full, first, c, [gates]) -> full's shape: sample n keeps its block of c\n  channels from first[n] (1-based), scaled by gates[n]; zeros elsewhere (the mask form of channel MoE, one op)",
@@ -229,10 +222,20 @@ local texts = {
   ["moe.switch_loss"] = "ml.moe.switch_loss(probs, experts) -> E * sum_e f_e P_e (Switch/GShard balance loss)",
   ["moe.z_loss"] = "ml.moe.z_loss(logits) -> mean of logsumexp(logits)^2 (router z-loss)",
   ["moe.cv2"] = "ml.moe.cv2(v) -> (std(v) / mean(v))^2 with the population std",
+  -- routing traces
+  ["trace.new"] = "ml.trace.new({{layer = name, kind = \"token\", experts = [T, K] (1-based), E = n, gates, probs, logits, kept, aux}, ...})\n  -> a routing trace built by hand (for tests, or a routing to force); kind: token, smooth, channel, global",
+  ["trace.load"] = "ml.trace.load(path) -> the routing trace saved by trace:save(path) (safetensors)",
+  ["trace.save"] = "trace:save(path) -> trace; writes it as safetensors (expert ids 0-based in the file, as in C)",
+  ["trace.get"] = "trace:get(i | \"layer\") -> the layer's table {layer, kind, T, E, K, experts (1-based), gates, probs, logits,\n  kept, load, dropped, aux}; an absent layer is an error (trace[i] and trace[\"layer\"] give nil instead)",
+  ["trace.layers"] = "trace:layers() -> the MoE layer names in forward order",
+  ["trace.equal"] = "trace:equal(other) -> true when both traces select the same experts with the same kept flags (also trace == other)",
+  ["trace.compatible"] = "trace:compatible(other) -> trace; an error naming the first difference unless both come from the same\n  model and batch size (same layers, kinds, T, E, K)",
+  ["extend"] = "ml.extend(kind, {name = fn, __tostring = fn, ...})\n  Adds methods (and metamethods such as a printer) to a kind of object: \"Module\", \"Trace\", \"Dataset\", \"Optimizer\", \"Tensor\".\n  e.g. ml.extend(\"Module\", {nparams = function(m) return (m:num_params()) end})",
   ["moe.capacity"] = "ml.moe.capacity(T, E, k, factor, [round4]) -> expert capacity ceil(k T factor / E)",
 }
 
 local function resolve(name)
+  if not name:match("^[%w_]+[%w_.]*$") then return nil end
   local v = ml
   for part in name:gmatch("[^.]+") do
     if type(v) ~= "table" then return nil end
@@ -241,31 +244,160 @@ local function resolve(name)
   return v
 end
 
-for name, text in pairs(texts) do
-  local v = resolve(name)
-  if v ~= nil then docs[v] = text end
+local function resolve_texts()
+  for name, text in pairs(texts) do
+    local v = resolve(name)
+    if v ~= nil then docs[v] = text end
+  end
+end
+resolve_texts()
+
+-- The methods of the library's objects. Each kind of object is reached
+-- through a small instance (a new kind of object: add a line here), and its
+-- methods get their texts from method_texts below or from ml.doc next to
+-- their Lua code; ml.undocumented() lists any method without one.
+local method_kinds = {
+  {"Tensor", function() return getmetatable(ml.zeros(1)).__methods end},
+  {"Module", function() return getmetatable(ml.nn.Identity()).__methods end},
+  {"Dataset", function() return getmetatable(ml.data.from_tensors(ml.zeros(1, 1), ml.tensor({1}, "int64"))).__index end},
+  {"Optimizer", function() return getmetatable(ml.optim.sgd({ml.zeros(1):requires_grad()}, {lr = 0.1})).__index end},
+  {"Trace", function()
+    local _, trace = ml.nn.TokenMoE(2, {experts = 2, k = 1}):forward(ml.zeros(1, 1, 2), {trace = true})
+    return getmetatable(trace).__index
+  end},
+  {"Progress", function() return getmetatable(ml.progress{quiet = true}).__index end},
+}
+
+local method_texts = {
+  Module = {
+    forward = "m:forward(x, [{trace = false, aux = false, hook = fn(path, module, input, output)}]) -> y, trace, aux\n  model(x) is m:forward(x); trace (a routing trace) and aux (the routers' auxiliary loss) on request.",
+    train = "m:train([on = true]) -> m: training mode (dropout, batch statistics, router noise) for m and its children",
+    eval = "m:eval() -> m: evaluation mode for m and its children",
+    is_training = "m:is_training() -> true in training mode",
+    parameters = "m:parameters([group]) -> {name = tensor}; group \"router\" or \"backbone\" (AdvMoE trains them apart)",
+    named_parameters = "m:named_parameters([group]) -> ordered list of {name, tensor, group}",
+    buffers = "m:buffers() -> {name = tensor}: running statistics and other state that is not trained",
+    state_dict = "m:state_dict() -> {name = tensor}: parameters and buffers (shared, not copies), what ml.save writes",
+    load_state_dict = "m:load_state_dict({name = tensor}, [{strict = true}]) -> m: copies the values in (strict: every name must match)",
+    zero_grad = "m:zero_grad() -> m: drops the .grad of every parameter",
+    num_params = "m:num_params() -> total, active: parameter counts (active: used per input, fewer in sparse MoE models)",
+    describe = "m:describe() -> one line: the module's type and settings, e.g. \"Linear(784 -> 256)\"",
+    type = "m:type() -> the module's type name, e.g. \"Linear\", \"TokenMoE\", \"Model\"",
+    children = "m:children() -> ordered list of {name, module}: the direct submodules",
+    get = "m:get(i | \"name\" | \"a.b.c\") -> a submodule: by 1-based position (m[i] too), by name, or by a dotted path",
+    add = "m:add(module) -> m: appends a child to a Sequential",
+    config = "m:config() -> the JSON text that rebuilds the module with ml.nn.from_config (nil, message when it cannot)",
+    modules = "m:modules() -> every module in pre-order: {path, module, depth, describe, params, active}",
+    profile = "m:profile(x) -> y, {path = {flops, seconds}, total_flops}: one forward, measured per module",
+    set_moe_form = "m:set_moe_form(\"sparse\" | \"mask\") -> m: how the channel-MoE convolutions compute (same results)",
+    set_bn_momentum = "m:set_bn_momentum(v) -> m: the momentum of every BatchNorm2d (1: the next batch sets the statistics)",
+  },
+  Dataset = {
+    size = "ds:size() -> number of examples (also #ds)",
+    shape = "ds:shape() -> {C, H, W} of one example ({D} for feature data)",
+    num_classes = "ds:num_classes() -> the number of classes K (labels are 1..K)",
+    classes = "ds:classes() -> the class names, in label order",
+    labels = "ds:labels() -> int64 tensor of every label (1-based)",
+    batch = "ds:batch(i, n, [{augment, seed}]) -> x, y: examples i .. i+n-1 (the last batch may be shorter)",
+    batches = "ds:batches(n, [{shuffle = false, seed, augment = {crop = 4, flip = true}, drop_last = false}]) -> iterator of x, y\n  e.g. for x, y in ds:batches(128, {shuffle = true, seed = 1}) do ... end (seeded: reproducible order and augmentation)",
+    batch_of = "ds:batch_of(indices, [{augment, seed}]) -> x, y: the examples at the 1-based indices (tensor or table)",
+    get = "ds:get(i) -> x, label: one example ([C, H, W] or [D]) and its 1-based label",
+    subset = "ds:subset(from, to) | ds:subset(indices) -> a new dataset of those examples",
+    stats = "ds:stats() -> {mean = {...}, std = {...}} per channel, over the pixels",
+    name = "ds:name() -> the dataset's name (e.g. \"mnist/train\")",
+  },
+  Optimizer = {
+    step = "opt:step() -> applies one update from the parameters' .grad",
+    zero_grad = "opt:zero_grad() -> drops the .grad of its parameters",
+    lr = "opt:lr([value]) -> the learning rate (sets it when value is given)",
+    steps = "opt:steps() -> the number of updates applied so far",
+    params = "opt:params() -> the list of {name, tensor} it updates",
+    state_dict = "opt:state_dict() -> {[\"<name>.s1\"] = tensor, ...}, steps: the moment estimates, to save",
+    load_state_dict = "opt:load_state_dict(tensors, steps) -> resumes from a state_dict (e.g. the info of ml.load)",
+  },
+}
+
+local methods_resolved = false
+-- Registers method_texts against the functions they describe (once, when
+-- help is first asked: every library file has added its methods by then).
+local function resolve_methods()
+  if methods_resolved then return end
+  methods_resolved = true
+  resolve_texts() -- again: the host adds functions after the library loads (ml.repl.timing)
+  for _, kind in ipairs(method_kinds) do
+    local texts_of = method_texts[kind[1]]
+    local ok, t = pcall(kind[2])
+    if ok and type(t) == "table" and texts_of then
+      for name, text in pairs(texts_of) do
+        local f = rawget(t, name)
+        if f ~= nil and not docs[f] then docs[f] = text end
+      end
+    end
+  end
 end
 
--- The methods of objects (models, datasets, optimizers) are described by topic.
+-- The public methods of a kind: sorted names and the table they live in.
+local function methods_of(kind_name)
+  for _, kind in ipairs(method_kinds) do
+    if kind[1] == kind_name then
+      local ok, t = pcall(kind[2])
+      if not ok or type(t) ~= "table" then return {}, {} end
+      local names = {}
+      for k, v in pairs(t) do
+        if type(k) == "string" and k:sub(1, 1) ~= "_" and type(v) == "function" then names[#names + 1] = k end
+      end
+      table.sort(names)
+      return names, t
+    end
+  end
+  return {}, {}
+end
+
+-- Objects are also described by topic.
 local topics = {
+  Tensor = [[
+Tensor -- t:shape(), t:size(d), t:dim(), t:dtype(), t:item(), arithmetic + - * / ^ (broadcasting)
+  t[i] the i-th slice along dimension 1 (a view; a number for 1-d); -1 is the last
+  t[{i, j}] an element; t[{i}] a row; t[{{a, b}, j}] rows a..b of column j; t[{{}, j}] a column;
+  the same forms assign: t[{{}, 1}] = 0, t[{2}] = ml.tensor({...}). Views write through.
+  t.grad the gradient after backward. help(t.method) or ?t:method for one method.]],
   Module = [[
 Module (a model or a layer) -- model(x) or model:forward(x, {trace = false, aux = false}) -> y, trace, aux
-  :train() / :eval()          switch training mode (dropout, batch norm, router noise)
-  :parameters([group])        {name = tensor}; group "router" or "backbone" (AdvMoE trains them apart)
-  :named_parameters([group])  ordered list of {name, tensor, group}
-  :buffers() :state_dict()    running statistics; everything that is saved
-  :load_state_dict(t, [{strict = true}])
-  :zero_grad() :num_params()  total and active-per-input parameter counts
-  :summary([input shape])     table of layers: parameters, active parameters, FLOPs per image (measured)
-  :children() :get(i|"a.b")   structure; :config() the JSON that rebuilds it; :profile(x) per-layer FLOPs/time]],
+  forward options: trace_grad = true (the trace's logits/probs/gates keep their autograd history),
+    routing = trace (every sparse MoE layer uses that trace's selection), force = {[layer] = e},
+    silence = {[layer] = e | {e1, ...}} (expert ids 1-based), hook = fn(path, module, input, output)
+  m[i] is the i-th child (1-based), m:get("layer1.0.conv1") a submodule by path; ?m:method for one method.]],
   Dataset = [[
-Dataset -- ds:size() (or #ds), ds:batch(i, n) -> x, y, ds:batches(n, {shuffle, seed, augment, drop_last})
-  ds:get(i) -> x, label; ds:subset(from, to | indices); ds:classes(); ds:shape(); ds:labels(); ds:stats()
+Dataset -- #ds examples; for x, y in ds:batches(128, {shuffle = true}) do ... end; labels are 1..K
   augment = {crop = 4, flip = true}: random crop after zero padding, horizontal flip]],
+  Trace = [[
+Trace (what every MoE layer decided in one forward) -- y, trace = model:forward(x, {trace = true})
+  trace[i] or trace["blocks.1.mlp"]  a layer: {layer, kind, T, E, K, experts (1-based) [T, K], gates [T, K],
+                              probs [T, E], logits [T, E], kept [T, K], load [E], dropped, aux}
+  #trace  :layers()           number of MoE layers; their names in forward order
+  :get(i|name) :equal(t2)     a layer (error if absent); same selection (also t1 == t2)
+  :compatible(t2) :save(path) same model and batch size (else an error); write as safetensors
+  ml.trace.load(path), ml.trace.new({...}); model:forward(x, {routing = trace}) forces its selection
+  A layer's table is a copy: to force an edited selection, build a trace with ml.trace.new.]],
   Optimizer = [[
-Optimizer -- opt:step(), opt:zero_grad(), opt:lr([value]), opt:steps(), opt:params(),
-  opt:state_dict() -> tensors, steps; opt:load_state_dict(tensors, steps) to resume]],
+Optimizer (ml.optim.sgd/adam/adamw) -- opt:zero_grad(); loss:backward(); opt:step()]],
+  Progress = [[
+Progress (ml.progress{...}) -- bar:update(done, [extra]), bar:step([n]), bar:finish([extra]), bar:callback()]],
 }
+
+-- A topic's text followed by its methods' first lines.
+local function topic_text(name)
+  local out = {topics[name]}
+  local names, t = methods_of(name)
+  if #names > 0 and name ~= "Tensor" then
+    out[#out + 1] = "Methods:"
+    for _, k in ipairs(names) do
+      local text = docs[t[k]]
+      out[#out + 1] = ("  %-18s %s"):format(k, text and text:match("^[^\n]*") or "(no help text)")
+    end
+  end
+  return table.concat(out, "\n")
+end
 
 local overview = [[
 moelab -- a lab bench for the adversarial robustness of Mixture-of-Experts models.
@@ -275,15 +407,20 @@ moelab -- a lab bench for the adversarial robustness of Mixture-of-Experts model
   Ops          conv2d, max_pool2d, softmax, cross_entropy, topk, batch_norm, ... (help(ml.conv2d))
   Modules      ml.nn.Linear, ml.nn.Sequential, ... ; model(x), model:summary()     help("Module")
   Models       ml.nn.resnet18{}, ml.nn.moe_cnn{experts = 2}, ml.nn.vit{}, ml.nn.vmoe{}  help(ml.nn)
-  Routing      y, trace = model:forward(x, {trace = true}); trace[layer].experts  (1-based ids)
+  Routing      y, trace = model:forward(x, {trace = true}); trace[layer].experts (1-based)   help("Trace")
   Data         ml.data.mnist(), ml.data.cifar10(), ds:batches(128)                  help("Dataset")
   Training     ml.train.fit(model, ds, {epochs, lr, ...}), ml.optim.sgd/adam        help("Optimizer")
   MoE          ml.moe.route, gather/combine, auxiliary losses
+  Attacks      ml.attack.pgd, apgd, fab, square, autoattack, check (the doctor)    help(ml.attack)
+  Metrics      ml.metrics.robustness, routing_change, routing_radius, ...; ml.results   help(ml.metrics)
   Files        ml.save(path, model), ml.load(path), ml.io.load_safetensors
   Theory       ml.theory (Lipschitz constants of MoEs)
+  Plots        ml.plot.lines{x = eps, y = {moe = acc}}, hist, heatmap, grid; p:png(f)  help(ml.plot)
+  Pictures     ml.image.save, load, show; ml.image.grid{clean = x, adversarial = xa}  help(ml.image)
 
 Keys: Tab completes names (ml.nn.<Tab>), Ctrl-C interrupts a computation or clears the line,
-Ctrl-D quits. A trailing ; hides the result; ?name shows help; ml.repl.timing(true) times commands.
+Ctrl-D quits. A trailing ; hides the result; ?name shows help (?x:method for a method); :time on times
+each statement; _ is the last result.
 Indices are 1-based (dimensions, positions, labels, expert ids). Docs: README.md, docs/.]]
 
 local function list_table(t, prefix)
@@ -301,25 +438,39 @@ local function list_table(t, prefix)
   return table.concat(out, "\n")
 end
 
--- ml.help([value | "Topic"]) prints help; returns nothing.
-function ml.help(x)
-  if x == nil then print(overview) return end
+-- ml.help([value | "Topic" | "Kind:method"]) prints help; returns nothing.
+function ml.help(...)
+  resolve_methods()
+  if select("#", ...) == 0 then print(overview) return end
+  local x = ...
+  if x == nil then
+    print("no help: the value is nil (is the name spelled right? help() for an overview)")
+    return
+  end
   if type(x) == "string" then
-    if topics[x] then print(topics[x]) return end
+    if topics[x] then print(topic_text(x)) return end
+    if x == "ml" then return ml.help(ml) end
+    local kind_name, method = x:match("^(%a+):([%a_][%w_]*)$")
+    if kind_name then
+      local _, t = methods_of(kind_name)
+      if t[method] ~= nil then return ml.help(t[method]) end
+    end
     local v = resolve(x:gsub("^ml%.", ""))
     if v ~= nil then return ml.help(v) end
-    print(("no help for %q (try help(), or help(\"Module\"), help(\"Dataset\"), help(\"Optimizer\"))"):format(x))
+    print(("no help for %q (try help(), or a topic: %s)"):format(x,
+      "help(\"Tensor\"), help(\"Module\"), help(\"Trace\"), help(\"Dataset\"), help(\"Optimizer\"), help(\"Module:train\")"))
     return
   end
   if docs[x] then print(docs[x]) return end
   local mt = getmetatable(x)
-  local name = mt and rawget(mt, "__name")
+  local name = type(mt) == "table" and rawget(mt, "__name")
   if name == "Tensor" then
-    print(("a %s tensor of shape [%s]; see help(ml.tensor), help(\"Module\") for models"):format(x:dtype(),
-      table.concat(x:shape(), ", ")))
-  elseif name == "Module" then print(topics.Module)
-  elseif name == "moelab.Dataset" then print(topics.Dataset)
-  elseif name == "moelab.Optimizer" then print(topics.Optimizer)
+    print(("a %s tensor of shape [%s]\n%s"):format(x:dtype(), table.concat(x:shape(), ", "), topic_text("Tensor")))
+  elseif name == "Module" then print(topic_text("Module"))
+  elseif name == "moelab.Dataset" then print(topic_text("Dataset"))
+  elseif name == "moelab.Optimizer" then print(topic_text("Optimizer"))
+  elseif name == "moelab.Progress" then print(topic_text("Progress"))
+  elseif name == "Trace" then print(topic_text("Trace"))
   elseif type(x) == "table" then
     local prefix = ""
     for k, v in pairs(ml) do if v == x then prefix = "ml." .. k .. "." end end
@@ -329,24 +480,44 @@ function ml.help(x)
     print(("no help text for this %s"):format(type(x)))
   end
 end
-ml.doc(ml.help, "ml.help([value | name | topic]) -- prints help; help() alone prints an overview")
+ml.doc(ml.help, [[
+ml.help([value | name | topic]) -- prints help; help() alone prints an overview. At the prompt ?name does the
+  same, ?x:method shows a method's text. Topics: "Tensor", "Module", "Dataset", "Optimizer", "Progress",
+  "Trace"; "Module:train" names a method.]])
 ml.doc(ml.doc, "ml.doc(value, text) -> value; registers a help text (for your own functions too)")
 
--- Names of public functions without a help text (the tests require none).
-function ml.undocumented()
-  local missing = {}
+-- Every public function (ml.x, ml.area.x) and method (Kind:x) with its help
+-- text (nil when it has none), sorted by name.
+function ml.api()
+  resolve_methods()
+  local out = {}
   local function scan(t, prefix, depth)
     for k, v in pairs(t) do
       if type(k) == "string" and k:sub(1, 1) ~= "_" then
-        if type(v) == "function" and not docs[v] then missing[#missing + 1] = prefix .. k end
-        if type(v) == "table" and depth == 0 and k ~= "repl" then scan(v, prefix .. k .. ".", 1) end
+        if type(v) == "function" then out[#out + 1] = {name = prefix .. k, value = v, text = docs[v]} end
+        if type(v) == "table" and depth == 0 then scan(v, prefix .. k .. ".", 1) end
       end
     end
   end
   scan(ml, "ml.", 0)
-  table.sort(missing)
+  for _, kind in ipairs(method_kinds) do
+    local names, t = methods_of(kind[1])
+    for _, k in ipairs(names) do out[#out + 1] = {name = kind[1] .. ":" .. k, value = t[k], text = docs[t[k]]} end
+  end
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
+end
+
+-- Names of public functions and methods without a help text (the tests
+-- require none).
+function ml.undocumented()
+  local missing = {}
+  for _, e in ipairs(ml.api()) do
+    if not e.text then missing[#missing + 1] = e.name end
+  end
   return missing
 end
-ml.doc(ml.undocumented, "ml.undocumented() -> names of public functions that lack a help text")
+ml.doc(ml.api, "ml.api() -> sorted list of {name, value, text} for every public function (ml.x) and method (Module:x)")
+ml.doc(ml.undocumented, "ml.undocumented() -> names of public functions (ml.x) and methods (Module:x) that lack a help text")
 
 return true

@@ -5,10 +5,18 @@ local ml = require "moelab"
 
 require "moelab.help"
 require "moelab.gradcheck"
+require "moelab.progress"
 require "moelab.nn"
+require "moelab.trace"
 require "moelab.train"
 require "moelab.data"
 require "moelab.theory"
 require "moelab.repr"
+require "moelab.plot"
+require "moelab.image"
+require "moelab.results"
+require "moelab.metrics"
+require "moelab.attack"
+require "moelab.complete"
 
 return true

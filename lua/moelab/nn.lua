@@ -1,4 +1,4 @@
--- ml.nn in Lua: printing of modules and routing traces, model summaries.
+-- ml.nn in Lua: printing of modules, model summaries, router calibration.
 local ml = require "moelab"
 local nn = ml.nn
 
@@ -9,7 +9,7 @@ local function fmt_count(n)
 end
 
 -- A module prints as an indented tree, as PyTorch's repr does.
-function nn._tostring(m)
+local function module_tree(m)
   local lines = {}
   for _, e in ipairs(m:modules()) do
     if e.depth <= 6 then
@@ -23,36 +23,14 @@ function nn._tostring(m)
   return table.concat(lines, "\n")
 end
 
--- Traces: {layer = entry}, printed as a compact per-layer table.
-local trace_mt = {}
-trace_mt.__index = trace_mt
+-- The layer names of a trace, in forward order (kept for scripts written
+-- before traces had methods: trace:layers() is the same).
+function nn.trace_layers(t) return t:layers() end
 
-function trace_mt.__tostring(t)
-  local order = rawget(getmetatable(t), "_order") or {}
-  if #order == 0 then return "routing trace (no MoE layer)" end
-  local out = {("%-28s %6s %3s %7s  %s"):format("layer", "tokens", "K", "dropped", "load per expert")}
-  for _, name in ipairs(order) do
-    local e = t[name]
-    local T, K = e.experts:size(1), e.experts:size(2)
-    local dropped = e.kept and (T * K - e.kept:sum():item()) or 0
-    local load = {}
-    if e.load then
-      for i = 1, e.load:size(1) do load[#load + 1] = ("%d"):format(e.load[i]) end
-    end
-    out[#out + 1] = ("%-28s %6d %3d %7d  %s"):format(name, T, K, dropped, table.concat(load, " "))
-  end
-  return table.concat(out, "\n")
-end
-
-function nn._trace(t, order)
-  setmetatable(t, {__index = trace_mt, __tostring = trace_mt.__tostring, _order = order})
-end
-
--- The layer names of a trace, in forward order.
-function nn.trace_layers(t)
-  local mt = getmetatable(t)
-  return mt and mt._order or {}
-end
+local summary_mt = {__tostring = function(r)
+  return ("<summary: %d parameters, %d active per input, %.4g GFLOPs per image; fields rows, params, active, "
+          .. "flops, text>"):format(r.params, r.active, r.flops / 1e9)
+end}
 
 -- model:summary([input_shape]) -> printed table of layers: parameters (total and
 -- active per input) and FLOPs per image, measured by one forward of a single image.
@@ -96,7 +74,9 @@ function nn.summary(m, input_shape, opts)
     prof.total_flops / 1e9)
   local text = table.concat(out, "\n")
   if not opts.quiet then print(text) end
-  return {rows = rows, params = total, active = active, flops = prof.total_flops, text = text}
+  -- the table was printed above: at the prompt the result shows as one line
+  return setmetatable({rows = rows, params = total, active = active, flops = prof.total_flops, text = text},
+                      summary_mt)
 end
 
 
@@ -151,16 +131,74 @@ ml.nn.calibrate_routers(model, x) -> model
   degenerate (as WORKLOADS.md describes for the W2/W4 benchmarks): each router is centred on the
   mean of its inputs and its rows scaled to unit spread; BatchNorm statistics are refreshed.]])
 
--- model:summary(...) as a method of every module
-do
-  local methods = debug.getregistry()["moelab.Module"].__methods
-  methods.summary = nn.summary
+-- Help texts of the constructors whose options live in the core's option
+-- tables (ml.nn.options): the list of options, their defaults and help come
+-- from there, so the help says what the code does.
+local function option_lines(rows, skip)
+  local lines = {}
+  for _, o in ipairs(rows) do
+    if not skip[o.key] then
+      if o.default then
+        lines[#lines + 1] = ("    %-18s = %-28s %s"):format(o.key, o.default, o.help)
+      else
+        lines[#lines + 1] = ("    %-18s %s%s"):format(o.key, o.help, o.family and (" (family = " .. o.family .. ")") or "")
+      end
+    end
+  end
+  return table.concat(lines, "\n")
 end
+
+local layer_help = {
+  {"Router", "dim, experts", {dim = true, experts = true},
+   "linear router without bias, logits = x S^T (parameters in the \"router\" group)"},
+  {"TokenMoE", "dim, [{options}]", {dim = true},
+   "sparse V-MoE layer over tokens: noisy top-k routing with capacity; only the selected experts are computed;\n" ..
+   "  auxiliary losses and a routing trace in model:forward(x, {trace = true}). Exact ties go to the lowest\n" ..
+   "  expert index in evaluation (random_ties applies in training only)."},
+  {"SmoothMoE", "dim, [{options}]", {dim = true},
+   "f(x) = sum_i p_i(x) f_i(x), p = softmax(S x): soft routing, every expert computed"},
+  {"MoEConv2d", "in, out, kernel, [{options}]", {["in"] = true, out = true, kernel = true},
+   "channel-MoE convolution (MoE-CNN): each sample's router picks one expert, a block of ratio * out channels;\n" ..
+   "  only those channels are computed (mask = true: full convolution then mask, the reference form)."},
+  {"MaskedConv2d", "in, out, kernel, [{options}]", {["in"] = true, out = true, kernel = true},
+   "convolution keeping the ratio of output channels with the largest learned scores (Sparse-CNN baseline;\n" ..
+   "  scores in the \"router\" group)"},
+}
+for _, h in ipairs(layer_help) do
+  local name, args, positional, what = h[1], h[2], h[3], h[4]
+  local text = ("ml.nn.%s(%s) -> %s"):format(name, args, what)
+  local opts = option_lines(nn.options(name), positional)
+  if opts ~= "" then text = text .. "\n  options (ml.nn.options(\"" .. name .. "\")):\n" .. opts end
+  ml.doc(nn[name], text)
+end
+
+local zoo_help = {
+  mlp = "MLP classifier: flatten, (Linear, ReLU) per hidden size, Linear",
+  cnn = "small CNN: conv32-pool-conv64-pool-fc128-fc (MNIST)",
+  resnet18 = "CIFAR ResNet-18",
+  vgg16 = "VGG-16 with batch norm",
+  wrn = "Wide ResNet (pre-activation)",
+  vit = "vision transformer",
+  vmoe = "V-MoE: the MLP of every moe_every-th block is a TokenMoE (its defaults are TokenMoE's)",
+}
+for name, what in pairs(zoo_help) do
+  ml.doc(nn[name], ("ml.nn.%s{options} -> %s\n  Every option has a default; model:config() shows the values used (docs/MODELS.md).\n" ..
+    "  options (ml.nn.options(\"%s\")):\n%s"):format(name, what, name, option_lines(nn.options(name), {})))
+end
+
+ml.doc(nn.options, [[
+ml.nn.options(type | model) -> list of {key, type, default, help, choices} for a module type with an option table
+  (Router, TokenMoE, SmoothMoE, MoEConv2d, MaskedConv2d), or of {key, help, family} for a model of the zoo.
+  e.g. for _, o in ipairs(ml.nn.options("TokenMoE")) do print(o.key, o.default) end]])
+
+-- model:summary(...) as a method of every module, and the tree view as its printer
+ml.extend("Module", {summary = nn.summary, __tostring = module_tree})
 
 ml.doc(nn.summary, [[
 model:summary([input shape], [{depth = 2, quiet = false}]) -> {rows, params, active, flops, text}
   Prints a table of layers with parameters (total and active per input) and FLOPs per image,
-  measured by one forward of a single zero image. e.g. model:summary({3, 32, 32})]])
+  measured by one forward of a single zero image (quiet = true: only returns it; the result prints
+  as one line at the prompt, its .text is the table). e.g. model:summary({3, 32, 32})]])
 ml.doc(nn.trace_layers, "ml.nn.trace_layers(trace) -> the MoE layer names of a routing trace, in forward order")
 
 return true

@@ -4,6 +4,9 @@
 -- short past a screenful, so `m:parameters()` or a training history can be
 -- read at the prompt instead of `table: 0x55...`.
 local ml = require "moelab"
+-- the globals it uses, kept: the prompt still prints after `tostring = nil`
+local getmetatable, ipairs, pairs, pcall, select, tostring, type = getmetatable, ipairs, pairs, pcall, select, tostring, type
+local math, table = math, table
 
 local MAX_ITEMS, MAX_DEPTH, WIDTH = 40, 2, 100
 
@@ -82,10 +85,61 @@ local function render(t, depth, seen, indent)
 end
 
 function ml.repr(v)
+  local mt = getmetatable(v) -- a value may say how the prompt shows it (plots: in colour)
+  if type(mt) == "table" and type(rawget(mt, "__repr")) == "function" then return mt.__repr(v) end
   if type(v) == "table" then return render(v, 0, {}, "") end
   if type(v) == "string" then return v end
   return tostring(v)
 end
+
+------------------------------------------------------------------ the prompt's printer
+ml.repl = ml.repl or {}
+
+-- Methods that return their receiver so calls chain (m:eval():forward(x)): at
+-- the prompt their result prints as one line, not as the whole model again.
+local chaining = {eval = true, train = true, zero_grad = true, add = true, load_state_dict = true,
+                  set_bn_momentum = true, set_moe_form = true}
+
+local function fmt_count(n)
+  if n >= 1e6 then return ("%.2fM"):format(n / 1e6) end
+  if n >= 1e4 then return ("%.1fK"):format(n / 1e3) end
+  return tostring(n)
+end
+
+-- one line for a module: "<Model mlp(...): 235.1K parameters, training mode>"
+local function module_line(m)
+  local total = m:num_params()
+  local d = m:describe()
+  if #d > 60 then d = d:sub(1, 57) .. "..." end
+  return ("<%s: %s parameters, %s mode>"):format(d, fmt_count(total), m:is_training() and "training" or "eval")
+end
+
+-- A value that cannot be printed still gets a line (its type and why).
+local function safe_text(v, brief)
+  local ok, s = pcall(function()
+    if brief and kind(v) == "Module" then return module_line(v) end
+    return ml.repr(v)
+  end)
+  if ok and type(s) == "string" then return s end
+  local why = ok and ("its text is a " .. type(s)) or (type(s) == "string" and s or ("a " .. type(s) .. " error value"))
+  local name = kind(v)
+  return ("<%s: cannot be printed: %s>"):format(name, why)
+end
+
+-- ml.repl.show(source, ...) -> the text the prompt prints for the values the
+-- line `source` returned (tab-separated, as print does).
+function ml.repl.show(source, ...)
+  local method = type(source) == "string" and source:match(":%s*([%a_][%w_]*)%s*%b()%s*;?%s*$")
+  local brief = method ~= nil and chaining[method] == true
+  local n, out = select("#", ...), {}
+  for i = 1, n do out[i] = safe_text((select(i, ...)), brief) end
+  return table.concat(out, "\t")
+end
+
+ml.doc(ml.repl.show, [[
+ml.repl.show(source, ...) -> string: how the prompt prints the values a line returned. Each value goes
+  through ml.repr; a model that comes back from a chaining method (m:eval(), m:train()) is one line;
+  a value whose printing fails shows its type and the reason instead of ending the session.]])
 
 ml.doc(ml.repr, [[
 ml.repr(value) -> string: what the prompt prints for a value. Tensors, modules and traces print

@@ -147,7 +147,8 @@ function theory.grad_norm_stats(fn, X, opts)
   opts = opts or {}
   local bs = opts.batch or 256
   local norms = {}
-  for i = 1, X:size(1), bs do
+  -- Ctrl-C keeps the rows done so far (interrupted = true in the result)
+  local interrupted = ml.interruptible(function() for i = 1, X:size(1), bs do
     local n = math.min(bs, X:size(1) - i + 1)
     local x = X:narrow(1, i, n):detach():clone():requires_grad()
     local out = fn(x)
@@ -159,13 +160,13 @@ function theory.grad_norm_stats(fn, X, opts)
     end
     local g = ml.grad(scalar, x):reshape(n, -1):norm(2, 2)
     for k = 1, n do norms[#norms + 1] = g[k] end
-  end
+  end end)
   table.sort(norms)
   local sum = 0
   for _, v in ipairs(norms) do sum = sum + v end
   local function q(p) return norms[math.max(1, math.ceil(p * #norms))] end
   return {mean = sum / #norms, max = norms[#norms], min = norms[1], p50 = q(0.5), p90 = q(0.9), p99 = q(0.99),
-          n = #norms, values = norms}
+          n = #norms, values = norms, interrupted = interrupted or nil}
 end
 
 -- ml.theory.local_lipschitz(fn, X, [{eps = 0.1, steps = 20, step = eps / 4, batch = 256, seed}])
@@ -183,7 +184,8 @@ function theory.local_lipschitz(fn, X, opts)
   if opts.seed then ml.seed(opts.seed) end
   local ratios = {}
   local function rownorm(t, n) return t:reshape(n, -1):norm(2, 2) end
-  for i = 1, X:size(1), bs do
+  -- Ctrl-C keeps the rows done so far (interrupted = true in the result)
+  local interrupted = ml.interruptible(function() for i = 1, X:size(1), bs do
     local n = math.min(bs, X:size(1) - i + 1)
     local x = X:narrow(1, i, n):detach():contiguous()
     local fx = ml.no_grad(function() return fn(x) end):reshape(n, -1)
@@ -208,13 +210,13 @@ function theory.local_lipschitz(fn, X, opts)
       d = nd * scale
     end
     for k = 1, n do ratios[#ratios + 1] = best[k] end
-  end
+  end end)
   table.sort(ratios)
   local sum = 0
   for _, v in ipairs(ratios) do sum = sum + v end
   local function q(p) return ratios[math.max(1, math.ceil(p * #ratios))] end
   return {mean = sum / #ratios, max = ratios[#ratios], min = ratios[1], p50 = q(0.5), p90 = q(0.9), p99 = q(0.99),
-          n = #ratios, values = ratios}
+          n = #ratios, values = ratios, interrupted = interrupted or nil}
 end
 
 ------------------------------------------------------------------ help
@@ -246,12 +248,14 @@ ml.doc(theory.bubeck_sellke, "ml.theory.bubeck_sellke{n, dim, params, [noise = 1
 ml.doc(theory.grad_norm_stats, [[
 ml.theory.grad_norm_stats(fn, X, [{batch = 256, reduce = "sum" | "loss", labels}]) -> {mean, max, min, p50,
   p90, p99, n, values}: statistics of the input-gradient norm of fn over the rows of X (an empirical
-  Lipschitz estimate; e.g. fn = model for logits, reduce = "loss" with labels for the loss).]])
+  Lipschitz estimate; e.g. fn = model for logits, reduce = "loss" with labels for the loss).
+  Ctrl-C stops it and returns the statistics of the rows done, with interrupted = true.]])
 ml.doc(theory.local_lipschitz, [[
 ml.theory.local_lipschitz(fn, X, [{eps = 0.1, steps = 20, step = eps/4, batch = 256, seed}]) -> {mean, max, min,
   p50, p90, p99, n, values}: attack-found local ratios ||f(x + d) - f(x)|| / ||d|| over the l2 ball of radius
   eps around each row of X (projected gradient ascent on the ratio from a random start; a lower estimate of
-  the local Lipschitz constant). Compare dense and MoE models with the same X.]])
+  the local Lipschitz constant). Compare dense and MoE models with the same X.
+  Ctrl-C stops it and returns the statistics of the rows done, with interrupted = true.]])
 ml.doc(theory.spectral_norm, "ml.theory.spectral_norm(A) -> the largest singular value of a matrix (double precision)")
 ml.doc(theory.pinv, "ml.theory.pinv(A, [rcond]) -> the Moore-Penrose pseudo-inverse (SVD, double precision)")
 ml.doc(theory.subspace_data, [[

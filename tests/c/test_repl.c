@@ -31,7 +31,8 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static bool start(session *s) {
+/* Starts moelab on a pseudo-terminal: the prompt, or the script when given. */
+static bool start_with(session *s, const char *script) {
     memset(s, 0, sizeof *s);
     struct winsize ws = {24, 100, 0, 0};
     s->pid = forkpty(&s->fd, NULL, NULL, &ws);
@@ -42,12 +43,14 @@ static bool start(session *s) {
         putenv(hist);
         putenv("TERM=xterm");
         putenv("OMP_NUM_THREADS=2");
-        execl(MOELAB_BINARY, "moelab", (char *)NULL);
+        execl(MOELAB_BINARY, "moelab", script, (char *)NULL);
         _exit(127);
     }
     fcntl(s->fd, F_SETFL, O_NONBLOCK);
     return true;
 }
+
+static bool start(session *s) { return start_with(s, NULL); }
 
 /* Reads until `needle` appears after position `from` (or timeout). */
 static bool expect(session *s, size_t from, const char *needle, double timeout) {
@@ -94,6 +97,41 @@ static bool expect_prompt(session *s, double timeout) {
 static void send(session *s, const char *text) {
     ssize_t n = write(s->fd, text, strlen(text));
     (void)n;
+}
+
+/* Drops all but the last `keep` bytes of output (a long corpus prints far
+ * more than the buffer holds); positions taken before are void. */
+static void trim(session *s, size_t keep) {
+    if (s->len <= keep) return;
+    memmove(s->buf, s->buf + s->len - keep, keep);
+    s->len = keep;
+    s->buf[s->len] = 0;
+}
+
+/* Reads what is there. Returns false at end of output. */
+static bool pump(session *s, int wait_ms) {
+    if (s->len > sizeof s->buf - 4096) trim(s, sizeof s->buf / 2); /* a runaway output */
+    struct pollfd p = {s->fd, POLLIN, 0};
+    if (poll(&p, 1, wait_ms) > 0) {
+        ssize_t r = read(s->fd, s->buf + s->len, sizeof s->buf - 1 - s->len);
+        if (r > 0) s->len += (size_t)r;
+        else if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) return false;
+    }
+    s->buf[s->len] = 0;
+    return true;
+}
+
+/* Waits until the output ends with the prompt or the continuation prompt:
+ * the line before has been handled and the editor waits for the next one. */
+static bool await_input(session *s, double timeout) {
+    double end = now() + timeout;
+    while (now() < end) {
+        if (!pump(s, 20)) break;
+        if ((s->len >= 8 && !strcmp(s->buf + s->len - 8, "moelab> ")) ||
+            (s->len >= 3 && !strcmp(s->buf + s->len - 3, ".. ")))
+            return true;
+    }
+    return false;
 }
 
 static int finish(session *s, double timeout) {
@@ -164,6 +202,118 @@ TEST(prompt_prints_and_continues) {
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* Values that once ended the session (exit 139) print, and the prompt goes on. */
+TEST(prompt_prints_several_values_and_odd_ones) {
+    session s;
+    CHECK(start(&s));
+    CHECK(expect_prompt(&s, 10));
+    size_t m = s.len;
+    send(&s, "ml.rand(300), 1\r");
+    CHECK(expect(&s, m, "[float32 tensor of shape 300]\t1", 10));
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, "setmetatable({}, {__tostring = function() error('boom') end}), 'next'\r");
+    CHECK(expect(&s, m, "<table: cannot be printed: ", 5));
+    CHECK(expect(&s, m, "boom>\tnext", 5));
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, "m = ml.nn.mlp{}\r");
+    CHECK(expect_prompt(&s, 10));
+    m = s.len;
+    send(&s, "m:eval()\r"); /* a chaining method: one line, not the tree */
+    CHECK(expect(&s, m, "235.1K parameters, eval mode>", 5));
+    CHECK(expect_prompt(&s, 5));
+    CHECK(strstr(s.buf + m, "Linear(") == NULL);
+    m = s.len;
+    send(&s, "_ == m\r"); /* _ holds the last result */
+    CHECK(expect(&s, m, "true", 5));
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, ":time on\r");
+    CHECK(expect(&s, m, "timing on", 5));
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, "x = 1\r");
+    CHECK(expect(&s, m, " s)", 5));
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, ":time off\r");
+    CHECK(expect(&s, m, "timing off", 5));
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, ":bogus\r");
+    CHECK(expect(&s, m, "unknown command ':bogus'", 5));
+    CHECK(expect_prompt(&s, 5));
+    send(&s, "\x04");
+    int st = finish(&s, 5);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* tests/c/prompt_corpus.txt typed line by line: after each the prompt must
+ * answer again; @expect lines check the output of the line before;
+ * @interrupt lines press Ctrl-C once their code runs. */
+TEST(prompt_corpus) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/tests/c/prompt_corpus.txt", MOELAB_SOURCE_DIR);
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL);
+    if (!f) return;
+    session s;
+    CHECK(start(&s));
+    CHECK(expect_prompt(&s, 10));
+    char line[4096];
+    int lineno = 0, typed = 0;
+    size_t mark = s.len;
+    bool alive = true;
+    while (alive && fgets(line, sizeof line, f)) {
+        lineno++;
+        line[strcspn(line, "\n")] = 0;
+        if (!line[0] || line[0] == '#') continue;
+        if (!strncmp(line, "@expect ", 8)) {
+            if (!strstr(s.buf + (mark < s.len ? mark : s.len), line + 8)) {
+                fprintf(stderr, "  corpus line %d: expected \"%s\" in:\n----\n%s\n----\n", lineno, line + 8,
+                        s.buf + (mark < s.len ? mark : s.len));
+                CHECK(false);
+            }
+            continue;
+        }
+        bool interrupt = !strncmp(line, "@interrupt ", 11);
+        const char *code = interrupt ? line + 11 : line;
+        trim(&s, 64);
+        mark = s.len;
+        send(&s, code);
+        send(&s, "\r");
+        typed++;
+        if (interrupt) {
+            double t0 = now();
+            while (now() - t0 < 0.6) pump(&s, 20); /* let it start */
+            send(&s, "\x03");
+            if (!expect(&s, mark, "interrupted", 20)) {
+                fprintf(stderr, "  corpus line %d: Ctrl-C did not interrupt: %s\n", lineno, code);
+                CHECK(false);
+            }
+        }
+        if (!await_input(&s, 60)) {
+            fprintf(stderr, "  corpus line %d: the prompt did not come back after: %s\n  output:\n%s\n", lineno, code,
+                    s.buf + (mark < s.len ? mark : s.len));
+            CHECK(false);
+            alive = false;
+        }
+    }
+    fclose(f);
+    CHECK(typed >= 250);
+    if (alive) {
+        mark = s.len;
+        send(&s, "print('still' .. ' here')\r");
+        CHECK(expect(&s, mark, "still here", 10));
+        CHECK(expect_prompt(&s, 5));
+        send(&s, "\x04");
+    }
+    int st = finish(&s, 10);
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) fprintf(stderr, "  exit status %d after %d lines\n", st, typed);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 TEST(ctrl_c_interrupts_lua_loops_and_c_kernels) {
     session s;
     CHECK(start(&s));
@@ -213,6 +363,70 @@ TEST(ctrl_c_interrupts_lua_loops_and_c_kernels) {
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 3);
 }
 
+/* Tab through the real line editor: a global, ml.attent -> ml.attention, and a
+ * module's numbered children (m. -> m[, the common start of m[1], m[2]). */
+TEST(tab_completes) {
+    session s;
+    CHECK(start(&s));
+    CHECK(expect_prompt(&s, 10));
+    size_t m = s.len;
+    send(&s, "probe_value_xyz = 42\r");
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, "probe_val\t");
+    usleep(300000);
+    send(&s, "\r");
+    CHECK(expect(&s, m, "42", 5));
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, "type(ml.attent\t");
+    usleep(300000);
+    send(&s, ")\r");
+    CHECK(expect(&s, m, "function", 5)); /* type(ml.attent) would be nil */
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, "m = ml.nn.Sequential(ml.nn.Linear(2, 3), ml.nn.ReLU())\r");
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, "m.\t");
+    usleep(300000);
+    send(&s, "2]:type()\r");
+    CHECK(expect(&s, m, "Activation", 5));
+    CHECK(expect_prompt(&s, 5));
+    send(&s, "\x04");
+    int st = finish(&s, 5);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* Ctrl-C in a script: fit returns its history, and the rest of the script
+ * runs normally (the interrupt once stayed set and every later call failed). */
+TEST(ctrl_c_in_a_script_returns_the_history) {
+    char script[600];
+    snprintf(script, sizeof script, "%s/fit.lua", tmpdir);
+    FILE *f = fopen(script, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs("local d = ml.data.mnist()\n"
+          "local h = ml.train.fit(ml.nn.cnn{}, d.train, {epochs = 100, batch = 32})\n"
+          "print('after fit', h.interrupted, #h)\n"
+          "print('kernel', ml.randn(1000):numel(), ml.interrupted())\n"
+          "ml.save('" , f);
+    fputs(tmpdir, f);
+    fputs("/after.safetensors', ml.nn.Linear(2, 2))\nprint('saved')\n", f);
+    fclose(f);
+    session s;
+    CHECK(start_with(&s, script));
+    CHECK(expect(&s, 0, "epoch 1/100", 60));
+    usleep(300000);
+    send(&s, "\x03");
+    CHECK(expect(&s, 0, "training interrupted in epoch 1", 20));
+    CHECK(expect(&s, 0, "after fit\ttrue\t1", 20));
+    CHECK(expect(&s, 0, "kernel\t1000\tfalse", 20));
+    CHECK(expect(&s, 0, "saved", 20));
+    int st = finish(&s, 20);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 TEST(history_is_saved) {
     char path[600];
     snprintf(path, sizeof path, "%s/history", tmpdir);
@@ -256,6 +470,7 @@ TEST(command_line) {
     CHECK(run_capture(cmd, out, sizeof out) == 0 && strstr(out, "3\n0."));
     snprintf(cmd, sizeof cmd, "%s -v 2>&1", MOELAB_BINARY);
     CHECK(run_capture(cmd, out, sizeof out) == 0 && strstr(out, "moelab ") && strstr(out, "Lua 5.4"));
+    CHECK(strstr(out, "BLAS ") && strstr(out, "OpenMP ") && strstr(out, "CPU ") && strstr(out, "logical CPUs"));
     snprintf(cmd, sizeof cmd, "%s -h 2>&1", MOELAB_BINARY);
     CHECK(run_capture(cmd, out, sizeof out) == 0 && strstr(out, "usage: moelab"));
     snprintf(cmd, sizeof cmd, "%s --bogus 2>&1", MOELAB_BINARY);
@@ -288,7 +503,11 @@ int main(void) {
     if (!mkdtemp(tmpdir)) return 1;
     signal(SIGPIPE, SIG_IGN);
     RUN(prompt_prints_and_continues);
+    RUN(prompt_prints_several_values_and_odd_ones);
+    RUN(prompt_corpus);
     RUN(ctrl_c_interrupts_lua_loops_and_c_kernels);
+    RUN(tab_completes);
+    RUN(ctrl_c_in_a_script_returns_the_history);
     RUN(history_is_saved);
     RUN(command_line);
     char cmd[300];

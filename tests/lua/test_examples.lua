@@ -47,4 +47,45 @@ T.test("lipschitz_models", function()
   T.check(select(2, out:gsub("MoE / dense, %a+: +loss%-gradient norm", "")) == 2, "the comparison lines")
 end)
 
+T.test("attack_tour", function()
+  local ok, out = run("examples/attack_tour.lua")
+  T.check(ok, "runs: " .. out:sub(-300))
+  T.check(select(2, out:gsub("attack doctor: ", "")) == 2, "the doctor's verdict for both models")
+  local rows = {}
+  for name, a, b in out:gmatch("\n([%w%-]+) +([%d.]+)%% +([%d.]+)%%") do rows[name] = {tonumber(a), tonumber(b)} end
+  for _, name in ipairs({"clean", "FGSM", "PGD-20", "APGD-CE", "APGD-DLR", "AutoAttack"}) do
+    T.check(rows[name] ~= nil, "a row for " .. name)
+  end
+  if rows.AutoAttack and rows.clean then
+    for i = 1, 2 do
+      T.check(rows.AutoAttack[i] <= rows.clean[i], "AutoAttack cannot raise the accuracy")
+      T.check(rows.AutoAttack[i] <= rows["APGD-CE"][i] + 1e-9, "AutoAttack starts with APGD-CE")
+    end
+  end
+  T.check(out:find("change at least one of their 2 experts"), "routing under attack")
+end)
+
+T.test("routing_under_attack", function()
+  local ok, out = run("examples/routing_under_attack.lua")
+  T.check(ok, "runs: " .. out:sub(-300))
+  local rows = 0
+  for model, eps, acc, robust in out:gmatch("\n(v%w+)%s+([%d.]+)%s+([%d.]+)%%%s+([%d.]+)%%") do
+    rows = rows + 1
+    if tonumber(eps) == 0 then T.check(acc == robust, "eps 0: robust = clean for " .. model) end
+  end
+  T.check(rows == 8, "a curve row per model and eps: " .. rows)
+  -- the V-MoE's rows: measured routing change <= 1 - certified fraction, in every layer
+  for line in out:gmatch("\n(vmoe +%d[^\n]*)") do
+    local nums = {}
+    for v in line:gmatch("[%d.]+") do nums[#nums + 1] = tonumber(v) end
+    for i = 4, #nums - 2, 3 do T.check(nums[i] <= 1 - nums[i + 1] + 1e-9, "change within the uncertified share: " .. line) end
+  end
+  T.check(out:find("Certified l_inf routing radius") and out:find("Dissection of PGD"), "radius and dissection")
+  T.check(select(2, out:gsub("Expert x class matrix", "")) == 2, "clean and adversarial matrices")
+  local path = out:match("rows written to (%S+%.csv)")
+  local back = path and ml.results.read(path)
+  T.check(back and #back == 8 and back[1].config_hash and back[1].seed == 3, "the CSV reads back")
+  if path then os.remove(path) end
+end)
+
 T.done()

@@ -1,12 +1,34 @@
--- A 1,000-step attack loop written in Lua stays flat in memory: the bindings
--- tell Lua's collector about tensor bytes, and freed buffers are reused.
+-- A 1,000-step attack loop written in Lua and a long training loop stay flat
+-- in memory (the live tensors of ml.memory() and the resident size of the
+-- process): the bindings tell Lua's collector about tensor bytes, and freed
+-- buffers are reused.
 local ml = require "moelab"
 local T = dofile("tests/lua/testing.lua")
+
+-- resident bytes of this process (/proc/self/statm counts pages); nil under
+-- AddressSanitizer, which keeps freed memory in quarantine on purpose
+local sanitized = ml.build_info().sanitized
+if sanitized then print("  (AddressSanitizer build: resident size not checked)") end
+local function resident()
+  if sanitized then return nil end
+  local f = io.open("/proc/self/statm")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  local pages = tonumber(text:match("^%d+%s+(%d+)"))
+  local p = io.popen("getconf PAGESIZE")
+  local size = p and tonumber(p:read("a")) or 4096
+  if p then p:close() end
+  return pages * size
+end
+local MB = 1024 * 1024
 
 T.test("a 1000-step PGD loop in Lua keeps memory flat", function()
   ml.seed(0)
   local model = ml.nn.mlp{hidden = {64}}:eval()
-  local x, y = ml.rand(32, 1, 28, 28), ml.randint(1, 10, {32})
+  -- a batch large enough that the garbage of the first 300 steps reaches the
+  -- bindings' collection threshold: from then on the process size is flat
+  local x, y = ml.rand(64, 1, 28, 28), ml.randint(1, 10, {64})
   local eps, alpha = 8 / 255, 2 / 255
   local xa = x:clone()
   local function step()
@@ -16,11 +38,38 @@ T.test("a 1000-step PGD loop in Lua keeps memory flat", function()
   end
   for _ = 1, 100 do step() end
   local m100 = ml.memory()
-  for _ = 1, 900 do step() end
-  local m1000 = ml.memory()
+  for _ = 101, 300 do step() end
+  local r300 = resident()
+  for _ = 301, 1000 do step() end
+  local m1000, r1000 = ml.memory(), resident()
+  if r300 then
+    T.check(r1000 - r300 < 8 * MB, ("resident size %.1f MB after 300 steps, %.1f MB after 1000"):format(r300 / MB,
+      r1000 / MB))
+  end
   T.check(m1000.tensors <= m100.tensors + 5, ("live tensors %d after 100 steps, %d after 1000"):format(m100.tensors, m1000.tensors))
   T.check(m1000.bytes <= m100.bytes + 65536, ("live bytes %d after 100 steps, %d after 1000"):format(m100.bytes, m1000.bytes))
   T.check((xa - x):abs():max():item() <= eps + 1e-6, "the attack stays in the eps-ball")
+end)
+
+T.test("a long training loop keeps memory flat", function()
+  ml.seed(1)
+  local data = ml.data.gaussian_clusters{n = 2000, classes = 3, dim = 16, spread = 0.3, seed = 5}
+  local model = ml.nn.Sequential(ml.nn.Linear(16, 64), ml.nn.ReLU(), ml.nn.Linear(64, 3))
+  local at = {}
+  local h = ml.train.fit(model, data, {epochs = 40, batch = 32, quiet = true, eval = data,
+    callbacks = {on_epoch = function(r)
+      if r.epoch == 5 or r.epoch == 40 then at[r.epoch] = {mem = ml.memory(), rss = resident()} end
+    end}})
+  T.check(#h == 40 and h[40].test_acc > 0.9, "trained 40 epochs (2,520 steps)")
+  local a, b = at[5], at[40]
+  T.check(b.mem.tensors <= a.mem.tensors + 5, ("live tensors %d after epoch 5, %d after 40"):format(a.mem.tensors,
+    b.mem.tensors))
+  T.check(b.mem.bytes <= a.mem.bytes + 65536, ("live bytes %d after epoch 5, %d after 40"):format(a.mem.bytes,
+    b.mem.bytes))
+  if a.rss then
+    T.check(b.rss - a.rss < 4 * MB, ("resident size %.1f MB after epoch 5, %.1f MB after 40"):format(a.rss / MB,
+      b.rss / MB))
+  end
 end)
 
 T.test("freed storage is reused, not returned to the system each step", function()

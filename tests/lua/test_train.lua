@@ -41,13 +41,98 @@ T.test("fit: history, callbacks, checkpoint, evaluate", function()
   T.raises(function() ml.train.fit(model, clusters, {optimizer = "lbfgs"}) end, "unknown optimizer \"lbfgs\"")
 end)
 
-T.test("Ctrl-C stops training cleanly", function()
+T.test("Ctrl-C stops training cleanly and returns the history", function()
   local model = ml.nn.Sequential(ml.nn.Linear(4, 8), ml.nn.ReLU(), ml.nn.Linear(8, 3))
   local h = ml.train.fit(model, clusters, {epochs = 5, batch = 50, quiet = true,
-    callbacks = {on_step = function(info) if info.step == 7 then error("interrupted") end end}})
-  T.check(h.interrupted and #h == 1, "stopped in the first epoch")
+    callbacks = {on_step = function(info) if info.step == 7 then ml.interrupt() end end}})
+  T.check(h.interrupted and h.stopped == "interrupted" and #h == 1, "stopped in the first epoch")
+  T.check(h[1].batches == 7, ("7 batches done, got %d"):format(h[1].batches))
   T.check(model:is_training(), "model left in training mode, usable")
   T.check(model(ml.randn(2, 4)):size(2) == 3, "model still runs")
+  T.check(not ml.interrupted(), "the interrupt was consumed: later calls work")
+  T.check(ml.randn(100):sum():dim() == 0, "a kernel after the interrupt runs")
+end)
+
+T.test("Ctrl-C during evaluation: fit and evaluate return what was done", function()
+  -- a layer that presses Ctrl-C when it runs in eval mode on the second batch
+  local calls = 0
+  local probe = ml.nn.Lambda(function(x, training)
+    if not training then
+      calls = calls + 1
+      if calls == 2 then ml.interrupt() end
+    end
+    return x
+  end)
+  local model = ml.nn.Sequential(ml.nn.Linear(4, 3), probe)
+  local h = ml.train.fit(model, clusters, {epochs = 3, batch = 50, quiet = true, eval = clusters,
+                                           eval_batches = 5})
+  T.check(h.interrupted and #h == 1, "stopped during the first evaluation")
+  T.check(h[1].batches == 12 and h[1].test_acc == nil, "the epoch is kept, the partial evaluation is not")
+  T.check(not ml.interrupted(), "consumed")
+  calls = 0
+  local acc, loss, info = ml.train.evaluate(model, clusters, {batch = 100, quiet = true})
+  T.check(info.interrupted and info.batches == 1 and info.examples == 100,
+    ("evaluate stops after the batch under way: %d batches"):format(info.batches))
+  T.check(acc >= 0 and acc <= 1 and loss == loss, "figures of the batches done")
+  T.check(model:is_training(), "evaluate restores the training mode")
+  calls = 10
+  local acc2, _, info2 = ml.train.evaluate(model, clusters, {quiet = true})
+  T.check(not info2.interrupted and info2.examples == 600 and acc2 >= 0, "a full pass")
+end)
+
+T.test("NaN watch: a non-finite loss stops before the update", function()
+  ml.seed(3)
+  local model = ml.nn.Sequential(ml.nn.Linear(4, 8), ml.nn.ReLU(), ml.nn.Linear(8, 3))
+  local calls, snapshot = 0, nil
+  local function loss(logits, y)
+    calls = calls + 1
+    local l = ml.cross_entropy(logits, y)
+    if calls == 3 then return l * (0 / 0) end
+    return l
+  end
+  local h = ml.train.fit(model, clusters, {epochs = 2, batch = 50, quiet = true, loss = loss,
+    callbacks = {on_step = function(info)
+      if info.step == 2 then
+        snapshot = {}
+        for k, v in pairs(model:parameters()) do snapshot[k] = v:clone() end
+      end
+    end}})
+  T.check(h.stopped == "nan" and not h.interrupted and #h == 1, "stopped in epoch 1")
+  T.check(h.nan and h.nan.epoch == 1 and h.nan.step == 3 and h.nan.batch == 3 and h.nan.loss ~= h.nan.loss,
+    "history.nan names epoch, step and batch")
+  for k, v in pairs(model:parameters()) do
+    T.check(v:equal(snapshot[k]), k .. ": the weights are those after step 2")
+  end
+  -- skip: the bad batch is left out and training goes on
+  calls = 0
+  h = ml.train.fit(model, clusters, {epochs = 2, batch = 50, quiet = true, loss = loss, nan = "skip"})
+  T.check(#h == 2 and h.stopped == nil and h[1].skipped == 1 and h[2].skipped == nil, "one batch skipped")
+  local all_finite = true
+  for _, v in pairs(model:parameters()) do all_finite = all_finite and v:ne(v):sum():item() == 0 end
+  T.check(all_finite, "weights stay finite")
+  -- continue: the old behaviour, NaN weights
+  calls = 0
+  h = ml.train.fit(model, clusters, {epochs = 1, batch = 50, quiet = true, loss = loss, nan = "continue"})
+  local any_nan = false
+  for _, v in pairs(model:parameters()) do any_nan = any_nan or v:ne(v):sum():item() > 0 end
+  T.check(#h == 1 and any_nan, "nan = continue applies the NaN update")
+  T.raises(function() ml.train.fit(model, clusters, {nan = "ignore"}) end, 'fit: nan must be "stop", "skip" or "continue"')
+end)
+
+T.test("fit and evaluate say what they expect", function()
+  local model = ml.nn.Sequential(ml.nn.Linear(4, 3))
+  local x, y = ml.randn(8, 4), ml.randint(1, 3, {8})
+  T.raises(function() ml.train.fit(model, x, y) end,
+    "fit: the second argument must be a dataset, got a tensor; make one from tensors with ml.data.from_tensors(x, y)")
+  T.raises(function() ml.train.fit(x, clusters) end, "fit: the first argument must be a model (a Module")
+  T.raises(function() ml.train.fit(model, clusters, {quiet = true}, 5) end, "fit: takes (model, dataset, options)")
+  T.raises(function() ml.train.fit(model, clusters, "fast") end, "fit: options must be a table, got a string")
+  T.raises(function() ml.train.fit(model, clusters, {eval = x}) end, "fit: the eval option must be a dataset, got a tensor")
+  T.raises(function() ml.train.evaluate(model, clusters, {batchs = 10}) end,
+    'evaluate: unknown option "batchs" (known: batch, batches, quiet)')
+  T.raises(function() ml.train.evaluate(model, {}) end, "evaluate: the second argument must be a dataset")
+  local h = ml.train.fit(model, ml.data.from_tensors(x, y, 3), {epochs = 1, batch = 4, quiet = true})
+  T.check(#h == 1 and h[1].batches == 2, "tensors through ml.data.from_tensors")
 end)
 
 T.test("parameter groups: training only the routers", function()

@@ -3,45 +3,49 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../autograd.h"
 #include "../../ops/elementwise.h"
+#include "../../ops/index.h"
 #include "../../ops/linalg.h"
 #include "../../ops/reduce.h"
 #include "../../ops/shape.h"
 #include "../../ops/softmax.h"
 #include "../layers.h"
+#include "../registry.h"
 #include "dispatch.h"
+#include "forced.h"
 
 /* ------------------------------------------------------------ Router */
 typedef struct {
-    int64_t dim;
-    int experts;
-} router_state;
+    int dim, experts;
+} router_opts;
+
+static const ml_option router_option_list[] = {
+    {.key = "dim", .type = ML_OPT_INT, .offset = offsetof(router_opts, dim), .min = 1, .max = 1e9, .required = true,
+     .help = "input features D"},
+    {.key = "experts", .type = ML_OPT_INT, .offset = offsetof(router_opts, experts), .min = 1, .max = 4096,
+     .required = true, .help = "experts E (rows of the router)"},
+};
+const ml_options ml_router_options = ML_OPTIONS("Router", router_option_list);
 
 static ml_tensor *router_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
-    router_state *s = m->state;
+    router_opts *s = m->state;
     if (x->shape[x->ndim - 1] != s->dim)
-        return ml_fail("Router: input has %" PRId64 " features, expected %" PRId64, x->shape[x->ndim - 1], s->dim);
+        return ml_fail("Router: input has %" PRId64 " features, expected %d", x->shape[x->ndim - 1], s->dim);
     return ml_linear(x, ml_module_param(m, "weight"), NULL);
 }
 
 static void router_describe(const ml_module *m, char *buf, size_t n) {
-    const router_state *s = m->state;
-    snprintf(buf, n, "Router(%" PRId64 " -> %d experts)", s->dim, s->experts);
+    const router_opts *s = m->state;
+    snprintf(buf, n, "Router(%d -> %d experts)", s->dim, s->experts);
 }
 
-static cJSON *router_config(const ml_module *m) {
-    const router_state *s = m->state;
-    cJSON *c = cJSON_CreateObject();
-    cJSON_AddStringToObject(c, "type", "Router");
-    cJSON_AddNumberToObject(c, "dim", (double)s->dim);
-    cJSON_AddNumberToObject(c, "experts", s->experts);
-    return c;
-}
+static cJSON *router_config(const ml_module *m) { return ml_options_config(&ml_router_options, m->state); }
 
 static void free_state(ml_module *m) { free(m->state); }
 
@@ -49,10 +53,11 @@ static const ml_module_type router_type = {.name = "Router", .forward = router_f
                                            .describe = router_describe, .config = router_config};
 
 ml_module *ml_nn_router(int64_t dim, int experts) {
-    if (dim <= 0 || experts < 1) return ml_fail("Router: dim and experts must be positive (got %" PRId64 ", %d)", dim, experts);
-    router_state *s = malloc(sizeof *s);
-    if (!s) return ml_fail("out of memory");
-    *s = (router_state){dim, experts};
+    if (dim <= 0 || dim > 1000000000 || experts < 1)
+        return ml_fail("Router: dim and experts must be positive (got %" PRId64 ", %d)", dim, experts);
+    router_opts *s = malloc(sizeof *s);
+    if (!s) return ml_fail_oom("Router");
+    *s = (router_opts){(int)dim, experts};
     ml_module *m = ml_module_new(&router_type, s);
     if (!m) {
         free(s);
@@ -67,74 +72,69 @@ ml_module *ml_nn_router(int64_t dim, int experts) {
 }
 
 static ml_module *router_from_config(const cJSON *c) {
-    int dim, e;
-    if (ml_cfg_int(c, "dim", 0, &dim) || ml_cfg_int(c, "experts", 0, &e)) return NULL;
-    return ml_nn_router(dim, e);
+    router_opts o;
+    if (ml_options_read(&ml_router_options, c, &o, true)) return NULL;
+    return ml_nn_router(o.dim, o.experts);
 }
 
 /* ------------------------------------------------------------ options */
-void ml_moe_defaults(ml_moe_opts *o, int64_t dim) {
-    memset(o, 0, sizeof *o);
-    o->dim = dim;
-    o->experts = 8;
-    o->k = 2;
-    o->capacity_factor = 1.25;
-    o->random_ties = true;
-    o->noise_std = 1.0;
-    o->w_importance = 0.005;
-    o->w_load = 0.005;
-}
+#define MOE_OPT(field) .offset = offsetof(ml_moe_opts, field)
+#define ANY_WEIGHT .min = 0, .max = INFINITY
+static const ml_option token_moe_option_list[] = {
+    {.key = "dim", .type = ML_OPT_INT, MOE_OPT(dim), .min = 1, .max = 1e9, .required = true, .help = "token width D"},
+    {.key = "experts", .type = ML_OPT_INT, MOE_OPT(experts), .def = 8, .min = 1, .max = 4096, .help = "experts E"},
+    {.key = "k", .type = ML_OPT_INT, MOE_OPT(k), .def = 2, .min = 1, .max = 4096, .help = "experts per token K (at most E)"},
+    {.key = "capacity_factor", .type = ML_OPT_NUMBER, MOE_OPT(capacity_factor), .def = 1.25,
+     .help = "expert capacity ceil(K T factor / E); <= 0: unlimited"},
+    {.key = "round_capacity", .type = ML_OPT_BOOL, MOE_OPT(round_capacity), .help = "round the capacity up to a multiple of 4"},
+    {.key = "batch_priority", .type = ML_OPT_BOOL, MOE_OPT(batch_priority),
+     .help = "fill slots by decreasing top-1 probability instead of token order"},
+    {.key = "random_ties", .type = ML_OPT_BOOL, MOE_OPT(random_ties), .def = 1,
+     .help = "in training, break exact ties at random (evaluation: lowest index)"},
+    {.key = "renormalize", .type = ML_OPT_BOOL, MOE_OPT(renormalize),
+     .help = "combine weights divided by their sum over the token's kept choices"},
+    {.key = "noise_std", .type = ML_OPT_NUMBER, MOE_OPT(noise_std), .def = 1, ANY_WEIGHT,
+     .help = "router noise std noise_std / E added to the logits in training"},
+    {.key = "importance_weight", .type = ML_OPT_NUMBER, MOE_OPT(w_importance), .def = 0.005, ANY_WEIGHT,
+     .help = "weight of the importance loss"},
+    {.key = "load_weight", .type = ML_OPT_NUMBER, MOE_OPT(w_load), .def = 0.005, ANY_WEIGHT, .help = "weight of the load loss"},
+    {.key = "switch_weight", .type = ML_OPT_NUMBER, MOE_OPT(w_switch), ANY_WEIGHT, .help = "weight of the Switch loss"},
+    {.key = "z_weight", .type = ML_OPT_NUMBER, MOE_OPT(w_z), ANY_WEIGHT, .help = "weight of the router z-loss"},
+    {.key = "expert", .type = ML_OPT_CONFIG, MOE_OPT(expert), .def_text = "MLP(dim, 4 dim, dim), GELU",
+     .help = "the config (or, in Lua, a module) every expert is built from"},
+};
+const ml_options ml_token_moe_options = ML_OPTIONS("TokenMoE", token_moe_option_list);
 
-int ml_moe_opts_from_config(const cJSON *c, ml_moe_opts *o) {
-    int dim;
-    if (ml_cfg_int(c, "dim", 0, &dim)) return -1;
-    ml_moe_defaults(o, dim);
-    if (ml_cfg_int(c, "experts", o->experts, &o->experts) || ml_cfg_int(c, "k", o->k, &o->k) ||
-        ml_cfg_double(c, "capacity_factor", o->capacity_factor, &o->capacity_factor) ||
-        ml_cfg_bool(c, "round_capacity", false, &o->round_capacity) ||
-        ml_cfg_bool(c, "batch_priority", false, &o->batch_priority) ||
-        ml_cfg_bool(c, "random_ties", true, &o->random_ties) || ml_cfg_bool(c, "renormalize", false, &o->renormalize) ||
-        ml_cfg_double(c, "noise_std", o->noise_std, &o->noise_std) ||
-        ml_cfg_double(c, "importance_weight", o->w_importance, &o->w_importance) ||
-        ml_cfg_double(c, "load_weight", o->w_load, &o->w_load) ||
-        ml_cfg_double(c, "switch_weight", 0, &o->w_switch) || ml_cfg_double(c, "z_weight", 0, &o->w_z))
-        return -1;
-    const cJSON *ex = cJSON_GetObjectItemCaseSensitive(c, "expert");
-    o->expert = ex ? (cJSON *)ex : NULL; /* borrowed from c; layers duplicate it */
-    return 0;
+/* SmoothMoE routes softly: the sparse routing's knobs do not apply. */
+static const ml_option smooth_moe_option_list[] = {
+    {.key = "dim", .type = ML_OPT_INT, MOE_OPT(dim), .min = 1, .max = 1e9, .required = true, .help = "input width D"},
+    {.key = "experts", .type = ML_OPT_INT, MOE_OPT(experts), .def = 8, .min = 1, .max = 4096, .help = "experts E"},
+    {.key = "expert", .type = ML_OPT_CONFIG, MOE_OPT(expert), .def_text = "MLP(dim, 4 dim, dim), GELU",
+     .help = "the config (or, in Lua, a module) every expert is built from"},
+};
+const ml_options ml_smooth_moe_options = ML_OPTIONS("SmoothMoE", smooth_moe_option_list);
+
+void ml_moe_defaults(ml_moe_opts *o, int dim) {
+    ml_options_defaults(&ml_token_moe_options, o);
+    o->dim = dim;
 }
 
 /* ------------------------------------------------------------ shared state */
 typedef struct {
-    ml_moe_opts o;  /* o.expert: owned duplicate */
+    ml_moe_opts o;  /* o.expert: points to expert */
+    cJSON *expert;  /* the expert config (owned) */
+    const ml_options *options;
 } moe_state;
 
 static void moe_destroy(ml_module *m) {
     moe_state *s = m->state;
-    cJSON_Delete(s->o.expert);
+    cJSON_Delete(s->expert);
     free(s);
 }
 
-static cJSON *moe_config_common(const ml_module *m, const char *type) {
+static cJSON *moe_config(const ml_module *m) {
     const moe_state *s = m->state;
-    const ml_moe_opts *o = &s->o;
-    cJSON *c = cJSON_CreateObject();
-    cJSON_AddStringToObject(c, "type", type);
-    cJSON_AddNumberToObject(c, "dim", (double)o->dim);
-    cJSON_AddNumberToObject(c, "experts", o->experts);
-    cJSON_AddNumberToObject(c, "k", o->k);
-    cJSON_AddNumberToObject(c, "capacity_factor", o->capacity_factor);
-    cJSON_AddBoolToObject(c, "round_capacity", o->round_capacity);
-    cJSON_AddBoolToObject(c, "batch_priority", o->batch_priority);
-    cJSON_AddBoolToObject(c, "random_ties", o->random_ties);
-    cJSON_AddBoolToObject(c, "renormalize", o->renormalize);
-    cJSON_AddNumberToObject(c, "noise_std", o->noise_std);
-    cJSON_AddNumberToObject(c, "importance_weight", o->w_importance);
-    cJSON_AddNumberToObject(c, "load_weight", o->w_load);
-    cJSON_AddNumberToObject(c, "switch_weight", o->w_switch);
-    cJSON_AddNumberToObject(c, "z_weight", o->w_z);
-    cJSON_AddItemToObject(c, "expert", cJSON_Duplicate(o->expert, true));
-    return c;
+    return ml_options_config(s->options, &s->o);
 }
 
 /* Builds router + E experts as children; m->state must be set. */
@@ -153,28 +153,30 @@ static int build_children(ml_module *m, const ml_moe_opts *o) {
     return 0;
 }
 
-static ml_module *moe_new(const ml_module_type *type, const ml_moe_opts *o) {
+static ml_module *moe_new(const ml_module_type *type, const ml_options *options, const ml_moe_opts *o) {
     if (o->dim <= 0) return ml_fail("%s: dim must be positive", type->name);
     if (o->experts < 1 || o->experts > 4096) return ml_fail("%s: experts = %d is out of range", type->name, o->experts);
     if (o->k < 1 || o->k > o->experts)
         return ml_fail("%s: k = %d must be between 1 and experts = %d", type->name, o->k, o->experts);
     if (o->noise_std < 0) return ml_fail("%s: noise_std must be >= 0", type->name);
     moe_state *s = calloc(1, sizeof *s);
-    if (!s) return ml_fail("out of memory");
+    if (!s) return ml_fail_oom(type->name);
     s->o = *o;
+    s->options = options;
     if (o->expert) {
-        s->o.expert = cJSON_Duplicate(o->expert, true);
+        s->expert = cJSON_Duplicate(o->expert, true);
     } else { /* the V-MoE expert: MLP(D, 4D, D) with GELU */
-        s->o.expert = cJSON_CreateObject();
-        cJSON_AddStringToObject(s->o.expert, "type", "MLP");
-        cJSON_AddNumberToObject(s->o.expert, "in", (double)o->dim);
-        cJSON_AddNumberToObject(s->o.expert, "hidden", (double)(4 * o->dim));
-        cJSON_AddNumberToObject(s->o.expert, "out", (double)o->dim);
-        cJSON_AddStringToObject(s->o.expert, "activation", "gelu");
+        s->expert = cJSON_CreateObject();
+        cJSON_AddStringToObject(s->expert, "type", "MLP");
+        cJSON_AddNumberToObject(s->expert, "in", (double)o->dim);
+        cJSON_AddNumberToObject(s->expert, "hidden", (double)(4 * o->dim));
+        cJSON_AddNumberToObject(s->expert, "out", (double)o->dim);
+        cJSON_AddStringToObject(s->expert, "activation", "gelu");
     }
+    s->o.expert = s->expert;
     ml_module *m = ml_module_new(type, s);
     if (!m) {
-        cJSON_Delete(s->o.expert);
+        cJSON_Delete(s->expert);
         free(s);
         return NULL;
     }
@@ -220,6 +222,61 @@ static double add_aux(ml_ctx *ctx, ml_tensor *term, double weight, bool add) {
 }
 
 /* ------------------------------------------------------------ TokenMoE */
+/* The combine weight of every (token, choice), kept or dropped: probs at the
+ * selected experts, divided by the sum over the token's kept choices when
+ * renormalising (a token without kept choices keeps its raw weights).
+ * Differentiable: the trace's gates. */
+static ml_tensor *choice_gates(ml_tensor *probs, const ml_routing *r, bool renormalize) {
+    ml_tensor *g = ml_gather(probs, 1, r->experts);
+    if (!g || !renormalize) return g;
+    int64_t T = r->T, K = r->K, ts[2] = {T, 1};
+    ml_tensor *keptf = ml_to_dtype(r->kept, ML_F32), *none = ml_zeros(ML_F32, 2, ts);
+    if (keptf && none)
+        for (int64_t t = 0; t < T; t++) {
+            float s = 0;
+            for (int64_t k = 0; k < K; k++) s += ml_f32(keptf)[t * K + k];
+            ml_f32(none)[t] = s == 0 ? 1.0f : 0.0f;
+        }
+    ml_tensor *gk = keptf && none ? ml_mul(g, keptf) : NULL;
+    ml_tensor *den = gk ? ml_sum(gk, 1, true) : NULL;
+    ml_tensor *safe = den ? ml_add(den, none) : NULL;
+    ml_tensor *out = safe ? ml_div(g, safe) : NULL;
+    ml_release(g);
+    ml_release(keptf);
+    ml_release(none);
+    ml_release(gk);
+    ml_release(den);
+    ml_release(safe);
+    return out;
+}
+
+/* Auxiliary losses (added to ctx->aux, weighted, when training or asked
+ * for) and the trace of a TokenMoE forward. */
+static int token_report(ml_module *m, ml_ctx *ctx, ml_tensor *logits, ml_tensor *noisy, ml_tensor *probs,
+                        const ml_routing *r, double sigma) {
+    const ml_moe_opts *o = &((moe_state *)m->state)->o;
+    bool add = m->training || ctx->want_aux;
+    double av[ML_AUX_COUNT] = {NAN, NAN, NAN, NAN};
+    ml_tensor *pclean = noisy == logits ? ml_retain(probs) : ml_softmax(logits, 1);
+    if (!pclean) return -1;
+    if (o->w_importance > 0 || ctx->trace) av[ML_AUX_IMPORTANCE] = add_aux(ctx, ml_aux_importance(pclean), o->w_importance, add);
+    if (o->w_load > 0 || ctx->trace)
+        av[ML_AUX_LOAD] = add_aux(ctx, ml_aux_load(logits, noisy, o->k, sigma > 0 ? sigma : 1.0 / (double)o->experts),
+                                  o->w_load, add);
+    if (o->w_switch > 0) av[ML_AUX_SWITCH] = add_aux(ctx, ml_aux_switch(probs, r->experts), o->w_switch, add);
+    if (o->w_z > 0) av[ML_AUX_Z] = add_aux(ctx, ml_aux_zloss(logits), o->w_z, add);
+    int rc = 0;
+    if (ctx->trace) {
+        ml_tensor *gates = choice_gates(probs, r, o->renormalize);
+        ml_trace_entry e = {.kind = ML_TRACE_TOKEN, .experts = r->experts, .gates = gates, .probs = pclean,
+                            .logits = logits, .kept = r->kept, .aux = av};
+        rc = gates ? ml_ctx_record(ctx, &e) : -1;
+        ml_release(gates);
+    }
+    ml_release(pclean);
+    return rc;
+}
+
 static ml_tensor *token_moe_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     moe_state *s = m->state;
     const ml_moe_opts *o = &s->o;
@@ -233,6 +290,7 @@ static ml_tensor *token_moe_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     ml_tensor *logits = NULL, *noisy = NULL, *probs = NULL, *gates = NULL, *Xd = NULL, *Y = NULL, *out = NULL;
     ml_tensor **ys = NULL;
     ml_routing r = {0};
+    ml_layer_plan plan = {0};
     bool routed = false;
 
     logits = router_logits(m, X, ctx);
@@ -251,7 +309,11 @@ static ml_tensor *token_moe_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     }
     probs = ml_softmax(noisy, 1);
     if (!probs) goto done;
-    ml_route_opts ro = {o->k, o->capacity_factor, o->round_capacity, o->batch_priority, o->random_ties};
+    if (ml_layer_plan_get(ctx, "TokenMoE", ML_TRACE_TOKEN, T, (int)E, o->k, &plan)) goto done;
+    /* random tie-breaking is a training option: evaluation is deterministic */
+    ml_route_opts ro = {.k = o->k, .capacity_factor = o->capacity_factor, .round_capacity = o->round_capacity,
+                        .batch_priority = o->batch_priority, .random_ties = o->random_ties && m->training};
+    ml_layer_plan_apply(&plan, &ro);
     if (ml_route(probs, &ro, &r)) goto done;
     routed = true;
 
@@ -285,7 +347,7 @@ static ml_tensor *token_moe_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     }
     if (r.A == 0) { /* everything dropped: the residual carries every token */
         out = ml_zeros(ML_F32, x->ndim, x->shape);
-        goto aux;
+        goto report;
     }
     Xd = ml_moe_gather(X, r.token);
     if (!Xd) goto done;
@@ -317,40 +379,15 @@ static ml_tensor *token_moe_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
         ml_release(o2);
         if (!out) goto done;
     }
-aux:
-    if (ctx && (m->training || ctx->want_aux || ctx->trace)) {
-        bool add = m->training || ctx->want_aux;
-        double av[4] = {NAN, NAN, NAN, NAN};
-        ml_tensor *pclean = noisy == logits ? ml_retain(probs) : ml_softmax(logits, 1);
-        if (pclean && (o->w_importance > 0 || ctx->trace)) av[0] = add_aux(ctx, ml_aux_importance(pclean), o->w_importance, add);
-        if (o->w_load > 0 || ctx->trace)
-            av[1] = add_aux(ctx, ml_aux_load(logits, noisy, o->k, sigma > 0 ? sigma : 1.0 / (double)E), o->w_load, add);
-        if (o->w_switch > 0) av[2] = add_aux(ctx, ml_aux_switch(probs, r.experts), o->w_switch, add);
-        if (o->w_z > 0) av[3] = add_aux(ctx, ml_aux_zloss(logits), o->w_z, add);
-        ml_release(pclean);
-        if (ctx->trace) {
-            ml_trace *tr = calloc(1, sizeof *tr);
-            tr->layer = strdup(ctx->path);
-            tr->num_experts = (int)E;
-            tr->experts = ml_retain(r.experts);
-            tr->kept = ml_retain(r.kept);
-            tr->load = ml_retain(r.load);
-            tr->probs = ml_detach(probs);
-            /* gates of every (token, k) choice, kept or not */
-            int64_t ts[2] = {T, o->k};
-            tr->gates = ml_empty(ML_F32, 2, ts);
-            ml_tensor *pc = ml_contiguous(probs);
-            for (int64_t t = 0; t < T; t++)
-                for (int k = 0; k < o->k; k++)
-                    ml_f32(tr->gates)[t * o->k + k] = ml_f32(pc)[t * E + ml_i64(r.experts)[t * o->k + k]];
-            ml_release(pc);
-            memcpy(tr->aux, av, sizeof av);
-            ml_ctx_add_trace(ctx, tr);
-        }
+report:
+    if (ctx && (m->training || ctx->want_aux || ctx->trace) && token_report(m, ctx, logits, noisy, probs, &r, sigma)) {
+        ml_release(out);
+        out = NULL;
     }
 done:
     if (ys) free(ys);
     if (routed) ml_routing_free(&r);
+    ml_layer_plan_free(&plan);
     ml_release(X);
     ml_release(logits);
     ml_release(noisy);
@@ -365,14 +402,13 @@ static void moe_describe_common(const ml_module *m, char *buf, size_t n, const c
     const moe_state *s = m->state;
     const ml_moe_opts *o = &s->o;
     if (!strcmp(name, "SmoothMoE"))
-        snprintf(buf, n, "SmoothMoE(dim %" PRId64 ", %d experts, soft routing)", o->dim, o->experts);
+        snprintf(buf, n, "SmoothMoE(dim %d, %d experts, soft routing)", o->dim, o->experts);
     else
-        snprintf(buf, n, "TokenMoE(dim %" PRId64 ", %d experts, k = %d, capacity %.2f%s)", o->dim, o->experts, o->k,
+        snprintf(buf, n, "TokenMoE(dim %d, %d experts, k = %d, capacity %.2f%s)", o->dim, o->experts, o->k,
                  o->capacity_factor, o->noise_std > 0 ? ", noisy" : "");
 }
 
 static void token_describe(const ml_module *m, char *buf, size_t n) { moe_describe_common(m, buf, n, "TokenMoE"); }
-static cJSON *token_config(const ml_module *m) { return moe_config_common(m, "TokenMoE"); }
 
 /* Active parameters per token: the router and K of the E experts. */
 static int64_t token_active(const ml_module *m) {
@@ -383,18 +419,40 @@ static int64_t token_active(const ml_module *m) {
 }
 
 static const ml_module_type token_moe_type = {.name = "TokenMoE", .forward = token_moe_forward, .destroy = moe_destroy,
-                                              .describe = token_describe, .config = token_config,
+                                              .describe = token_describe, .config = moe_config,
                                               .active_params = token_active};
 
-ml_module *ml_nn_token_moe(const ml_moe_opts *o) { return moe_new(&token_moe_type, o); }
+ml_module *ml_nn_token_moe(const ml_moe_opts *o) { return moe_new(&token_moe_type, &ml_token_moe_options, o); }
 
-static ml_module *token_from_config(const cJSON *c) {
+static ml_module *token_moe_from_config(const cJSON *c) {
     ml_moe_opts o;
-    if (ml_moe_opts_from_config(c, &o)) return NULL;
+    if (ml_options_read(&ml_token_moe_options, c, &o, true)) return NULL;
     return ml_nn_token_moe(&o);
 }
 
 /* ------------------------------------------------------------ SmoothMoE */
+/* The trace of a soft routing: the top-1 expert of every token (K = 1). */
+static int smooth_record(ml_ctx *ctx, ml_tensor *logits, ml_tensor *probs) {
+    ml_route_opts top1 = {.k = 1};
+    ml_routing r;
+    if (ml_route(probs, &top1, &r)) return -1;
+    ml_trace_entry e = {.kind = ML_TRACE_SMOOTH, .experts = r.experts, .probs = probs, .logits = logits};
+    int rc = ml_ctx_record(ctx, &e);
+    ml_routing_free(&r);
+    return rc;
+}
+
+/* Soft routing has no selection to force: a forced routing is only checked
+ * against the layer, and forcing or silencing an expert is refused. */
+static int smooth_plan(ml_ctx *ctx, int64_t T, int E) {
+    ml_layer_plan plan;
+    if (ml_layer_plan_get(ctx, "SmoothMoE", ML_TRACE_SMOOTH, T, E, 1, &plan)) return -1;
+    bool overridden = plan.force_first || plan.silenced;
+    ml_layer_plan_free(&plan);
+    return overridden ? ml_failc("SmoothMoE: every expert contributes to a soft routing; forcing or silencing an "
+                                 "expert applies to sparse layers (TokenMoE, MoEConv2d)") : 0;
+}
+
 static ml_tensor *smooth_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     moe_state *s = m->state;
     const ml_moe_opts *o = &s->o;
@@ -404,6 +462,10 @@ static ml_tensor *smooth_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     int64_t rows[2] = {-1, D};
     ml_tensor *X = ml_reshape(x, 2, rows);
     if (!X) return NULL;
+    if (smooth_plan(ctx, X->shape[0], o->experts)) {
+        ml_release(X);
+        return NULL;
+    }
     ml_tensor *logits = router_logits(m, X, ctx), *probs = logits ? ml_softmax(logits, 1) : NULL, *acc = NULL;
     for (int e = 0; e < o->experts && probs; e++) {
         ml_tensor *ye = run_expert(m, e, X, ctx);
@@ -433,15 +495,9 @@ static ml_tensor *smooth_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
             for (int d = 0; d < x->ndim - 1; d++) shape[d] = x->shape[d];
             shape[x->ndim - 1] = acc->shape[1];
             ml_tensor *out = ml_reshape(acc, x->ndim, shape);
-            if (out && ctx && ctx->trace) {
-                ml_trace *tr = calloc(1, sizeof *tr);
-                tr->layer = strdup(ctx->path);
-                tr->num_experts = o->experts;
-                tr->probs = ml_detach(probs);
-                ml_tensor *top = ml_argmax(probs, 1, true);
-                tr->experts = top;
-                for (int k = 0; k < 4; k++) tr->aux[k] = NAN;
-                ml_ctx_add_trace(ctx, tr);
+            if (out && ctx && ctx->trace && smooth_record(ctx, logits, probs)) {
+                ml_release(out);
+                out = NULL;
             }
             ml_release(acc);
             ml_release(X);
@@ -458,22 +514,25 @@ static ml_tensor *smooth_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
 }
 
 static void smooth_describe(const ml_module *m, char *buf, size_t n) { moe_describe_common(m, buf, n, "SmoothMoE"); }
-static cJSON *smooth_config(const ml_module *m) { return moe_config_common(m, "SmoothMoE"); }
 
 static const ml_module_type smooth_moe_type = {.name = "SmoothMoE", .forward = smooth_forward, .destroy = moe_destroy,
-                                               .describe = smooth_describe, .config = smooth_config};
+                                               .describe = smooth_describe, .config = moe_config};
 
-ml_module *ml_nn_smooth_moe(const ml_moe_opts *o) { return moe_new(&smooth_moe_type, o); }
+/* SmoothMoE reads no k: the layer needs k = 1 <= E for its checks. */
+ml_module *ml_nn_smooth_moe(const ml_moe_opts *o) {
+    ml_moe_opts soft = *o;
+    soft.k = 1;
+    return moe_new(&smooth_moe_type, &ml_smooth_moe_options, &soft);
+}
 
-static ml_module *smooth_from_config(const cJSON *c) {
+static ml_module *smooth_moe_from_config(const cJSON *c) {
     ml_moe_opts o;
-    if (ml_moe_opts_from_config(c, &o)) return NULL;
+    ml_moe_defaults(&o, 0);
+    if (ml_options_read(&ml_smooth_moe_options, c, &o, true)) return NULL;
     return ml_nn_smooth_moe(&o);
 }
 
-void ml_nn_register_moe(void);
-void ml_nn_register_moe(void) {
-    ml_module_register("Router", router_from_config);
-    ml_module_register("TokenMoE", token_from_config);
-    ml_module_register("SmoothMoE", smooth_from_config);
-}
+const ml_module_kind ml_moe_kinds[] = {{"Router", router_from_config, &ml_router_options},
+                                       {"TokenMoE", token_moe_from_config, &ml_token_moe_options},
+                                       {"SmoothMoE", smooth_moe_from_config, &ml_smooth_moe_options},
+                                       {NULL, NULL, NULL}};

@@ -21,29 +21,35 @@
 #define ML_NN_MOE_MOE_H
 
 #include "../module.h"
+#include "../options.h"
 #include "route.h"
 
+/* The options of TokenMoE (ml_token_moe_options: every field) and SmoothMoE
+ * (ml_smooth_moe_options: dim, experts, expert); options.h. The defaults are
+ * V-MoE's: E = 8, K = 2, capacity 1.25, noise 1, importance and load weights
+ * 0.005, random tie-breaking in training, expert MLP(dim, 4 dim, dim). */
 typedef struct {
-    int64_t dim;     /* D */
-    int experts;     /* E */
-    int k;           /* K */
+    int dim;                /* D */
+    int experts;            /* E */
+    int k;                  /* K */
     double capacity_factor; /* <= 0: unlimited */
     bool round_capacity;
     bool batch_priority;
-    bool random_ties;
+    bool random_ties;       /* training only: evaluation breaks ties by lowest index */
     bool renormalize;
     double noise_std;       /* noise std = noise_std / E, training only */
     double w_importance, w_load, w_switch, w_z; /* auxiliary loss weights */
-    cJSON *expert;          /* expert config (owned by the layer after creation) */
+    const cJSON *expert;    /* expert config (borrowed; NULL: the V-MoE MLP) */
 } ml_moe_opts;
 
-/* Fills the V-MoE defaults: E = 8, K = 2, capacity 1.25, noise 1, importance
- * and load weights 0.005, random tie-breaking, expert MLP(dim, 4*dim, dim). */
-void ml_moe_defaults(ml_moe_opts *o, int64_t dim);
+extern const ml_options ml_router_options, ml_token_moe_options, ml_smooth_moe_options;
+
+/* The defaults for a layer of width dim. */
+void ml_moe_defaults(ml_moe_opts *o, int dim);
 ml_module *ml_nn_router(int64_t dim, int experts);
 ml_module *ml_nn_token_moe(const ml_moe_opts *o);
 ml_module *ml_nn_smooth_moe(const ml_moe_opts *o);
-/* Builds ml_moe_opts from a config object (shared by both layer types). */
-int ml_moe_opts_from_config(const cJSON *c, ml_moe_opts *o);
+
+extern const ml_module_kind ml_moe_kinds[]; /* Router, TokenMoE, SmoothMoE (for the registry) */
 
 #endif

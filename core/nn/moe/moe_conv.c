@@ -4,6 +4,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "../../autograd.h"
 #include "../../ops/conv.h"
 #include "../../ops/elementwise.h"
+#include "../../ops/index.h"
 #include "../../ops/linalg.h"
 #include "../../ops/pool.h"
 #include "../../ops/reduce.h"
@@ -18,8 +20,58 @@
 #include "../../ops/softmax.h"
 #include "../layers.h"
 #include "dispatch.h"
+#include "forced.h"
 #include "moe.h"
 
+/* ------------------------------------------------------------ global routing */
+struct ml_global_route {
+    int refcount;
+    int layers, experts;
+    int layers_attached; /* the next layer attached reads this column */
+    ml_tensor *logits, *probs; /* [N, L, E] of the current forward, or NULL */
+};
+
+ml_global_route *ml_global_route_new(int layers, int experts) {
+    ml_global_route *g = calloc(1, sizeof *g);
+    if (!g) return ml_fail_oom(__func__);
+    *g = (ml_global_route){1, layers, experts, 0, NULL, NULL};
+    return g;
+}
+
+static ml_global_route *global_route_retain(ml_global_route *g) {
+    if (g) g->refcount++;
+    return g;
+}
+
+void ml_global_route_release(ml_global_route *g) {
+    if (!g || --g->refcount > 0) return;
+    ml_global_route_clear(g);
+    free(g);
+}
+
+int ml_global_route_set(ml_global_route *g, ml_tensor *logits) {
+    int64_t N = logits->shape[0], s3[3] = {N, g->layers, g->experts};
+    if (logits->ndim != 2 || logits->shape[1] != (int64_t)g->layers * g->experts)
+        return ml_failc("global router: %s logits for %d layers of %d experts", ML_SHAPE_STR(logits), g->layers, g->experts);
+    ml_tensor *l3 = ml_reshape(logits, 3, s3);
+    ml_tensor *p = l3 ? ml_softmax(l3, 2) : NULL;
+    if (!p) {
+        ml_release(l3);
+        return -1;
+    }
+    ml_global_route_clear(g);
+    g->logits = l3;
+    g->probs = p;
+    return 0;
+}
+
+void ml_global_route_clear(ml_global_route *g) {
+    ml_release(g->logits);
+    ml_release(g->probs);
+    g->logits = g->probs = NULL;
+}
+
+/* ------------------------------------------------------------ MoEConv2d */
 typedef struct {
     int64_t cin, cout;
     int k, stride, pad;
@@ -27,13 +79,16 @@ typedef struct {
     double ratio;
     int64_t block;  /* channels per expert = round(ratio * cout) */
     int64_t *start; /* first channel of each expert */
-    bool global;    /* routed by the model's global router (ctx->route) */
+    bool global;    /* routed by the model's global router */
+    ml_global_route *route; /* ... whose decisions this layer reads (column route_layer); NULL until attached */
+    int route_layer;
     bool mask;      /* full compute then mask (reference form) instead of sparse */
     double w_importance, w_switch; /* balancing losses of a per-layer router (0: off) */
 } moe_conv_state;
 
 static void moe_conv_destroy(ml_module *m) {
     moe_conv_state *s = m->state;
+    ml_global_route_release(s->route);
     free(s->start);
     free(s);
 }
@@ -45,56 +100,54 @@ static void block_starts(moe_conv_state *s) {
         s->start[e] = s->experts == 1 ? 0 : (int64_t)((double)e * (double)(s->cout - s->block) / (double)(s->experts - 1) + 0.5);
 }
 
-/* Routing for this layer: expert per sample (int64 [N], 0-based), gate per
- * sample (float [N], differentiable) and, for the trace, the probabilities. */
-static int route_samples(ml_module *m, ml_tensor *x, ml_ctx *ctx, ml_tensor **experts, ml_tensor **gates,
-                         ml_tensor **probs) {
+/* The router's logits and probabilities [N, E] for this layer: its own router
+ * on the pooled input, or its column of the global router's decisions. */
+static int router_outputs(ml_module *m, ml_tensor *x, ml_ctx *ctx, ml_tensor **logits, ml_tensor **probs) {
     moe_conv_state *s = m->state;
-    int64_t N = x->shape[0];
-    *experts = *gates = *probs = NULL;
+    *logits = *probs = NULL;
     if (s->global) {
-        if (!ctx || !ctx->route || !ctx->route_gates)
+        const ml_global_route *g = s->route;
+        if (!g || !g->probs)
             return ml_failc("MoEConv2d: this layer is routed by a global router, but the model gave no routing "
                             "(run it inside its MoE-CNN model)");
-        int L = (int)ctx->route->shape[1];
-        if (ctx->route_layer >= L)
-            return ml_failc("MoEConv2d: the global router decided for %d layers, this is layer %d", L, ctx->route_layer + 1);
-        int l = ctx->route_layer++;
-        ml_tensor *col = ml_select(ctx->route, 1, l);
-        *experts = col ? ml_contiguous(col) : NULL;
-        ml_release(col);
-        *gates = ml_select(ctx->route_gates, 1, l);
-        if (ctx->route_probs) {
-            ml_tensor *pl = ml_select(ctx->route_probs, 1, l);
-            *probs = pl ? ml_contiguous(pl) : NULL;
-            ml_release(pl);
-        }
-        return *experts && *gates ? 0 : -1;
+        if (g->probs->shape[0] != x->shape[0])
+            return ml_failc("MoEConv2d: the global router decided for %" PRId64 " samples, this layer got %" PRId64,
+                            g->probs->shape[0], x->shape[0]);
+        *logits = ml_select(g->logits, 1, s->route_layer);
+        *probs = *logits ? ml_select(g->probs, 1, s->route_layer) : NULL;
+        return *probs ? 0 : -1;
     }
-    /* per-layer router: softmax(R . GAP(x)), top-1 with the lowest index on ties */
     ml_tensor *pooled = ml_global_avg_pool2d(x);
-    ml_tensor *logits = pooled ? ml_module_forward_child(m, 0, pooled, ctx) : NULL;
-    ml_tensor *p = logits ? ml_softmax(logits, 1) : NULL;
+    *logits = pooled ? ml_module_forward_child(m, 0, pooled, ctx) : NULL;
+    *probs = *logits ? ml_softmax(*logits, 1) : NULL;
     ml_release(pooled);
-    ml_release(logits);
-    if (!p) return -1;
-    ml_tensor *idx = ml_argmax(p, 1, false);
-    if (!idx) {
-        ml_release(p);
+    return *probs ? 0 : -1;
+}
+
+/* Routing for this layer: expert per sample (int64 [N, 1], 0-based; top-1
+ * with the lowest index on ties, or as the forward context forces it), its
+ * gate p[n, e(n)] (float [N], differentiable: the router learns through it),
+ * and the router's logits and probabilities [N, E]. */
+static int route_samples(ml_module *m, ml_tensor *x, ml_ctx *ctx, ml_tensor **experts, ml_tensor **gates,
+                         ml_tensor **logits, ml_tensor **probs) {
+    moe_conv_state *s = m->state;
+    int64_t N = x->shape[0];
+    *experts = *gates = NULL;
+    if (router_outputs(m, x, ctx, logits, probs)) return -1;
+    ml_layer_plan plan;
+    if (ml_layer_plan_get(ctx, "MoEConv2d", s->global ? ML_TRACE_GLOBAL : ML_TRACE_CHANNEL, N, s->experts, 1, &plan))
         return -1;
-    }
-    /* gate = p[n, e(n)] through a flat gather, so the router gets gradients */
-    int64_t E = s->experts, flat_shape[2] = {N * E, 1};
-    ml_tensor *flat = ml_empty(ML_I64, 1, &N);
-    for (int64_t n = 0; n < N; n++) ml_i64(flat)[n] = n * E + ml_i64(idx)[n];
-    ml_tensor *pf = ml_reshape(p, 2, flat_shape);
-    ml_tensor *g2 = pf ? ml_moe_gather(pf, flat) : NULL;
-    *gates = g2 ? ml_reshape(g2, 1, &N) : NULL;
-    ml_release(pf);
-    ml_release(g2);
-    ml_release(flat);
-    *experts = idx;
-    *probs = p;
+    ml_route_opts top1 = {.k = 1};
+    ml_layer_plan_apply(&plan, &top1);
+    ml_routing r;
+    int rc = ml_route(*probs, &top1, &r);
+    ml_layer_plan_free(&plan);
+    if (rc) return -1;
+    *experts = ml_retain(r.experts);
+    ml_routing_free(&r);
+    ml_tensor *g = ml_gather(*probs, 1, *experts);
+    *gates = g ? ml_reshape(g, 1, &N) : NULL;
+    ml_release(g);
     return *gates ? 0 : -1;
 }
 
@@ -108,8 +161,14 @@ static ml_tensor *moe_conv_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     if (x->ndim != 4 || x->shape[1] != s->cin)
         return ml_fail("MoEConv2d: input has shape %s, expected [N, %" PRId64 ", H, W]", ML_SHAPE_STR(x), s->cin);
     int64_t N = x->shape[0], E = s->experts;
-    ml_tensor *experts, *gates, *probs;
-    if (route_samples(m, x, ctx, &experts, &gates, &probs)) return NULL;
+    ml_tensor *experts = NULL, *gates = NULL, *logits = NULL, *probs = NULL;
+    if (route_samples(m, x, ctx, &experts, &gates, &logits, &probs)) {
+        ml_release(experts);
+        ml_release(gates);
+        ml_release(logits);
+        ml_release(probs);
+        return NULL;
+    }
     ml_conv_opts co = {.stride_h = s->stride, .stride_w = s->stride, .pad_h = s->pad, .pad_w = s->pad, .dil_h = 1,
                        .dil_w = 1, .groups = 1};
     ml_tensor *out = NULL;
@@ -157,7 +216,7 @@ static ml_tensor *moe_conv_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
         }
     }
     /* balancing losses on a per-layer router (training, or when asked for) */
-    double aux_values[4] = {NAN, NAN, NAN, NAN};
+    double aux_values[ML_AUX_COUNT] = {NAN, NAN, NAN, NAN};
     if (out && ctx && probs && !s->global && (s->w_importance > 0 || s->w_switch > 0) &&
         (m->training || ctx->want_aux || ctx->trace)) {
         bool add = m->training || ctx->want_aux;
@@ -166,7 +225,7 @@ static ml_tensor *moe_conv_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
         double w[2] = {s->w_importance, s->w_switch};
         for (int i = 0; i < 2; i++) {
             if (!terms[i]) continue;
-            ml_item(terms[i], &aux_values[i == 0 ? 0 : 2]);
+            ml_item(terms[i], &aux_values[i == 0 ? ML_AUX_IMPORTANCE : ML_AUX_SWITCH]);
             ml_tensor *wt = add ? ml_mul_scalar(terms[i], w[i]) : NULL;
             if (wt) ml_ctx_add_aux(ctx, wt);
             ml_release(wt);
@@ -174,24 +233,20 @@ static ml_tensor *moe_conv_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
         }
     }
     if (out && ctx && ctx->trace) {
-        ml_trace *tr = calloc(1, sizeof *tr);
-        tr->layer = strdup(ctx->path);
-        tr->num_experts = (int)E;
         int64_t ts[2] = {N, 1};
-        tr->experts = ml_reshape(experts, 2, ts);
-        ml_tensor *gd = ml_detach(gates);
-        tr->gates = gd ? ml_reshape(gd, 2, ts) : NULL;
-        ml_release(gd);
-        tr->probs = probs ? ml_detach(probs) : NULL;
-        tr->kept = ml_full(ML_I64, 2, ts, 1.0);
-        tr->load = ml_empty(ML_F32, 1, &E);
-        for (int64_t e = 0; e < E; e++) ml_f32(tr->load)[e] = (float)count[e];
-        memcpy(tr->aux, aux_values, sizeof aux_values);
-        ml_ctx_add_trace(ctx, tr);
+        ml_tensor *g2 = ml_reshape(gates, 2, ts);
+        ml_trace_entry e = {.kind = s->global ? ML_TRACE_GLOBAL : ML_TRACE_CHANNEL, .experts = experts, .gates = g2,
+                            .probs = probs, .logits = logits, .aux = aux_values};
+        if (!g2 || ml_ctx_record(ctx, &e)) {
+            ml_release(out);
+            out = NULL;
+        }
+        ml_release(g2);
     }
     free(count);
     ml_release(experts);
     ml_release(gates);
+    ml_release(logits);
     ml_release(probs);
     return out;
 }
@@ -203,22 +258,49 @@ static void moe_conv_describe(const ml_module *m, char *buf, size_t n) {
              s->mask ? ", mask form" : "");
 }
 
+/* ------------------------------------------------------------ options */
+#define MC_OPT(field) .offset = offsetof(ml_moe_conv_opts, field)
+#define CONV_SHAPE_OPTIONS(T)                                                                                       \
+    {.key = "in", .type = ML_OPT_INT, .offset = offsetof(T, in), .min = 1, .max = 1e9, .required = true,             \
+     .help = "input channels"},                                                                                      \
+    {.key = "out", .type = ML_OPT_INT, .offset = offsetof(T, out), .min = 1, .max = 1e9, .required = true,          \
+     .help = "output channels"},                                                                                     \
+    {.key = "kernel", .type = ML_OPT_INT, .offset = offsetof(T, kernel), .def = 3, .min = 1, .max = 1e6,            \
+     .help = "kernel size k (k x k)"},                                                                               \
+    {.key = "stride", .type = ML_OPT_INT, .offset = offsetof(T, stride), .def = 1, .min = 1, .max = 1e6,            \
+     .help = "stride"},                                                                                              \
+    {.key = "padding", .type = ML_OPT_INT, .offset = offsetof(T, padding), .def = -1, .min = -1, .max = 1e6,        \
+     .def_text = "(kernel - 1) / 2", .help = "zero padding (the default keeps the size at stride 1)"}
+
+static const ml_option moe_conv_option_list[] = {
+    CONV_SHAPE_OPTIONS(ml_moe_conv_opts),
+    {.key = "experts", .type = ML_OPT_INT, MC_OPT(experts), .def = 2, .min = 1, .max = 64, .help = "experts N"},
+    {.key = "ratio", .type = ML_OPT_NUMBER, MC_OPT(ratio), .def = 0.5, .min = 0, .max = 1,
+     .help = "each expert's share r of the output channels, in (0, 1]"},
+    {.key = "router", .type = ML_OPT_CHOICE, MC_OPT(router), .choices = "layer|global",
+     .help = "\"layer\": this layer's router on its pooled input; \"global\": the model's router decides"},
+    {.key = "mask", .type = ML_OPT_BOOL, MC_OPT(mask), .help = "compute the full convolution then mask (the reference form)"},
+    {.key = "importance_weight", .type = ML_OPT_NUMBER, MC_OPT(w_importance), .min = 0, .max = INFINITY,
+     .help = "weight of the importance loss of a per-layer router"},
+    {.key = "switch_weight", .type = ML_OPT_NUMBER, MC_OPT(w_switch), .min = 0, .max = INFINITY,
+     .help = "weight of the Switch loss of a per-layer router"},
+};
+const ml_options ml_moe_conv_options = ML_OPTIONS("MoEConv2d", moe_conv_option_list);
+
+static const ml_option masked_conv_option_list[] = {
+    CONV_SHAPE_OPTIONS(ml_masked_conv_opts),
+    {.key = "ratio", .type = ML_OPT_NUMBER, .offset = offsetof(ml_masked_conv_opts, ratio), .def = 0.5, .min = 0,
+     .max = 1, .help = "share of the output channels kept, in (0, 1]"},
+};
+const ml_options ml_masked_conv_options = ML_OPTIONS("MaskedConv2d", masked_conv_option_list);
+
+void ml_moe_conv_defaults(ml_moe_conv_opts *o) { ml_options_defaults(&ml_moe_conv_options, o); }
+
 static cJSON *moe_conv_config(const ml_module *m) {
     const moe_conv_state *s = m->state;
-    cJSON *c = cJSON_CreateObject();
-    cJSON_AddStringToObject(c, "type", "MoEConv2d");
-    cJSON_AddNumberToObject(c, "in", (double)s->cin);
-    cJSON_AddNumberToObject(c, "out", (double)s->cout);
-    cJSON_AddNumberToObject(c, "kernel", s->k);
-    cJSON_AddNumberToObject(c, "stride", s->stride);
-    cJSON_AddNumberToObject(c, "padding", s->pad);
-    cJSON_AddNumberToObject(c, "experts", s->experts);
-    cJSON_AddNumberToObject(c, "ratio", s->ratio);
-    cJSON_AddStringToObject(c, "router", s->global ? "global" : "layer");
-    cJSON_AddBoolToObject(c, "mask", s->mask);
-    if (s->w_importance > 0) cJSON_AddNumberToObject(c, "importance_weight", s->w_importance);
-    if (s->w_switch > 0) cJSON_AddNumberToObject(c, "switch_weight", s->w_switch);
-    return c;
+    ml_moe_conv_opts o = {(int)s->cin, (int)s->cout, s->k, s->stride, s->pad, s->experts, s->ratio,
+                          s->global ? ML_MOE_ROUTER_GLOBAL : ML_MOE_ROUTER_LAYER, s->mask, s->w_importance, s->w_switch};
+    return ml_options_config(&ml_moe_conv_options, &o);
 }
 
 /* Active per input: one expert's block of the weight, plus the router. */
@@ -232,18 +314,30 @@ static const ml_module_type moe_conv_type = {.name = "MoEConv2d", .forward = moe
                                              .destroy = moe_conv_destroy, .describe = moe_conv_describe,
                                              .config = moe_conv_config, .active_params = moe_conv_active};
 
-ml_module *ml_nn_moe_conv2d(int64_t cin, int64_t cout, int k, int stride, int pad, int experts, double ratio,
-                            bool global_router, bool mask_form) {
-    if (cin <= 0 || cout <= 0 || k <= 0 || stride <= 0 || pad < 0)
+ml_module *ml_nn_moe_conv2d(const ml_moe_conv_opts *o) {
+    int64_t cin = o->in, cout = o->out;
+    int k = o->kernel, stride = o->stride, pad = o->padding < 0 ? (o->kernel - 1) / 2 : o->padding;
+    bool global = o->router == ML_MOE_ROUTER_GLOBAL;
+    if (cin <= 0 || cout <= 0 || k <= 0 || stride <= 0)
         return ml_fail("MoEConv2d: invalid sizes (in %" PRId64 ", out %" PRId64 ", kernel %d)", cin, cout, k);
-    if (experts < 1 || experts > 64) return ml_fail("MoEConv2d: experts = %d must be between 1 and 64", experts);
-    if (!(ratio > 0 && ratio <= 1)) return ml_fail("MoEConv2d: ratio = %g must be in (0, 1]", ratio);
-    int64_t block = (int64_t)floor(ratio * (double)cout + 0.5);
+    if (o->experts < 1 || o->experts > 64) return ml_fail("MoEConv2d: experts = %d must be between 1 and 64", o->experts);
+    if (!(o->ratio > 0 && o->ratio <= 1)) return ml_fail("MoEConv2d: ratio = %g must be in (0, 1]", o->ratio);
+    if (!(o->w_importance >= 0) || !(o->w_switch >= 0))
+        return ml_fail("MoEConv2d: importance_weight and switch_weight must be >= 0, got %g and %g", o->w_importance,
+                       o->w_switch);
+    if (global && (o->w_importance > 0 || o->w_switch > 0))
+        return ml_fail("MoEConv2d: balancing losses apply to per-layer routers, not to a global router");
+    int64_t block = (int64_t)floor(o->ratio * (double)cout + 0.5);
     if (block < 1) block = 1;
     moe_conv_state *s = calloc(1, sizeof *s);
-    if (!s) return ml_fail("out of memory");
-    *s = (moe_conv_state){cin, cout, k, stride, pad, experts, ratio, block, NULL, global_router, mask_form, 0, 0};
-    s->start = calloc((size_t)experts, sizeof *s->start);
+    if (!s) return ml_fail_oom("MoEConv2d");
+    *s = (moe_conv_state){cin,  cout, k,     stride,  pad,         o->experts,     o->ratio,   block,
+                          NULL, global, NULL, 0,      o->mask, o->w_importance, o->w_switch};
+    s->start = calloc((size_t)o->experts, sizeof *s->start);
+    if (!s->start) {
+        free(s);
+        return ml_fail_oom("MoEConv2d");
+    }
     block_starts(s);
     ml_module *m = ml_module_new(&moe_conv_type, s);
     if (!m) {
@@ -253,7 +347,7 @@ ml_module *ml_nn_moe_conv2d(int64_t cin, int64_t cout, int k, int stride, int pa
     }
     int64_t ws[4] = {cout, cin, k, k};
     if (!ml_module_add_param(m, "weight", ml_init_uniform_fan_in(4, ws, cin * k * k), NULL) ||
-        (!global_router && !ml_module_add_child(m, "router", ml_nn_router(cin, experts)))) {
+        (!global && !ml_module_add_child(m, "router", ml_nn_router(cin, o->experts)))) {
         ml_module_release(m);
         return NULL;
     }
@@ -261,41 +355,9 @@ ml_module *ml_nn_moe_conv2d(int64_t cin, int64_t cout, int k, int stride, int pa
 }
 
 static ml_module *moe_conv_from_config(const cJSON *c) {
-    int in, out, k, stride, pad, experts;
-    double ratio;
-    bool mask;
-    if (ml_cfg_int(c, "in", 0, &in) || ml_cfg_int(c, "out", 0, &out) || ml_cfg_int(c, "kernel", 3, &k) ||
-        ml_cfg_int(c, "stride", 1, &stride) || ml_cfg_int(c, "padding", 1, &pad) ||
-        ml_cfg_int(c, "experts", 2, &experts) || ml_cfg_double(c, "ratio", 0.5, &ratio) ||
-        ml_cfg_bool(c, "mask", false, &mask))
-        return NULL;
-    const char *router = ml_cfg_string(c, "router", "layer");
-    if (strcmp(router, "layer") && strcmp(router, "global"))
-        return ml_fail("MoEConv2d: router must be \"layer\" or \"global\", got \"%s\"", router);
-    double wi, ws;
-    if (ml_cfg_double(c, "importance_weight", 0, &wi) || ml_cfg_double(c, "switch_weight", 0, &ws)) return NULL;
-    ml_module *m = ml_nn_moe_conv2d(in, out, k, stride, pad, experts, ratio, !strcmp(router, "global"), mask);
-    if (m && ml_moe_conv_set_balance(m, wi, ws)) {
-        ml_module_release(m);
-        return NULL;
-    }
-    return m;
-}
-
-int ml_moe_conv_set_balance(ml_module *m, double importance_weight, double switch_weight) {
-    if (!(importance_weight >= 0) || !(switch_weight >= 0))
-        return ml_failc("MoEConv2d: importance_weight and switch_weight must be >= 0, got %g and %g", importance_weight,
-                        switch_weight);
-    if (m->type == &moe_conv_type) {
-        moe_conv_state *s = m->state;
-        if (s->global && (importance_weight > 0 || switch_weight > 0))
-            return ml_failc("MoEConv2d: balancing losses apply to per-layer routers, not to a global router");
-        s->w_importance = importance_weight;
-        s->w_switch = switch_weight;
-    }
-    for (int i = 0; i < m->n_children; i++)
-        if (ml_moe_conv_set_balance(m->children[i].m, importance_weight, switch_weight)) return -1;
-    return 0;
+    ml_moe_conv_opts o;
+    if (ml_options_read(&ml_moe_conv_options, c, &o, true)) return NULL;
+    return ml_nn_moe_conv2d(&o);
 }
 
 void ml_moe_conv_set_mask(ml_module *m, bool mask) {
@@ -303,10 +365,41 @@ void ml_moe_conv_set_mask(ml_module *m, bool mask) {
     for (int i = 0; i < m->n_children; i++) ml_moe_conv_set_mask(m->children[i].m, mask);
 }
 
+int ml_moe_conv_attach_global(ml_module *m, ml_global_route *g) {
+    int n = 0;
+    if (m->type == &moe_conv_type) {
+        moe_conv_state *s = m->state;
+        if (s->global) {
+            if (g && s->experts != g->experts)
+                return ml_failc("MoEConv2d: %d experts, the global router decides among %d", s->experts, g->experts);
+            ml_global_route_release(s->route);
+            s->route = global_route_retain(g);
+            s->route_layer = g ? g->layers_attached++ : 0;
+            n++;
+        }
+    }
+    for (int i = 0; i < m->n_children; i++) {
+        int k = ml_moe_conv_attach_global(m->children[i].m, g);
+        if (k < 0) return -1;
+        n += k;
+    }
+    return n;
+}
+
 int ml_moe_conv_count(const ml_module *m) {
     int n = m->type == &moe_conv_type;
     for (int i = 0; i < m->n_children; i++) n += ml_moe_conv_count(m->children[i].m);
     return n;
+}
+
+int ml_moe_conv_expert_channels(const char *fn, const ml_module *m, int e, int64_t *first, int64_t *count) {
+    if (m->type != &moe_conv_type) return ml_failc("%s: a MoEConv2d is needed, got a %s", fn, m->type->name);
+    const moe_conv_state *s = m->state;
+    if (e < 0 || e >= s->experts)
+        return ml_failc("%s: expert %d of a MoEConv2d with %d experts", fn, e + 1, s->experts);
+    *first = s->start[e];
+    *count = s->block;
+    return 0;
 }
 
 /* ------------------------------------------------------------ score-masked conv (Sparse-CNN) */
@@ -325,17 +418,18 @@ static int ste_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
     return 0;
 }
 
-/* The binary top-k mask of scores [C] as a tensor whose gradient passes
- * straight through to the scores. */
-static ml_tensor *topk_mask_ste(ml_tensor *scores, int64_t keep) {
+/* The binary mask [C] of the `keep` scores largest in magnitude (no autograd). */
+static ml_tensor *topk_mask(ml_tensor *scores, int64_t keep) {
     int64_t C = scores->shape[0];
     ml_tensor *sc = ml_contiguous(scores);
     ml_tensor *mask = sc ? ml_zeros(ML_F32, 1, &C) : NULL;
-    if (!mask) {
+    char *taken = mask ? calloc((size_t)C, 1) : NULL;
+    if (!taken) {
+        if (mask) ml_fail("out of memory");
         ml_release(sc);
+        ml_release(mask);
         return NULL;
     }
-    char *taken = calloc((size_t)C, 1);
     for (int64_t j = 0; j < keep; j++) {
         int64_t best = -1;
         for (int64_t c = 0; c < C; c++)
@@ -345,7 +439,13 @@ static ml_tensor *topk_mask_ste(ml_tensor *scores, int64_t keep) {
     }
     free(taken);
     ml_release(sc);
-    ml_record("topk_mask", mask, 1, &scores, ste_backward);
+    return mask;
+}
+
+/* The same mask as a tensor whose gradient passes straight through to the scores. */
+static ml_tensor *topk_mask_ste(ml_tensor *scores, int64_t keep) {
+    ml_tensor *mask = topk_mask(scores, keep);
+    if (mask) ml_record("topk_mask", mask, 1, &scores, ste_backward);
     return mask;
 }
 
@@ -372,15 +472,8 @@ static void masked_describe(const ml_module *m, char *buf, size_t n) {
 
 static cJSON *masked_config(const ml_module *m) {
     const masked_state *s = m->state;
-    cJSON *c = cJSON_CreateObject();
-    cJSON_AddStringToObject(c, "type", "MaskedConv2d");
-    cJSON_AddNumberToObject(c, "in", (double)s->cin);
-    cJSON_AddNumberToObject(c, "out", (double)s->cout);
-    cJSON_AddNumberToObject(c, "kernel", s->k);
-    cJSON_AddNumberToObject(c, "stride", s->stride);
-    cJSON_AddNumberToObject(c, "padding", s->pad);
-    cJSON_AddNumberToObject(c, "ratio", s->ratio);
-    return c;
+    ml_masked_conv_opts o = {(int)s->cin, (int)s->cout, s->k, s->stride, s->pad, s->ratio};
+    return ml_options_config(&ml_masked_conv_options, &o);
 }
 
 static int64_t masked_active(const ml_module *m) {
@@ -394,10 +487,15 @@ static const ml_module_type masked_type = {.name = "MaskedConv2d", .forward = ma
                                            .describe = masked_describe, .config = masked_config,
                                            .active_params = masked_active};
 
-ml_module *ml_nn_masked_conv2d(int64_t cin, int64_t cout, int k, int stride, int pad, double ratio) {
+ml_module *ml_nn_masked_conv2d(const ml_masked_conv_opts *o) {
+    int64_t cin = o->in, cout = o->out;
+    int k = o->kernel, stride = o->stride, pad = o->padding < 0 ? (o->kernel - 1) / 2 : o->padding;
+    double ratio = o->ratio;
+    if (cin <= 0 || cout <= 0 || k <= 0 || stride <= 0)
+        return ml_fail("MaskedConv2d: invalid sizes (in %" PRId64 ", out %" PRId64 ", kernel %d)", cin, cout, k);
     if (!(ratio > 0 && ratio <= 1)) return ml_fail("MaskedConv2d: ratio = %g must be in (0, 1]", ratio);
     masked_state *s = malloc(sizeof *s);
-    if (!s) return ml_fail("out of memory");
+    if (!s) return ml_fail_oom(__func__);
     int64_t keep = (int64_t)floor(ratio * (double)cout + 0.5);
     *s = (masked_state){cin, cout, k, stride, pad, ratio, keep < 1 ? 1 : keep};
     ml_module *m = ml_module_new(&masked_type, s);
@@ -425,17 +523,17 @@ ml_module *ml_nn_masked_conv2d(int64_t cin, int64_t cout, int k, int stride, int
     return m;
 }
 
-static ml_module *masked_from_config(const cJSON *c) {
-    int in, out, k, stride, pad;
-    double ratio;
-    if (ml_cfg_int(c, "in", 0, &in) || ml_cfg_int(c, "out", 0, &out) || ml_cfg_int(c, "kernel", 3, &k) ||
-        ml_cfg_int(c, "stride", 1, &stride) || ml_cfg_int(c, "padding", 1, &pad) || ml_cfg_double(c, "ratio", 0.5, &ratio))
-        return NULL;
-    return ml_nn_masked_conv2d(in, out, k, stride, pad, ratio);
+ml_tensor *ml_masked_conv_mask(const char *fn, const ml_module *m) {
+    if (m->type != &masked_type) return ml_fail("%s: a MaskedConv2d is needed, got a %s", fn, m->type->name);
+    return topk_mask(ml_module_param(m, "scores"), ((const masked_state *)m->state)->keep);
 }
 
-void ml_nn_register_moe_conv(void);
-void ml_nn_register_moe_conv(void) {
-    ml_module_register("MoEConv2d", moe_conv_from_config);
-    ml_module_register("MaskedConv2d", masked_from_config);
+static ml_module *masked_from_config(const cJSON *c) {
+    ml_masked_conv_opts o;
+    if (ml_options_read(&ml_masked_conv_options, c, &o, true)) return NULL;
+    return ml_nn_masked_conv2d(&o);
 }
+
+const ml_module_kind ml_moe_conv_kinds[] = {{"MoEConv2d", moe_conv_from_config, &ml_moe_conv_options},
+                                            {"MaskedConv2d", masked_from_config, &ml_masked_conv_options},
+                                            {NULL, NULL, NULL}};

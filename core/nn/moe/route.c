@@ -39,12 +39,61 @@ static int by_priority(const void *a, const void *b) {
     return x->t < y->t ? -1 : x->t > y->t; /* stable: token order among equals */
 }
 
+/* Step 1 for one token: its K most probable experts among those not taken
+ * (or excluded), ties at random when asked, else by lowest index. */
+static void top_k(const float *row, int64_t E, int64_t K, const ml_route_opts *o, bool *taken, int64_t *ex) {
+    memset(taken, 0, (size_t)E);
+    if (o->excluded)
+        for (int64_t e = 0; e < E; e++) taken[e] = o->excluded[e];
+    int64_t k = 0;
+    if (o->force_first) {
+        taken[o->first_expert] = true;
+        ex[k++] = o->first_expert;
+    }
+    for (; k < K; k++) {
+        int64_t best = -1, ties = 0;
+        float bv = 0;
+        for (int64_t e = 0; e < E; e++) {
+            if (taken[e]) continue;
+            float v = row[e];
+            if (best < 0 || v > bv || (isnan(v) && !isnan(bv))) {
+                best = e;
+                bv = v;
+                ties = 1;
+            } else if (v == bv) {
+                ties++;
+                /* reservoir choice: the i-th tie replaces with probability 1/i */
+                if (o->random_ties && ml_rng_uniform() * (double)ties < 1.0) best = e;
+            }
+        }
+        taken[best] = true;
+        ex[k] = best;
+    }
+}
+
+static int check_opts(const ml_route_opts *o, int64_t T, int64_t E) {
+    int64_t K = o->k, free_experts = E;
+    if (K < 1 || K > E) return ml_failc("route: k = %" PRId64 " must be between 1 and the number of experts (%" PRId64 ")", K, E);
+    for (int64_t e = 0; o->excluded && e < E; e++) free_experts -= o->excluded[e];
+    if (K > free_experts)
+        return ml_failc("route: k = %" PRId64 " but only %" PRId64 " of %" PRId64 " experts are not silenced", K,
+                        free_experts, E);
+    if (o->force_first && (o->first_expert < 0 || o->first_expert >= E || (o->excluded && o->excluded[o->first_expert])))
+        return ml_failc("route: cannot force expert %d of %" PRId64 " (out of range or silenced)", o->first_expert + 1, E);
+    const ml_tensor *ge = o->given_experts, *gk = o->given_kept;
+    if (ge && (ge->dtype != ML_I64 || ge->ndim != 2 || ge->shape[0] != T || ge->shape[1] != K || !gk ||
+               !ml_same_shape(ge, gk) || gk->dtype != ML_I64))
+        return ml_failc("route: the given selection must be int64 [%" PRId64 ", %" PRId64 "] with kept flags of that shape",
+                        T, K);
+    return 0;
+}
+
 int ml_route(const ml_tensor *probs, const ml_route_opts *o, ml_routing *r) {
     memset(r, 0, sizeof *r);
     if (probs->ndim != 2 || probs->dtype != ML_F32)
         return ml_failc("route: probabilities must be a float32 [tokens, experts] tensor, got %s", ML_SHAPE_STR(probs));
     int64_t T = probs->shape[0], E = probs->shape[1], K = o->k;
-    if (K < 1 || K > E) return ml_failc("route: k = %" PRId64 " must be between 1 and the number of experts (%" PRId64 ")", K, E);
+    if (check_opts(o, T, E)) return -1;
     ml_tensor *pc = ml_contiguous((ml_tensor *)probs);
     if (!pc) return -1;
     const float *P = ml_f32(pc);
@@ -52,12 +101,12 @@ int ml_route(const ml_tensor *probs, const ml_route_opts *o, ml_routing *r) {
     r->T = T;
     r->E = E;
     r->K = K;
-    r->capacity = ml_route_capacity(T, E, (int)K, o->capacity_factor, o->round_capacity);
-    r->experts = ml_empty(ML_I64, 2, ts);
-    r->kept = ml_zeros(ML_I64, 2, ts);
+    r->capacity = o->force_first ? T * K : ml_route_capacity(T, E, (int)K, o->capacity_factor, o->round_capacity);
+    r->experts = o->given_experts ? ml_clone((ml_tensor *)o->given_experts) : ml_empty(ML_I64, 2, ts);
+    r->kept = o->given_kept ? ml_clone((ml_tensor *)o->given_kept) : ml_zeros(ML_I64, 2, ts);
     r->load = ml_zeros(ML_F32, 1, &E);
     r->offset = calloc((size_t)E + 1, sizeof *r->offset);
-    int64_t *count = calloc((size_t)E, sizeof *count), *slot = malloc(sizeof *slot * (size_t)(T * K));
+    int64_t *count = calloc((size_t)E, sizeof *count), *slot = malloc(sizeof *slot * (size_t)(T > 0 ? T * K : 1));
     prio *order = malloc(sizeof *order * (size_t)(T ? T : 1));
     bool *taken = malloc((size_t)E);
     if (!r->experts || !r->kept || !r->load || !r->offset || !count || !slot || !order || !taken) {
@@ -67,42 +116,24 @@ int ml_route(const ml_tensor *probs, const ml_route_opts *o, ml_routing *r) {
         free(taken);
         ml_release(pc);
         ml_routing_free(r);
-        return ml_failc("out of memory");
+        return ml_failc_oom(__func__);
     }
     int64_t *ex = ml_i64(r->experts), *kept = ml_i64(r->kept);
 
-    /* 1. top-K per token; exact ties broken at random only when they occur */
+    /* 1. top-K per token (unless given) */
     for (int64_t t = 0; t < T; t++) {
-        const float *row = P + t * E;
-        memset(taken, 0, (size_t)E);
-        for (int64_t k = 0; k < K; k++) {
-            int64_t best = -1, ties = 0;
-            float bv = 0;
-            for (int64_t e = 0; e < E; e++) {
-                if (taken[e]) continue;
-                float v = row[e];
-                if (best < 0 || v > bv || (isnan(v) && !isnan(bv))) {
-                    best = e;
-                    bv = v;
-                    ties = 1;
-                } else if (v == bv) {
-                    ties++;
-                    /* reservoir choice: the i-th tie replaces with probability 1/i */
-                    if (o->random_ties && ml_rng_uniform() * (double)ties < 1.0) best = e;
-                }
-            }
-            taken[best] = true;
-            ex[t * K + k] = best;
-        }
-        order[t] = (prio){row[ex[t * K]], t};
+        if (!o->given_experts) top_k(P + t * E, E, K, o, taken, ex + t * K);
+        order[t] = (prio){P[t * E + ex[t * K]], t};
     }
     if (o->batch_priority) qsort(order, (size_t)T, sizeof *order, by_priority);
 
-    /* 2. slots: rank by rank, tokens in (priority) order */
+    /* 2. slots: rank by rank, tokens in (priority) order; a given selection
+     * brings its own kept flags */
     for (int64_t k = 0; k < K; k++)
         for (int64_t i = 0; i < T; i++) {
             int64_t t = order[i].t, e = ex[t * K + k];
-            if (count[e] < r->capacity) {
+            bool fits = o->given_experts ? kept[t * K + k] != 0 : count[e] < r->capacity;
+            if (fits) {
                 kept[t * K + k] = 1;
                 slot[t * K + k] = count[e]++;
             } else {

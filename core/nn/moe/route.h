@@ -12,7 +12,11 @@
  *   3. an assignment past its expert's capacity is dropped (it adds nothing;
  *      the residual connection carries the token).
  * The kept assignments are listed expert by expert, in slot order, so each
- * expert's tokens form one contiguous block for one GEMM. */
+ * expert's tokens form one contiguous block for one GEMM.
+ * Forced routing (the metrics, experts-only attacks) changes step 1: experts
+ * can be excluded (silenced); every token's first choice can be forced (then
+ * no capacity limit applies); or the whole selection and its kept flags are
+ * given (a trace's), replacing steps 1 to 3. */
 #ifndef ML_NN_MOE_ROUTE_H
 #define ML_NN_MOE_ROUTE_H
 
@@ -23,7 +27,13 @@ typedef struct {
     double capacity_factor; /* <= 0: no capacity limit */
     bool round_capacity;    /* round capacity up to a multiple of 4 */
     bool batch_priority;    /* order tokens by top-1 probability when filling slots */
-    bool random_ties;       /* break exact ties uniformly at random */
+    bool random_ties;       /* break exact ties uniformly at random (else lowest index) */
+    const bool *excluded;   /* [E]: experts never chosen (silenced), or NULL */
+    bool force_first;       /* every token's first choice is first_expert; no capacity limit */
+    int first_expert;
+    /* A given selection: int64 [T, K] expert ids and kept flags (valid: a
+     * trace's, trace.h), used instead of steps 1 to 3. */
+    const ml_tensor *given_experts, *given_kept;
 } ml_route_opts;
 
 typedef struct {
