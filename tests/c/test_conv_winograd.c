@@ -12,17 +12,6 @@
 #include "rng.h"
 #include "testlib.h"
 
-/* max |a - b| over max |b|: the error relative to the output's scale */
-static double rel_err(const ml_tensor *a, const ml_tensor *b) {
-    double d = 0, m = 0;
-    for (int64_t i = 0; i < ml_numel(b); i++) {
-        double e = fabs((double)ml_f32(a)[i] - ml_f32(b)[i]), s = fabs((double)ml_f32(b)[i]);
-        if (e > d) d = e;
-        if (s > m) m = s;
-    }
-    return m > 0 ? d / m : d;
-}
-
 /* The bound: float32's epsilon (1.2e-7) times 2^10 -- the transforms scale a
  * value by up to ~10 on the way in and out, and every output sums 36
  * products per input channel (docs/PERFORMANCE.md). The worst seen over the
@@ -78,10 +67,10 @@ static void check_shape(int N, int C, int H, int W, int O, int p, bool bias) {
     bool all = wi.y && wi.gx && wi.gw && di.y && di.gx && di.gw && im.y && im.gx && im.gw;
     CHECK(all);
     if (all) {
-        double ef = rel_err(wi.y, di.y), eg = rel_err(wi.gx, di.gx), ew = rel_err(wi.gw, di.gw);
+        double ef = test_rel_diff(wi.y, di.y), eg = test_rel_diff(wi.gx, di.gx), ew = test_rel_diff(wi.gw, di.gw);
         CHECK(ef <= WINOGRAD_BOUND && eg <= WINOGRAD_BOUND && ew <= WINOGRAD_BOUND);
-        CHECK(rel_err(wi.y, im.y) <= WINOGRAD_BOUND && rel_err(wi.gx, im.gx) <= WINOGRAD_BOUND &&
-              rel_err(wi.gw, im.gw) <= WINOGRAD_BOUND);
+        CHECK(test_rel_diff(wi.y, im.y) <= WINOGRAD_BOUND && test_rel_diff(wi.gx, im.gx) <= WINOGRAD_BOUND &&
+              test_rel_diff(wi.gw, im.gw) <= WINOGRAD_BOUND);
         if (ef > worst_fwd) worst_fwd = ef;
         if (eg > worst_gx) worst_gx = eg;
         if (ew > worst_gw) worst_gw = ew;
@@ -161,10 +150,6 @@ TEST(finite_differences) {
  * thread: the same bits with 1 and 2 threads, run after run. The weight
  * gradient adds fixed slices in slice order: the same bits run after run on
  * the same thread count. */
-static bool same_bits(const ml_tensor *a, const ml_tensor *b) {
-    return a && b && ml_numel(a) == ml_numel(b) && !memcmp(ml_f32(a), ml_f32(b), sizeof(float) * (size_t)ml_numel(a));
-}
-
 TEST(same_bits_on_any_thread_count) {
     int64_t xs[4] = {9, 32, 16, 16}, ws[4] = {32, 32, 3, 3}, ys[4] = {9, 32, 16, 16};
     ml_seed(13);
@@ -178,9 +163,9 @@ TEST(same_bits_on_any_thread_count) {
     ml_set_num_threads(2);
     fwd_bwd b = run(ML_CONV_AUTO, x, w, NULL, gy, &o), c = run(ML_CONV_AUTO, x, w, NULL, gy, &o);
     ml_set_num_threads(saved);
-    CHECK(same_bits(a.y, b.y) && same_bits(b.y, c.y));
-    CHECK(same_bits(a.gx, b.gx) && same_bits(b.gx, c.gx));
-    CHECK(same_bits(b.gw, c.gw));
+    CHECK(test_same_bits(a.y, b.y) && test_same_bits(b.y, c.y));
+    CHECK(test_same_bits(a.gx, b.gx) && test_same_bits(b.gx, c.gx));
+    CHECK(test_same_bits(b.gw, c.gw));
     release_all(&a);
     release_all(&b);
     release_all(&c);

@@ -16,22 +16,6 @@ static ml_tensor *reference(const ml_tensor *a, bool ta, const ml_tensor *b, boo
     return c;
 }
 
-static bool identical(const ml_tensor *x, const ml_tensor *y) {
-    return x && y && ml_numel(x) == ml_numel(y) &&
-           !memcmp(ml_f32(x), ml_f32(y), sizeof(float) * (size_t)ml_numel(x));
-}
-
-/* max |x - y| / max |y| */
-static double rel_diff(const ml_tensor *x, const ml_tensor *y) {
-    double d = 0, m = 0;
-    for (int64_t i = 0; i < ml_numel(y); i++) {
-        double e = fabs((double)ml_f32(x)[i] - ml_f32(y)[i]), a = fabs((double)ml_f32(y)[i]);
-        if (e > d) d = e;
-        if (a > m) m = a;
-    }
-    return m > 0 ? d / m : d;
-}
-
 /* A product and its two gradients through linear (the three transpose
  * patterns), against one cblas call each: bit-identical when `exact`, else to
  * float rounding (a large product runs in pieces of rows or columns, and
@@ -41,22 +25,22 @@ static void check_product(int64_t M, int64_t N, int64_t K, bool exact) {
     int64_t as[2] = {M, K}, bs[2] = {K, N}, ws[2] = {N, K};
     ml_tensor *a = ml_randn(2, as), *b = ml_randn(2, bs), *w = ml_randn(2, ws);
     ml_tensor *y = ml_matmul(a, b), *y2 = ml_matmul(a, b), *ref = reference(a, false, b, false, M, N, K);
-    CHECK(identical(y, y2));
-    CHECK(exact ? identical(y, ref) : rel_diff(y, ref) < 1e-6); /* [M, K] x [K, N] */
+    CHECK(test_same_bits(y, y2));
+    CHECK(exact ? test_same_bits(y, ref) : test_rel_diff(y, ref) < 1e-6); /* [M, K] x [K, N] */
     ml_release(y); ml_release(y2); ml_release(ref);
     ml_requires_grad_(a, true);
     ml_requires_grad_(w, true);
     y = ml_linear(a, w, NULL); /* a w^T */
     ref = reference(a, false, w, true, M, N, K);
-    CHECK(exact ? identical(y, ref) : rel_diff(y, ref) < 1e-6);
+    CHECK(exact ? test_same_bits(y, ref) : test_rel_diff(y, ref) < 1e-6);
     ml_tensor *g = ml_randn(2, y->shape), *grads[2] = {0}, *ins[2] = {a, w};
     CHECK(ml_grad(y, g, 2, ins, grads, true) == 0);
     ml_tensor *ga = reference(g, false, w, false, M, K, N); /* g w */
     ml_tensor *gw = reference(g, true, a, false, N, K, M);  /* g^T a */
-    CHECK(exact ? identical(grads[0], ga) : rel_diff(grads[0], ga) < 1e-6);
-    CHECK(exact ? identical(grads[1], gw) : rel_diff(grads[1], gw) < 1e-6);
+    CHECK(exact ? test_same_bits(grads[0], ga) : test_rel_diff(grads[0], ga) < 1e-6);
+    CHECK(exact ? test_same_bits(grads[1], gw) : test_rel_diff(grads[1], gw) < 1e-6);
     ml_tensor *again[2] = {0};
-    CHECK(ml_grad(y, g, 2, ins, again, false) == 0 && identical(again[0], grads[0]) && identical(again[1], grads[1]));
+    CHECK(ml_grad(y, g, 2, ins, again, false) == 0 && test_same_bits(again[0], grads[0]) && test_same_bits(again[1], grads[1]));
     if (test_failures) fprintf(stderr, "  %lld x %lld x %lld\n", (long long)M, (long long)N, (long long)K);
     ml_release(again[0]); ml_release(again[1]);
     ml_release(ga); ml_release(gw); ml_release(grads[0]); ml_release(grads[1]); ml_release(g);
