@@ -1,7 +1,10 @@
 -- bench/models.lua -- the W1-W4 workloads of WORKLOADS.md: infer, train and
 -- pgd modes at batch 128, median/min/max over repeated runs.
 --
---   ./build/moelab bench/models.lua [--quick] [--out results.jsonl] [--export dir] [--only vit-dense,vmoe]
+--   ./build/moelab bench/models.lua [--quick] [--only vit-dense,vmoe] [--runs n] [--out results.jsonl] [--export dir]
+--
+-- --only runs the listed workloads (cnn-dense, moe-cnn, vit-dense, vmoe); --runs sets
+-- the timed runs (pgd: half of them, at least one).
 --
 -- --export writes each workload's weights (PyTorch names), input batch and
 -- eval logits as safetensors, so bench/torch_bench.py runs identical models on
@@ -9,10 +12,11 @@
 -- prints the side-by-side table.
 local ml = require "moelab"
 
-local quick, out_path, export_dir, only = false, nil, nil, nil
+local quick, out_path, export_dir, only, runs = false, nil, nil, nil, nil
 local i = 1
 while arg and arg[i] do
   if arg[i] == "--quick" then quick = true
+  elseif arg[i] == "--runs" then runs = assert(math.tointeger(tonumber(arg[i + 1])), "--runs: an integer"); i = i + 1
   elseif arg[i] == "--out" then out_path = arg[i + 1]; i = i + 1
   elseif arg[i] == "--export" then export_dir = arg[i + 1]; i = i + 1
   elseif arg[i] == "--only" then only = {}; for w in arg[i + 1]:gmatch("[^,]+") do only[w] = true end; i = i + 1 end
@@ -21,6 +25,7 @@ end
 
 local B = quick and 16 or 128
 local RUNS, PGD_RUNS = quick and 2 or 10, quick and 1 or 5
+if runs then RUNS, PGD_RUNS = runs, math.max(1, runs // 2) end
 
 local function median_min_max(times)
   table.sort(times)

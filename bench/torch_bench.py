@@ -2,7 +2,7 @@
 configuration: 2 threads, eager mode, channels_last for the CNNs (run under
 bench/run.sh, which preloads tcmalloc and keeps OpenBLAS at one thread).
 
-  python3 bench/torch_bench.py DIR [--quick] [--out results.jsonl]
+  python3 bench/torch_bench.py DIR [--quick] [--runs n] [--out results.jsonl]
 
 DIR holds the files written by `moelab bench/models.lua --export DIR`: the same
 weights, inputs and (for the MoE models) calibrated routers; the logits are
@@ -45,6 +45,9 @@ def main():
     quick = "--quick" in sys.argv
     out = sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else None
     runs, pgd_runs = (2, 1) if quick else (10, 5)
+    if "--runs" in sys.argv:  # as bench/models.lua --runs
+        runs = int(sys.argv[sys.argv.index("--runs") + 1])
+        pgd_runs = max(1, runs // 2)
     results = []
     for name, forms in [("cnn-dense", [None]), ("moe-cnn", ["sparse", "mask"]), ("vit-dense", [None]), ("vmoe", [None])]:
         path = os.path.join(d, name + ".safetensors")

@@ -62,7 +62,7 @@ void ml_build_info(ml_build_config *out) {
     out->cpus = cpus > 0 ? (int)cpus : 0;
     read_cpu_model(out->cpu, sizeof out->cpu);
     cpu_features(out->features, sizeof out->features);
-    out->conv_avx512 = ml_conv_direct_available() && ml_conv_get_impl() == ML_CONV_AUTO;
+    out->conv_avx512 = ml_conv_direct_available() && ml_conv_get_impl() != ML_CONV_IM2COL;
 #if defined(__SANITIZE_ADDRESS__)
     out->sanitized = true;
 #endif

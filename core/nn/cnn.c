@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../ops/conv.h"
+#include "../ops/conv_env.h"
 #include "../ops/elementwise.h"
 #include "../ops/norm.h"
 #include "../ops/pool.h"
@@ -125,7 +126,7 @@ void ml_nn_set_fuse(bool on) { atomic_store(&fuse_mode, on ? 1 : 0); }
 bool ml_nn_fuse(void) {
     int m = atomic_load(&fuse_mode);
     if (m < 0) {
-        const char *e = getenv("MOELAB_FUSE");
+        const char *e = ml_conv_env(ML_ENV_FUSE);
         m = e && !strcmp(e, "0") ? 0 : 1;
         atomic_store(&fuse_mode, m);
     }

@@ -1,6 +1,6 @@
 /* conv.c -- conv2d forward and backward: the API, the checks, the autograd
  * nodes and the portable path (im2col + sgemm per sample); on a CPU with
- * AVX-512 the three passes go to the direct kernels of conv_avx512.c
+ * AVX-512 the three passes go to the direct kernels of conv_avx512_*.c
  * (use_direct; docs/PERFORMANCE.md describes them).
  *
  * For sample n and group g, with K = (C/groups) kh kw and P = Ho Wo:
@@ -8,7 +8,8 @@
  *   input grad    col(gx[n, g]) [K, P] = W_g^T x gout[n, g]; col2im adds it back
  *   weight grad   gW_g [O/g, K]       += gout[n, g] [O/g, P] x col^T
  * Samples run in parallel (OpenMP), each GEMM on one BLAS thread; each thread
- * owns its column buffer and, for the weight gradient, its partial sum. A 1x1
+ * owns its column buffer, and for the weight gradient fixed slices of samples
+ * own a partial sum each (added in slice order: the same bits on any run). A 1x1
  * stride-1 unpadded convolution needs no im2col: col(x[n]) is x[n] itself.
  * ml_conv2d_affine (a convolution with a per-channel affine map and ReLU, for
  * an eval-mode BatchNorm folded in) is at the end. */
@@ -22,6 +23,7 @@
 
 #include "../autograd.h"
 #include "../parallel.h"
+#include "conv_env.h"
 #include "conv_internal.h"
 #include "linalg.h"
 #include "../memory.h"
@@ -35,8 +37,8 @@ static _Atomic int64_t path_counts[6];
 static int conv_mode(void) {
     int m = atomic_load(&impl_mode);
     if (m < 0) {
-        const char *e = getenv("MOELAB_CONV");
-        m = e && !strcmp(e, "im2col") ? ML_CONV_IM2COL : ML_CONV_AUTO;
+        const char *e = ml_conv_env(ML_ENV_CONV);
+        m = e && !strcmp(e, "im2col") ? ML_CONV_IM2COL : e && !strcmp(e, "direct") ? ML_CONV_DIRECT : ML_CONV_AUTO;
         atomic_store(&impl_mode, m);
     }
     return m;
@@ -50,8 +52,21 @@ bool ml_conv_direct_available(void) {
     static int ok = -1;
     if (ok < 0) {
         __builtin_cpu_init();
-        const char *e = getenv("MOELAB_CONV"); /* "noavx512": behave as on a CPU without it */
+        const char *e = ml_conv_env(ML_ENV_CONV); /* "noavx512": behave as on a CPU without it */
         ok = __builtin_cpu_supports("avx512f") && !(e && !strcmp(e, "noavx512")) ? 1 : 0;
+    }
+    return ok == 1;
+#else
+    return false;
+#endif
+}
+
+bool ml_conv_winograd_available(void) {
+#if defined(MOELAB_HAVE_AVX2_KERNELS) && (defined(__x86_64__) || defined(__i386__))
+    static int ok = -1;
+    if (ok < 0) {
+        __builtin_cpu_init();
+        ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
     }
     return ok == 1;
 #else
@@ -65,9 +80,22 @@ void ml_conv_path_counts(int64_t counts[6]) {
 
 /* which: 0 forward, 1 input gradient, 2 weight gradient */
 static bool use_direct(const geom *g, int which) {
-    bool d = conv_mode() == ML_CONV_AUTO && ml_conv_direct_available() && ml_conv_avx512_handles(g, which);
+    int m = conv_mode();
+    bool d = m != ML_CONV_IM2COL && ml_conv_direct_available() && ml_conv_avx512_handles(g, which);
     atomic_fetch_add(&path_counts[(d ? 0 : 3) + which], 1);
     return d;
+}
+
+/* Winograd for 3x3 stride-1 convolutions, before the direct kernels are asked. */
+static _Atomic int64_t winograd_counts[3];
+static bool use_winograd(const geom *g, int which) {
+    bool w = conv_mode() == ML_CONV_AUTO && ml_conv_winograd_available() && ml_conv_winograd_handles(g, which);
+    if (w) atomic_fetch_add(&winograd_counts[which], 1);
+    return w;
+}
+
+void ml_conv_winograd_counts(int64_t counts[3]) {
+    for (int i = 0; i < 3; i++) counts[i] = atomic_load(&winograd_counts[i]);
 }
 
 static int make_geom(const ml_tensor *x, const ml_tensor *w, const ml_conv_opts *o, geom *g) {
@@ -180,6 +208,10 @@ static int conv_forward_im2col(const geom *g, const float *x, const float *w, co
 
 /* The forward pass on the path use_direct() chooses. */
 static int conv_forward(const geom *g, const float *x, const float *w, const float *b, float *y) {
+    if (use_winograd(g, 0)) {
+        ml_flops_add(2 * g->N * g->O * g->K * g->P);
+        return ml_conv_winograd_forward(g, x, w, b, NULL, NULL, NULL, false, y);
+    }
     if (use_direct(g, 0)) {
         ml_flops_add(2 * g->N * g->O * g->K * g->P);
         return ml_conv_avx512_forward(g, x, w, b, y);
@@ -230,25 +262,27 @@ static int conv_grads(const geom *gp, ml_tensor *x, ml_tensor *w, const float *g
                       ml_tensor **gxp, ml_tensor **gwp) {
     geom g = *gp;
     const float *xx = ml_f32(x), *ww = ml_f32(w);
-    /* the direct kernels write every element; col2im and the partial sums accumulate */
-    bool dx = need_x && use_direct(&g, 1), dw = need_w && use_direct(&g, 2);
-    bool ix = need_x && !dx, iw = need_w && !dw; /* left to im2col + sgemm */
-    ml_tensor *gx = need_x ? (dx ? ml_empty(ML_F32, 4, x->shape) : ml_zeros(ML_F32, 4, x->shape)) : NULL;
-    ml_tensor *gw = need_w ? (dw ? ml_empty(ML_F32, 4, w->shape) : ml_zeros(ML_F32, 4, w->shape)) : NULL;
+    /* Winograd or the direct kernels write every element; col2im and the
+     * partial sums of im2col + sgemm accumulate */
+    bool wx = need_x && use_winograd(&g, 1), ww_ = need_w && use_winograd(&g, 2);
+    bool dx = need_x && !wx && use_direct(&g, 1), dw = need_w && !ww_ && use_direct(&g, 2);
+    bool ix = need_x && !wx && !dx, iw = need_w && !ww_ && !dw; /* left to im2col + sgemm */
+    ml_tensor *gx = need_x ? (ix ? ml_zeros(ML_F32, 4, x->shape) : ml_empty(ML_F32, 4, x->shape)) : NULL;
+    ml_tensor *gw = need_w ? (iw ? ml_zeros(ML_F32, 4, w->shape) : ml_empty(ML_F32, 4, w->shape)) : NULL;
     if ((need_x && !gx) || (need_w && !gw)) {
         ml_release(gx);
         ml_release(gw);
         return -1;
     }
-    if (dx || dw) {
+    if (wx || dx || ww_ || dw) {
         int rc = 0;
-        if (dx) {
+        if (wx || dx) {
             ml_flops_add(2 * g.N * g.O * g.K * g.P);
-            rc = ml_conv_avx512_input_grad(&g, gy, ww, ml_f32(gx));
+            rc = wx ? ml_conv_winograd_input_grad(&g, gy, ww, ml_f32(gx)) : ml_conv_avx512_input_grad(&g, gy, ww, ml_f32(gx));
         }
-        if (dw && rc == 0) {
+        if ((ww_ || dw) && rc == 0) {
             ml_flops_add(2 * g.N * g.O * g.K * g.P);
-            rc = ml_conv_avx512_weight_grad(&g, xx, gy, ml_f32(gw));
+            rc = ww_ ? ml_conv_winograd_weight_grad(&g, xx, gy, ml_f32(gw)) : ml_conv_avx512_weight_grad(&g, xx, gy, ml_f32(gw));
         }
         if (rc) {
             ml_release(gx);
@@ -500,7 +534,10 @@ ml_tensor *ml_conv2d_affine_residual(ml_tensor *x, ml_tensor *w, ml_tensor *scal
     if (y) {
         int rc;
         const float *s = ml_f32(sc), *t = ml_f32(tc), *res = rc_t ? ml_f32(rc_t) : NULL;
-        if (use_direct(&g, 0)) {
+        if (use_winograd(&g, 0)) {
+            ml_flops_add(2 * g.N * g.O * g.K * g.P);
+            rc = ml_conv_winograd_forward(&g, ml_f32(xc), ml_f32(wc), NULL, s, t, res, relu, ml_f32(y));
+        } else if (use_direct(&g, 0)) {
             ml_flops_add(2 * g.N * g.O * g.K * g.P);
             rc = ml_conv_avx512_forward_affine(&g, ml_f32(xc), ml_f32(wc), NULL, s, t, res, relu, ml_f32(y));
         } else {

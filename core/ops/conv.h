@@ -3,7 +3,7 @@
  * conv2d: x [N, C, H, W], w [O, C/groups, kh, kw], b [O] or NULL ->
  * [N, O, Ho, Wo], Ho = (H + 2 pad_h - dil_h (kh - 1) - 1) / stride_h + 1.
  * On a CPU with AVX-512 the forward pass and both gradients run on direct
- * convolution kernels of our own (ops/conv_avx512.c: register-tiled, no
+ * convolution kernels of our own (ops/conv_avx512_*.c: register-tiled, no
  * im2col; see docs/PERFORMANCE.md). Elsewhere, and for what those kernels
  * do not take (the weight gradient of groups with fewer than 8 output
  * channels), it is im2col +
@@ -40,13 +40,15 @@ ml_tensor *ml_conv2d_affine(ml_tensor *x, ml_tensor *w, ml_tensor *scale, ml_ten
 ml_tensor *ml_conv2d_affine_residual(ml_tensor *x, ml_tensor *w, ml_tensor *scale, ml_tensor *shift,
                                      ml_tensor *residual, bool relu, const ml_conv_opts *o);
 
-/* Implementation choice, for tests and benchmarks. ML_CONV_AUTO takes the
- * direct kernels wherever the CPU and the shape allow; ML_CONV_IM2COL forces
- * im2col + sgemm everywhere. The environment variable MOELAB_CONV=im2col sets
- * the initial choice; MOELAB_CONV=noavx512 makes the engine behave as on a CPU
- * without AVX-512 (for testing the fallback). A backward pass uses the choice
- * in force when it runs. */
-typedef enum { ML_CONV_AUTO = 0, ML_CONV_IM2COL = 1 } ml_conv_impl;
+/* Implementation choice, for tests and benchmarks. ML_CONV_AUTO takes
+ * Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions and the direct kernels
+ * for the rest wherever the CPU and the shape allow; ML_CONV_DIRECT the
+ * direct kernels without Winograd; ML_CONV_IM2COL im2col + sgemm everywhere.
+ * The environment variable MOELAB_CONV=direct | im2col sets the initial
+ * choice; MOELAB_CONV=noavx512 makes the engine behave as on a CPU without
+ * AVX-512 (for testing the fallback). A backward pass uses the choice in force
+ * when it runs. */
+typedef enum { ML_CONV_AUTO = 0, ML_CONV_IM2COL = 1, ML_CONV_DIRECT = 2 } ml_conv_impl;
 void ml_conv_set_impl(ml_conv_impl impl);
 ml_conv_impl ml_conv_get_impl(void);
 bool ml_conv_direct_available(void); /* compiled in and supported by this CPU */

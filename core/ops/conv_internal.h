@@ -1,5 +1,6 @@
 /* conv_internal.h -- what conv.c shares with the direct (AVX-512) kernels in
- * conv_avx512.c. Not a public header.
+ * conv_avx512_*.c (conv_avx512.h says which file does what). Not a public
+ * header.
  *
  * All pointers are contiguous NCHW float32 arrays:
  *   x  [N, C, H, W]        w  [O, Cg, kh, kw]       b [O] or NULL
@@ -9,6 +10,13 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+
+static inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+/* floor and ceiling division for possibly negative a, b > 0 */
+static inline int64_t div_floor(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+static inline int64_t div_ceil(int64_t a, int64_t b) { return -div_floor(-a, b); }
 
 typedef struct {
     int64_t N, C, H, W, O, kh, kw, Ho, Wo;
@@ -32,6 +40,20 @@ int ml_conv_avx512_forward_affine(const ml_conv_geom *g, const float *x, const f
                                   const float *scale, const float *shift, const float *res, bool relu, float *y);
 int ml_conv_avx512_input_grad(const ml_conv_geom *g, const float *gy, const float *w, float *gx);
 int ml_conv_avx512_weight_grad(const ml_conv_geom *g, const float *x, const float *gy, float *gw);
+
+/* Winograd F(4x4, 3x3) on AVX2 + FMA (conv_avx2_winograd.c) for 3x3 stride-1
+ * convolutions without dilation or groups, padding at most 2: `which` as
+ * above. The forward takes the same epilogue as ml_conv_avx512_forward_affine
+ * (b and scale are not both given). Whether the CPU runs it is conv.c's
+ * ml_conv_winograd_available(). */
+bool ml_conv_winograd_available(void);
+bool ml_conv_winograd_handles(const ml_conv_geom *g, int which);
+int ml_conv_winograd_forward(const ml_conv_geom *g, const float *x, const float *w, const float *b, const float *scale,
+                             const float *shift, const float *res, bool relu, float *y);
+int ml_conv_winograd_input_grad(const ml_conv_geom *g, const float *gy, const float *w, float *gx);
+int ml_conv_winograd_weight_grad(const ml_conv_geom *g, const float *x, const float *gy, float *gw);
+/* Calls per pass (forward, input gradient, weight gradient) that took Winograd. */
+void ml_conv_winograd_counts(int64_t counts[3]);
 
 /* Test hooks: force the forward / input-gradient tiles to one family where
  * it applies (0 channels in lanes, 1 pixels in lanes, 2 channel-lane 3x3 tiles

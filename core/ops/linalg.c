@@ -14,6 +14,11 @@
 
 /* Below this many multiply-adds a GEMM is not worth splitting across threads. */
 #define ML_GEMM_SPLIT_MACS ((int64_t)1 << 18)
+/* From this many (about 40 ms on two cores) a GEMM is done in pieces, so that
+ * Ctrl-C is noticed between them (parts of a second apart even for products
+ * of minutes: a piece has at least 2048 rows or columns). */
+#define ML_GEMM_POLL_MACS ((int64_t)1 << 32)
+#define ML_GEMM_PIECE_MIN 2048
 
 static atomic_llong flop_counter;
 void ml_flops_add(int64_t flops) { atomic_fetch_add(&flop_counter, flops); }
@@ -26,15 +31,10 @@ static void gemm_block(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
                 (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
 
-void ml_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-              int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    if (M == 0 || N == 0) return;
-    if (K == 0) {
-        for (int64_t i = 0; i < M; i++)
-            for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0 ? 0.0f : beta * C[i * ldc + j];
-        return;
-    }
-    ml_flops_add(2 * M * N * K);
+/* One product (or one piece of a large one): a serial BLAS gets it split into
+ * row (or column) blocks computed in parallel by OpenMP. */
+static void gemm_piece(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     /* One thread pool for everything (parallel.h): the OpenMP build of
      * OpenBLAS threads the product with it; a serial BLAS gets the product
      * split into row (or column) blocks computed in parallel by OpenMP. */
@@ -61,9 +61,49 @@ void ml_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
     }
 }
 
+int ml_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+             int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (M == 0 || N == 0) return 0;
+    if (K == 0) {
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0 ? 0.0f : beta * C[i * ldc + j];
+        return 0;
+    }
+    ml_flops_add(2 * M * N * K);
+    if (M * N * K < ML_GEMM_POLL_MACS || omp_in_parallel()) {
+        gemm_piece(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return 0;
+    }
+    /* A large product: pieces of the longer side of C of about
+     * ML_GEMM_POLL_MACS multiply-adds and at least ML_GEMM_PIECE_MIN rows
+     * (or columns) each, with a look at the interrupt flag between them.
+     * BLAS packs the other operand once per piece: with pieces this deep
+     * that costs about 1% (a packed float is some hundred times dearer than a
+     * multiply-add). Every element of C is still one sum over the whole of K
+     * in BLAS's order, but OpenBLAS tiles the rows at a piece's edge
+     * differently from those inside one call, which can change the last bit
+     * of a few elements: the same on every run, and products below
+     * ML_GEMM_POLL_MACS (every layer of the model zoo) are one call as before. */
+    bool by_rows = M >= N;
+    int64_t len = by_rows ? M : N, other = by_rows ? N : M;
+    int64_t piece = ML_GEMM_POLL_MACS / (other * K);
+    piece = piece < ML_GEMM_PIECE_MIN ? ML_GEMM_PIECE_MIN : (piece + 255) / 256 * 256;
+    for (int64_t s = 0; s < len; s += piece) {
+        if (ml_interrupted()) return -1;
+        int64_t n = len - s < piece ? len - s : piece;
+        if (by_rows)
+            gemm_piece(trans_a, trans_b, n, N, K, alpha, trans_a ? A + s : A + s * lda, lda, B, ldb, beta, C + s * ldc,
+                       ldc);
+        else
+            gemm_piece(trans_a, trans_b, M, n, K, alpha, A, lda, trans_b ? B + s * ldb : B + s, ldb, beta, C + s, ldc);
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------ bmm core */
-/* out[b] = op(a[b]) op(b[b]) for contiguous 3-d operands. */
-static void bmm_raw(const ml_tensor *a, bool ta, const ml_tensor *b, bool tb, ml_tensor *out) {
+/* out[b] = op(a[b]) op(b[b]) for contiguous 3-d operands. Returns 0, or -1
+ * with the error set when interrupted. */
+static int bmm_raw(const ml_tensor *a, bool ta, const ml_tensor *b, bool tb, ml_tensor *out) {
     int64_t B = out->shape[0], M = out->shape[1], N = out->shape[2];
     int64_t K = ta ? a->shape[1] : a->shape[2];
     int64_t sa = a->shape[0] == 1 ? 0 : a->shape[1] * a->shape[2];
@@ -71,10 +111,19 @@ static void bmm_raw(const ml_tensor *a, bool ta, const ml_tensor *b, bool tb, ml
     /* many small products (attention heads): one per thread, each on one BLAS
      * thread (ml_sgemm inside a parallel region does not split) */
     bool par = B > 1 && M * N * K < 4 * ML_GEMM_SPLIT_MACS && !omp_in_parallel();
-    #pragma omp parallel for schedule(static) if (par)
+    if (par) {
+        #pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < B; i++)
+            ml_sgemm(ta, tb, M, N, K, 1.0f, ml_f32(a) + i * sa, a->shape[2], ml_f32(b) + i * sb, b->shape[2], 0.0f,
+                     ml_f32(out) + i * M * N, N);
+        return 0;
+    }
+    /* one at a time: a large product may stop when interrupted */
     for (int64_t i = 0; i < B; i++)
-        ml_sgemm(ta, tb, M, N, K, 1.0f, ml_f32(a) + i * sa, a->shape[2], ml_f32(b) + i * sb, b->shape[2], 0.0f,
-                 ml_f32(out) + i * M * N, N);
+        if (ml_sgemm(ta, tb, M, N, K, 1.0f, ml_f32(a) + i * sa, a->shape[2], ml_f32(b) + i * sb, b->shape[2], 0.0f,
+                     ml_f32(out) + i * M * N, N))
+            return -1;
+    return 0;
 }
 
 static int bmm_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
@@ -84,14 +133,20 @@ static int bmm_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
         int64_t sh[3] = {g->shape[0], a->shape[1], a->shape[2]};
         ml_tensor *ga = ml_empty(ML_F32, 3, sh);
         if (!ga) return -1;
-        bmm_raw(g, false, b, true, ga);
+        if (bmm_raw(g, false, b, true, ga)) {
+            ml_release(ga);
+            return -1;
+        }
         gin[0] = ga;
     }
     if (n->needs[1]) { /* gb = a^T g */
         int64_t sh[3] = {g->shape[0], b->shape[1], b->shape[2]};
         ml_tensor *gb = ml_empty(ML_F32, 3, sh);
         if (!gb) return -1;
-        bmm_raw(a, true, g, false, gb);
+        if (bmm_raw(a, true, g, false, gb)) {
+            ml_release(gb);
+            return -1;
+        }
         gin[1] = gb;
     }
     return 0;
@@ -109,8 +164,11 @@ ml_tensor *ml_bmm(ml_tensor *a, ml_tensor *b) {
     if (cb) {
         int64_t sh[3] = {a->shape[0], a->shape[1], b->shape[2]};
         out = ml_empty(ML_F32, 3, sh);
+        if (out && bmm_raw(ca, false, cb, false, out)) {
+            ml_release(out);
+            out = NULL;
+        }
         if (out) {
-            bmm_raw(ca, false, cb, false, out);
             ml_node *n = ml_record("bmm", out, 2, (ml_tensor *[]){a, b}, bmm_backward);
             if (n) {
                 ml_save(n, ca);
@@ -238,13 +296,19 @@ static int linear_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
     if (n->needs[0]) { /* gx = g W : [rows, out] x [out, in] */
         ml_tensor *gx = ml_empty(ML_F32, n->in[0]->ndim, n->in[0]->shape);
         if (!gx) return -1;
-        ml_sgemm(false, !wt, rows, in, out, 1.0f, ml_f32(g), out, ml_f32(w), ldw, 0.0f, ml_f32(gx), in);
+        if (ml_sgemm(false, !wt, rows, in, out, 1.0f, ml_f32(g), out, ml_f32(w), ldw, 0.0f, ml_f32(gx), in)) {
+            ml_release(gx);
+            return -1;
+        }
         gin[0] = gx;
     }
     if (n->needs[1]) { /* gW = g^T x : [out, rows] x [rows, in] */
         ml_tensor *gw = ml_empty(ML_F32, 2, n->in[1]->shape);
         if (!gw) return -1;
-        ml_sgemm(true, false, out, in, rows, 1.0f, ml_f32(g), out, ml_f32(x), in, 0.0f, ml_f32(gw), in);
+        if (ml_sgemm(true, false, out, in, rows, 1.0f, ml_f32(g), out, ml_f32(x), in, 0.0f, ml_f32(gw), in)) {
+            ml_release(gw);
+            return -1;
+        }
         gin[1] = gw;
     }
     if (n->n_in > 2 && n->needs[2]) {
@@ -305,7 +369,12 @@ ml_tensor *ml_linear(ml_tensor *x, ml_tensor *w, ml_tensor *b) {
             ml_release(bc);
             beta = 1.0f;
         }
-        ml_sgemm(false, wt, rows, outf, in, 1.0f, ml_f32(x2), in, ml_f32(wc), ldw, beta, o, outf);
+        if (ml_sgemm(false, wt, rows, outf, in, 1.0f, ml_f32(x2), in, ml_f32(wc), ldw, beta, o, outf)) {
+            ml_release(y);
+            ml_release(wc);
+            ml_release(x2);
+            return NULL;
+        }
         ml_tensor *ins[3] = {x, w, b};
         ml_node *n = ml_record("linear", y, b ? 3 : 2, ins, linear_backward);
         if (n) {

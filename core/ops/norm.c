@@ -272,8 +272,8 @@ static int bn_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
                 double sg = tot[c], sgx = tot[C + c] * is[c];
                 if (gw) ml_f32(gw)[c] = (float)sgx;
                 if (gb) ml_f32(gb)[c] = (float)sg;
-                mg[c] = (float)(sg / (double)M);
-                mgx[c] = (float)(sgx / (double)M);
+                mg[c] = M ? (float)(sg / (double)M) : 0.0f;
+                mgx[c] = M ? (float)(sgx / (double)M) : 0.0f;
             }
         }
     }
@@ -331,7 +331,7 @@ ml_tensor *ml_batch_norm_act(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, m
                            ML_SHAPE_STR(x));
     }
     if (!training && (!rm || !rv)) return ml_fail("batch_norm: evaluation mode needs running_mean and running_var");
-    if (training && N * inner < 2)
+    if (training && N * inner == 1)
         return ml_fail("batch_norm: training needs more than one value per channel (input %s)", ML_SHAPE_STR(x));
     if (!(eps > 0)) return ml_fail("batch_norm: eps must be positive");
     if ((rm && rm->requires_grad) || (rv && rv->requires_grad))
@@ -359,7 +359,7 @@ ml_tensor *ml_batch_norm_act(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, m
     }
     const float *xx = ml_f32(xc), *rr = rc ? ml_f32(rc) : NULL;
     float *o = ml_f32(y), *a = coef, *bsh = coef + C, *K = coef + 2 * C;
-    if (training) {
+    if (training && M > 0) {
         /* the shift of each channel: the mean of its first row */
         for (int64_t c = 0; c < C; c++) {
             double s = 0;
@@ -376,7 +376,11 @@ ml_tensor *ml_batch_norm_act(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, m
     }
     for (int64_t c = 0; c < C; c++) {
         double m, var;
-        if (training) {
+        if (training && M == 0) {
+            /* an empty batch: no statistics, the running ones stay as they are */
+            m = 0;
+            var = 1;
+        } else if (training) {
             double e1 = tot[c] / (double)M, e2 = tot[C + c] / (double)M, v = e2 - e1 * e1;
             m = (double)K[c] + e1;
             var = v > 0 ? v : 0;
@@ -401,7 +405,7 @@ ml_tensor *ml_batch_norm_act(ml_tensor *x, ml_tensor *weight, ml_tensor *bias, m
     ml_free(coef, cbytes);
     ml_free(part, pbytes);
     ml_free(tot, sizeof(double) * 2 * (size_t)C);
-    if (training) {
+    if (training && M > 0) {
         if (rm) ml_bump_version(rm);
         if (rv) ml_bump_version(rv);
     }

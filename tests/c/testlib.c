@@ -31,3 +31,17 @@ double test_close_ratio(const ml_tensor *a, const ml_tensor *b, double rtol, dou
 ml_tensor *test_tensor(int ndim, const int64_t *shape, const float *values) {
     return ml_from_data(ML_F32, ndim, shape, values);
 }
+
+double test_rel_diff(const ml_tensor *a, const ml_tensor *b) {
+    double d = 0, m = 0;
+    for (int64_t i = 0; i < ml_numel(b); i++) {
+        double e = fabs((double)ml_f32(a)[i] - ml_f32(b)[i]), s = fabs((double)ml_f32(b)[i]);
+        if (e > d) d = e;
+        if (s > m) m = s;
+    }
+    return m > 0 ? d / m : d;
+}
+
+bool test_same_bits(const ml_tensor *a, const ml_tensor *b) {
+    return a && b && ml_numel(a) == ml_numel(b) && !memcmp(ml_f32(a), ml_f32(b), sizeof(float) * (size_t)ml_numel(a));
+}

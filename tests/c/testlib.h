@@ -63,5 +63,10 @@ int test_summary(void);
 /* Max |a - b| / (atol + rtol |b|) over elements; <= 1 means close. */
 double test_close_ratio(const ml_tensor *a, const ml_tensor *b, double rtol, double atol);
 ml_tensor *test_tensor(int ndim, const int64_t *shape, const float *values);
+/* Max |a - b| over max |b| (contiguous float32, same size): the error
+ * relative to b's scale. */
+double test_rel_diff(const ml_tensor *a, const ml_tensor *b);
+/* Both non-NULL, the same size and the same bits (contiguous float32). */
+bool test_same_bits(const ml_tensor *a, const ml_tensor *b);
 
 #endif

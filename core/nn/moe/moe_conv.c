@@ -176,8 +176,8 @@ static ml_tensor *moe_conv_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     const int64_t *ex = ml_i64(experts);
     int64_t *count = calloc((size_t)E, sizeof *count);
     for (int64_t n = 0; n < N; n++) count[ex[n]]++;
-    if (s->mask) {
-        /* reference form: the full convolution, then each sample keeps its
+    if (s->mask || N == 0) {
+        /* reference form (and an empty batch): the full convolution, then each sample keeps its
          * expert's channels, scaled by its gate */
         ml_tensor *full = ml_conv2d(x, ml_module_param(m, "weight"), NULL, &co);
         int64_t *first = full ? malloc(sizeof *first * (size_t)(N ? N : 1)) : NULL;
