@@ -202,8 +202,10 @@ function ml.watch(model, x, y, opts)
   local real_print = print
   if tty then
     print = function(...)
+      local parts = table.pack(...)
+      for i = 1, parts.n do parts[i] = tostring(parts[i]) end
       d:clear()
-      real_print(...)
+      d.out:write(table.concat(parts, "\t", 1, parts.n), "\n")
       d:draw()
     end
   end
