@@ -1,4 +1,5 @@
 /* lua_data.c -- ml.data: datasets as Lua objects (1-based examples and labels). */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,12 +233,20 @@ static int l_cifar10(lua_State *L) {
 
 static int l_png_folder(lua_State *L) { return push_ds(L, ml_data_png_folder(luaL_checkstring(L, 1))); }
 
+/* An option that the core takes as an int: a Lua error outside 1..INT_MAX. */
+static int opt_count(lua_State *L, int idx, const char *fn, const char *key, lua_Integer def) {
+    lua_Integer v = mlua_opt_integer(L, idx, key, def);
+    if (v < 1 || v > INT_MAX) luaL_error(L, "%s: %s must be in 1..%d, got %I", fn, key, INT_MAX, v);
+    return (int)v;
+}
+
 /* ml.data.gaussian_clusters{n = 1000, classes = 2, dim = 2, spread = 0.5, seed = 0} */
 static int l_gaussian(lua_State *L) {
     static const char *const known[] = {"n", "classes", "dim", "spread", "seed", NULL};
     mlua_check_options(L, 1, "gaussian_clusters", known);
-    return push_ds(L, ml_data_gaussian_clusters(mlua_opt_integer(L, 1, "n", 1000), (int)mlua_opt_integer(L, 1, "classes", 2),
-                                                (int)mlua_opt_integer(L, 1, "dim", 2), mlua_opt_number(L, 1, "spread", 0.5),
+    int classes = opt_count(L, 1, "gaussian_clusters", "classes", 2), dim = opt_count(L, 1, "gaussian_clusters", "dim", 2);
+    return push_ds(L, ml_data_gaussian_clusters(mlua_opt_integer(L, 1, "n", 1000), classes, dim,
+                                                mlua_opt_number(L, 1, "spread", 0.5),
                                                 (uint64_t)mlua_opt_integer(L, 1, "seed", 0)));
 }
 
@@ -245,7 +254,12 @@ static int l_gaussian(lua_State *L) {
 static int l_from_tensors(lua_State *L) {
     ml_tensor *x = mlua_check_tensor(L, 1);
     ml_tensor *y = mlua_index_to_core(L, 2, "from_tensors");
-    ml_dataset *d = ml_dataset_from_tensors(x, y, (int)luaL_optinteger(L, 3, 0));
+    lua_Integer classes = luaL_optinteger(L, 3, 0);
+    if (classes < 0 || classes > INT_MAX) {
+        ml_release(y);
+        return luaL_error(L, "from_tensors: classes must be in 0..%d (0: from the labels), got %I", INT_MAX, classes);
+    }
+    ml_dataset *d = ml_dataset_from_tensors(x, y, (int)classes);
     ml_release(y);
     return push_ds(L, d);
 }

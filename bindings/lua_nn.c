@@ -238,49 +238,29 @@ static int m_state_dict(lua_State *L) {
     return 1;
 }
 
-/* m:load_state_dict(tbl, [{strict = true}]): copies values into the parameters. */
-typedef struct {
-    lua_State *L;
-    int tbl;
-    bool strict;
-    int missing, copied;
-    char first_missing[ML_PATH_MAX];
-} load_walk;
-
-static int load_cb(void *ud, const char *path, ml_param *p, ml_module *owner) {
-    load_walk *w = ud;
-    lua_State *L = w->L;
-    lua_getfield(L, w->tbl, path);
-    ml_tensor *src = mlua_to_tensor(L, -1);
-    if (!src) {
-        if (!w->missing++) snprintf(w->first_missing, sizeof w->first_missing, "%s", path);
-        lua_pop(L, 1);
-        return 0;
-    }
-    if (!ml_same_shape(src, p->t)) {
-        lua_pop(L, 1);
-        return ml_failc("load_state_dict: '%s' has shape %s in the model but %s in the table", path,
-                        ML_SHAPE_STR(p->t), ML_SHAPE_STR(src));
-    }
-    bool gm = ml_grad_set(false);
-    int rc = ml_copy_(p->t, src);
-    ml_grad_set(gm);
-    lua_pop(L, 1);
-    w->copied++;
-    return rc;
-}
-
+/* m:load_state_dict(tbl, [{strict = true}]) -> number copied (ml_module_load_state_dict) */
 static int m_load_state_dict(lua_State *L) {
     ml_module *m = mlua_check_module(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     static const char *const known[] = {"strict", NULL};
     mlua_check_options(L, 3, "load_state_dict", known);
-    load_walk w = {L, 2, mlua_opt_bool(L, 3, "strict", true), 0, 0, {0}};
-    if (ml_module_visit_params(m, true, load_cb, &w)) return mlua_error(L);
-    if (w.strict && w.missing)
-        luaL_error(L, "load_state_dict: %d entries of the model are missing from the table (first: '%s'); "
-                   "pass {strict = false} to load a subset", w.missing, w.first_missing);
-    lua_pushinteger(L, w.copied);
+    bool strict = mlua_opt_bool(L, 3, "strict", true);
+    int n = 0;
+    for (lua_pushnil(L); lua_next(L, 2); lua_pop(L, 1)) n++;
+    const char **names = lua_newuserdatauv(L, sizeof *names * (size_t)(n + 1), 0);
+    ml_tensor **ts = lua_newuserdatauv(L, sizeof *ts * (size_t)(n + 1), 0);
+    int k = 0; /* the strings stay alive as keys of the table */
+    for (lua_pushnil(L); lua_next(L, 2); lua_pop(L, 1)) {
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "load_state_dict: the table's keys must be names, found a %s key", luaL_typename(L, -2));
+        names[k] = lua_tostring(L, -2);
+        ts[k] = mlua_to_tensor(L, -1);
+        if (!ts[k]) luaL_error(L, "load_state_dict: '%s' is a %s, not a tensor", names[k], luaL_typename(L, -1));
+        k++;
+    }
+    int copied = ml_module_load_state_dict(m, k, names, ts, strict, "the table");
+    if (copied < 0) return mlua_error(L);
+    lua_pushinteger(L, copied);
     return 1;
 }
 

@@ -14,6 +14,8 @@ ml_module *mlua_to_module(lua_State *L, int idx);
 ml_module *mlua_check_module(lua_State *L, int idx);
 /* Pushes m, taking over its reference; NULL raises the core's error. */
 int mlua_push_module(lua_State *L, ml_module *m);
+/* The optimizer (ml.optim.*) at idx, or a Lua error (defined in lua_train.c). */
+ml_optim *mlua_check_optim(lua_State *L, int idx);
 /* Adds methods to every module (m:fit(...), m:summary(...) from other areas). */
 void mlua_module_methods(lua_State *L, const luaL_Reg *methods);
 /* Pushes the routing traces of a forward context ({layer = {...}}, as m:forward returns them). */

@@ -271,3 +271,6 @@ void mlua_open_train(lua_State *L) {
     const luaL_Reg g[] = {{"clip_grad_norm", l_clip_grad_norm}, {NULL, NULL}};
     luaL_setfuncs(L, g, 0);
 }
+
+/* For other binding files (checkpoints): the optimizer at idx, or a Lua error. */
+ml_optim *mlua_check_optim(lua_State *L, int idx) { return check_optim(L, idx); }

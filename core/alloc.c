@@ -4,6 +4,7 @@
  * and again. Returning them to glibc (and glibc to the kernel) costs page faults
  * that can exceed the arithmetic, so freed buffers are kept per size class and
  * handed out again. The cache is bounded; ml_memory_trim() empties it. */
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -38,10 +39,35 @@ static int size_class(size_t n, size_t *rounded) {
     return cls < CLASS_COUNT ? cls : -1;
 }
 
+/* The per-thread cap (ml_alloc_limit_begin). */
+static _Thread_local bool limit_on, limit_hit;
+static _Thread_local int64_t limit_bytes, limit_used;
+
+void ml_alloc_limit_begin(int64_t bytes) {
+    limit_on = true;
+    limit_hit = false;
+    limit_bytes = bytes;
+    limit_used = 0;
+}
+
+bool ml_alloc_limit_end(void) {
+    limit_on = false;
+    return limit_hit;
+}
+
 void *ml_alloc(size_t nbytes) {
     size_t rounded;
     int cls = size_class(nbytes ? nbytes : 1, &rounded);
     void *p = NULL;
+    if (limit_on) {
+        int64_t want = cls < 0 ? (int64_t)(nbytes > INT64_MAX / 2 ? INT64_MAX / 2 : nbytes) : (int64_t)rounded;
+        if (want > limit_bytes - limit_used) {
+            limit_hit = true;
+            return ml_fail("out of memory: allocating %zu bytes would pass the limit of %" PRId64 " bytes", nbytes,
+                           limit_bytes);
+        }
+        limit_used += want;
+    }
     pthread_mutex_lock(&cache_lock);
     if (cls >= 0 && free_lists[cls]) {
         block *b = free_lists[cls];
@@ -61,7 +87,10 @@ void *ml_alloc(size_t nbytes) {
         /* Give the cache back and try once more before failing. */
         ml_memory_trim();
         p = aligned_alloc(ML_ALIGN, rounded);
-        if (!p) return ml_fail("out of memory allocating %zu bytes", nbytes);
+        if (!p) {
+            if (limit_on) limit_used -= cls < 0 ? (int64_t)nbytes : (int64_t)rounded;
+            return ml_fail("out of memory allocating %zu bytes", nbytes);
+        }
     }
     pthread_mutex_lock(&cache_lock);
     live_bytes += (int64_t)rounded;
@@ -74,6 +103,7 @@ void ml_free(void *p, size_t nbytes) {
     if (!p) return;
     size_t rounded;
     int cls = size_class(nbytes ? nbytes : 1, &rounded);
+    if (limit_on) limit_used -= cls < 0 ? (int64_t)nbytes : (int64_t)rounded;
     if (cls < 0) rounded = (nbytes + ML_ALIGN - 1) / ML_ALIGN * ML_ALIGN;
     pthread_mutex_lock(&cache_lock);
     live_bytes -= (int64_t)rounded;

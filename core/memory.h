@@ -7,6 +7,7 @@
 #ifndef ML_MEMORY_H
 #define ML_MEMORY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,6 +22,14 @@ void ml_memory_get(ml_memory_stats *st);
 void ml_memory_trim(void); /* returns cached buffers to the system */
 void *ml_alloc(size_t nbytes); /* 64-byte aligned, from the cache; NULL+error on failure */
 void ml_free(void *p, size_t nbytes);
+
+/* A cap on the storage this thread allocates while it builds something whose
+ * sizes come from untrusted data (a checkpoint's model config): ml_alloc fails
+ * once the bytes allocated minus freed by this thread since ml_alloc_limit_begin
+ * would pass `bytes`. ml_alloc_limit_end ends it and returns true when the cap
+ * was hit. Not nested. */
+void ml_alloc_limit_begin(int64_t bytes);
+bool ml_alloc_limit_end(void);
 
 /* Counters kept by tensor.c as headers and storages come and go. */
 void ml_memory_count_tensors(int delta);

@@ -25,8 +25,20 @@ void ml_dataset_release(ml_dataset *d) {
 }
 
 static ml_dataset *alloc_dataset(const char *name, int64_t n, int c, int h, int w, int classes, bool features) {
+    if (n < 0 || c < 1 || h < 1 || w < 1 || classes < 1)
+        return ml_fail("%s: invalid dataset shape (%" PRId64 " examples of %dx%dx%d, %d classes)", name, n, c, h, w, classes);
+    /* sizes from files and options: every product checked */
+    size_t per, values, bytes, label_bytes, elem = features ? sizeof(float) : 1;
+    if (__builtin_mul_overflow((size_t)c, (size_t)h, &per) || __builtin_mul_overflow(per, (size_t)w, &per) ||
+        __builtin_mul_overflow(per, (size_t)(n ? n : 1), &values) || __builtin_mul_overflow(values, elem, &bytes) ||
+        __builtin_mul_overflow((size_t)(n ? n : 1), sizeof(int64_t), &label_bytes) || bytes > (size_t)INT64_MAX)
+    {
+        if (features && h == 1 && w == 1)
+            return ml_fail("%s: %" PRId64 " examples of %d features are too many to hold in memory", name, n, c);
+        return ml_fail("%s: %" PRId64 " images of %dx%dx%d are too many to hold in memory", name, n, c, h, w);
+    }
     ml_dataset *d = calloc(1, sizeof *d);
-    if (!d) return ml_fail("out of memory");
+    if (!d) return ml_fail("%s: out of memory", name);
     d->refcount = 1;
     snprintf(d->name, sizeof d->name, "%s", name);
     d->n = n;
@@ -35,13 +47,12 @@ static ml_dataset *alloc_dataset(const char *name, int64_t n, int c, int h, int 
     d->w = w;
     d->features = features;
     d->num_classes = classes;
-    size_t per = (size_t)c * (size_t)h * (size_t)w;
-    if (features) d->f32 = malloc(sizeof(float) * per * (size_t)(n ? n : 1));
-    else d->u8 = malloc(per * (size_t)(n ? n : 1));
-    d->labels = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+    if (features) d->f32 = malloc(bytes);
+    else d->u8 = malloc(bytes);
+    d->labels = malloc(label_bytes);
     if ((features ? (void *)d->f32 : (void *)d->u8) == NULL || !d->labels) {
         ml_dataset_release(d);
-        return ml_fail("%s: out of memory for %" PRId64 " examples", name, n);
+        return ml_fail("%s: out of memory for %" PRId64 " examples (%zu bytes)", name, n, bytes + label_bytes);
     }
     return d;
 }
@@ -52,9 +63,18 @@ ml_dataset *ml_dataset_new_images(const char *name, int64_t n, int c, int h, int
 
 int ml_dataset_set_class_names(ml_dataset *d, const char *const *names, int n) {
     if (n != d->num_classes) return ml_failc("%s: %d class names for %d classes", d->name, n, d->num_classes);
-    d->class_names = calloc((size_t)n, sizeof *d->class_names);
-    if (!d->class_names) return ml_failc("out of memory");
-    for (int i = 0; i < n; i++) d->class_names[i] = strdup(names[i]);
+    char **copy = calloc((size_t)n, sizeof *copy);
+    if (!copy) return ml_failc("%s: out of memory", d->name);
+    for (int i = 0; i < n; i++)
+        if (!(copy[i] = strdup(names[i]))) {
+            for (int k = 0; k < i; k++) free(copy[k]);
+            free(copy);
+            return ml_failc("%s: out of memory", d->name);
+        }
+    if (d->class_names)
+        for (int i = 0; i < d->num_classes; i++) free(d->class_names[i]);
+    free(d->class_names);
+    d->class_names = copy;
     return 0;
 }
 
@@ -71,7 +91,10 @@ ml_dataset *ml_dataset_subset(const ml_dataset *d, const int64_t *idx, int64_t n
         else memcpy(s->u8 + (size_t)i * per, d->u8 + (size_t)idx[i] * per, per);
         s->labels[i] = d->labels[idx[i]];
     }
-    if (d->class_names) ml_dataset_set_class_names(s, (const char *const *)d->class_names, d->num_classes);
+    if (d->class_names && ml_dataset_set_class_names(s, (const char *const *)d->class_names, d->num_classes)) {
+        ml_dataset_release(s);
+        return NULL;
+    }
     return s;
 }
 
@@ -155,12 +178,14 @@ ml_dataset *ml_dataset_from_tensors(const ml_tensor *x, const ml_tensor *y, int 
     if (x->dtype != ML_F32 || x->ndim < 2) return ml_fail("dataset: x must be a float32 tensor [N, ...], got %s", ML_SHAPE_STR(x));
     if (y->dtype != ML_I64 || y->ndim != 1 || y->shape[0] != x->shape[0])
         return ml_fail("dataset: y must be int64 [%" PRId64 "], got %s %s", x->shape[0], ml_dtype_name(y->dtype), ML_SHAPE_STR(y));
+    if (x->ndim != 2 && x->ndim != 4) return ml_fail("dataset: x must be [N, D] or [N, C, H, W], got %s", ML_SHAPE_STR(x));
+    for (int k = 1; k < x->ndim; k++)
+        if (x->shape[k] < 1 || x->shape[k] > INT32_MAX)
+            return ml_fail("dataset: x has shape %s; each size but the first must be in 1..%d", ML_SHAPE_STR(x), INT32_MAX);
     int c = (int)x->shape[1], h = 1, w = 1;
     if (x->ndim == 4) {
         h = (int)x->shape[2];
         w = (int)x->shape[3];
-    } else if (x->ndim != 2) {
-        return ml_fail("dataset: x must be [N, D] or [N, C, H, W], got %s", ML_SHAPE_STR(x));
     }
     int64_t n = x->shape[0];
     ml_tensor *xc = ml_contiguous((ml_tensor *)x), *yc = ml_contiguous((ml_tensor *)y);
@@ -171,6 +196,11 @@ ml_dataset *ml_dataset_from_tensors(const ml_tensor *x, const ml_tensor *y, int 
             ml_release(xc);
             ml_release(yc);
             return ml_fail("dataset: label %" PRId64 " of example %" PRId64 " is not positive (labels are 1-based)", l + 1, i + 1);
+        }
+        if (l >= INT32_MAX) {
+            ml_release(xc);
+            ml_release(yc);
+            return ml_fail("dataset: label %" PRId64 " of example %" PRId64 " is too large", l + 1, i + 1);
         }
         if (l > maxl) maxl = (int)l;
     }
@@ -193,19 +223,29 @@ ml_dataset *ml_dataset_from_tensors(const ml_tensor *x, const ml_tensor *y, int 
 ml_dataset *ml_data_gaussian_clusters(int64_t n, int classes, int dim, double spread, uint64_t seed) {
     if (n < 1 || classes < 1 || dim < 1)
         return ml_fail("gaussian_clusters: n, classes and dim must be positive (got %" PRId64 ", %d, %d)", n, classes, dim);
-    if (!(spread >= 0)) return ml_fail("gaussian_clusters: spread must be >= 0, got %g", spread);
+    if (classes > n) return ml_fail("gaussian_clusters: %d classes for %" PRId64 " points (at most one class a point)", classes, n);
+    if (!(spread >= 0) || isinf(spread)) return ml_fail("gaussian_clusters: spread must be finite and >= 0, got %g", spread);
+    size_t centre_bytes;
+    if (__builtin_mul_overflow((size_t)classes * sizeof(double), (size_t)dim, &centre_bytes))
+        return ml_fail("gaussian_clusters: %d classes of %d dimensions are too many", classes, dim);
     ml_dataset *d = alloc_dataset("gaussian_clusters", n, dim, 1, 1, classes, true);
     if (!d) return NULL;
+    double *centres = malloc(centre_bytes);
+    if (!centres) {
+        ml_dataset_release(d);
+        return ml_fail("gaussian_clusters: out of memory for %d centres of %d dimensions", classes, dim);
+    }
     ml_rng_state st;
     ml_rng_local_seed(&st, seed);
-    double *centres = malloc(sizeof *centres * (size_t)classes * (size_t)dim);
     /* Box-Muller on the private generator */
     for (int64_t k = 0; k < (int64_t)classes * dim; k++) {
+        if (k % 65536 == 0 && ml_interrupted()) goto interrupted;
         double u = ml_rng_local_uniform(&st), v = ml_rng_local_uniform(&st);
         centres[k] = sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v);
     }
     for (int64_t i = 0; i < n; i++) {
-        int c = (int)(i % classes);
+        if (i % 4096 == 0 && ml_interrupted()) goto interrupted;
+        int64_t c = i % classes;
         d->labels[i] = c;
         for (int j = 0; j < dim; j++) {
             double u = ml_rng_local_uniform(&st), v = ml_rng_local_uniform(&st);
@@ -215,4 +255,8 @@ ml_dataset *ml_data_gaussian_clusters(int64_t n, int classes, int dim, double sp
     }
     free(centres);
     return d;
+interrupted:
+    free(centres);
+    ml_dataset_release(d);
+    return NULL;
 }

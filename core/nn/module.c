@@ -2,6 +2,7 @@
  * traversal, configs. */
 #include "module.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -341,4 +342,179 @@ int ml_cfg_bool(const cJSON *c, const char *key, bool def, bool *out) {
 const char *ml_cfg_string(const cJSON *c, const char *key, const char *def) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, key);
     return cJSON_IsString(v) ? v->valuestring : def;
+}
+
+/* ------------------------------------------------------------ loading a state dict */
+#define SHOWN_NAMES 3 /* names quoted in a "missing" or "not in the model" message */
+
+typedef struct {
+    const ml_state_source *src;
+    int *by_name;   /* source entries sorted by name */
+    bool *used;     /* source entry matched a model tensor */
+    ml_param **dst; /* model tensor per matched entry, in visit order */
+    int *from;      /* its source entry */
+    int n_dst, cap_dst;
+    int missing;
+    char missing_names[SHOWN_NAMES][ML_PATH_MAX];
+} load_walk;
+
+static int cmp_source_name(const void *a, const void *b, void *ud) {
+    const ml_state_source *s = ud;
+    return strcmp(s->name(s->ud, *(const int *)a), s->name(s->ud, *(const int *)b));
+}
+
+static int find_source(const load_walk *w, const char *name) {
+    int lo = 0, hi = w->src->n - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2, c = strcmp(w->src->name(w->src->ud, w->by_name[mid]), name);
+        if (c == 0) return w->by_name[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
+/* Appends "'a', 'b', 'c'" (at most SHOWN_NAMES, each cut to 80 characters). */
+static void list_names(char *buf, size_t n, int count, const char *(*at)(const void *, int), const void *ud) {
+    size_t len = 0;
+    buf[0] = 0;
+    for (int i = 0; i < count && i < SHOWN_NAMES && len < n; i++)
+        len += (size_t)snprintf(buf + len, n - len, "%s'%.80s'", i ? ", " : "", at(ud, i));
+    if (count > SHOWN_NAMES && len < n) snprintf(buf + len, n - len, ", ...");
+}
+
+static int load_match_cb(void *ud, const char *path, ml_param *p, ml_module *owner) {
+    load_walk *w = ud;
+    const ml_state_source *src = w->src;
+    int i = find_source(w, path);
+    if (i < 0) {
+        if (w->missing < SHOWN_NAMES) snprintf(w->missing_names[w->missing], ML_PATH_MAX, "%s", path);
+        w->missing++;
+        return 0;
+    }
+    int64_t shape[ML_MAX_DIMS];
+    ml_dtype dt = ML_F32;
+    const char *label = NULL;
+    int ndim = src->shape(src->ud, i, &dt, shape, &label);
+    bool same = ndim == p->t->ndim;
+    for (int d = 0; same && d < ndim; d++) same = shape[d] == p->t->shape[d];
+    if (!same) {
+        char s[96] = "[";
+        size_t len = 1;
+        for (int d = 0; d < ndim && ndim <= ML_MAX_DIMS && len < sizeof s; d++)
+            len += (size_t)snprintf(s + len, sizeof s - len, "%s%" PRId64, d ? ", " : "", shape[d]);
+        if (len < sizeof s) snprintf(s + len, sizeof s - len, "]");
+        return ml_failc("load_state_dict: '%s' has shape %s in the model but %s in %s", path, ML_SHAPE_STR(p->t), s,
+                        src->where);
+    }
+    if (dt != p->t->dtype)
+        return ml_failc("load_state_dict: '%s' is %s in the model but %s in %s", path, ml_dtype_name(p->t->dtype),
+                        label ? label : ml_dtype_name(dt), src->where);
+    if (w->n_dst == w->cap_dst) {
+        int cap = w->cap_dst ? 2 * w->cap_dst : 64;
+        ml_param **d = realloc(w->dst, sizeof *d * (size_t)cap);
+        if (d) w->dst = d;
+        int *f = realloc(w->from, sizeof *f * (size_t)cap);
+        if (f) w->from = f;
+        if (!d || !f) return ml_failc("load_state_dict: out of memory");
+        w->cap_dst = cap;
+    }
+    w->dst[w->n_dst] = p;
+    w->from[w->n_dst++] = i;
+    w->used[i] = true;
+    return 0;
+}
+
+static const char *missing_at(const void *ud, int i) { return ((const load_walk *)ud)->missing_names[i]; }
+
+typedef struct {
+    const ml_state_source *src;
+    const int *idx;
+} unused_list;
+static const char *unused_at(const void *ud, int i) {
+    const unused_list *u = ud;
+    return u->src->name(u->src->ud, u->idx[i]);
+}
+
+int ml_module_load_state(ml_module *m, const ml_state_source *src, bool strict) {
+    int n = src->n > 0 ? src->n : 0;
+    load_walk w = {.src = src};
+    w.by_name = malloc(sizeof *w.by_name * (size_t)(n ? n : 1));
+    w.used = calloc((size_t)(n ? n : 1), sizeof *w.used);
+    int rc = -1, copied = 0;
+    if (!w.by_name || !w.used) {
+        ml_fail("load_state_dict: out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n; i++) w.by_name[i] = i;
+    qsort_r(w.by_name, (size_t)n, sizeof *w.by_name, cmp_source_name, (void *)src);
+    for (int i = 1; i < n; i++) {
+        const char *a = src->name(src->ud, w.by_name[i]);
+        if (!strcmp(a, src->name(src->ud, w.by_name[i - 1]))) {
+            ml_fail("load_state_dict: '%.80s' appears twice in %s", a, src->where);
+            goto done;
+        }
+    }
+    if (ml_module_visit_params(m, true, load_match_cb, &w)) goto done;
+    char names[4 * ML_PATH_MAX];
+    if (strict && w.missing) {
+        list_names(names, sizeof names, w.missing, missing_at, &w);
+        ml_fail("load_state_dict: %d entries of the model are missing from %s (first: %s); "
+                "pass {strict = false} to load a subset", w.missing, src->where, names);
+        goto done;
+    }
+    if (strict && w.n_dst < n) {
+        int *unused = malloc(sizeof *unused * (size_t)n), k = 0;
+        if (!unused) {
+            ml_fail("load_state_dict: out of memory");
+            goto done;
+        }
+        for (int i = 0; i < n; i++) /* in name order, so the message does not depend on the source's order */
+            if (!w.used[w.by_name[i]]) unused[k++] = w.by_name[i];
+        unused_list u = {src, unused};
+        list_names(names, sizeof names, k, unused_at, &u);
+        free(unused);
+        ml_fail("load_state_dict: %d entries of %s are not in the model (%s); pass {strict = false} to ignore them", k,
+                src->where, names);
+        goto done;
+    }
+    bool gm = ml_grad_set(false);
+    for (int k = 0; k < w.n_dst; k++) {
+        if (ml_interrupted()) break;
+        ml_tensor *t = src->get(src->ud, w.from[k]);
+        int bad = !t || ml_copy_(w.dst[k]->t, t);
+        ml_release(t);
+        if (bad) break;
+        copied++;
+    }
+    ml_grad_set(gm);
+    if (copied == w.n_dst) rc = copied;
+done:
+    free(w.by_name);
+    free(w.used);
+    free(w.dst);
+    free(w.from);
+    return rc;
+}
+
+typedef struct {
+    const char *const *names;
+    ml_tensor *const *tensors;
+} state_arrays;
+
+static const char *arrays_name(void *ud, int i) { return ((state_arrays *)ud)->names[i]; }
+static int arrays_shape(void *ud, int i, ml_dtype *dtype, int64_t *shape, const char **label) {
+    const ml_tensor *t = ((state_arrays *)ud)->tensors[i];
+    *dtype = t->dtype;
+    *label = NULL;
+    memcpy(shape, t->shape, sizeof *shape * (size_t)t->ndim);
+    return t->ndim;
+}
+static ml_tensor *arrays_get(void *ud, int i) { return ml_retain(((state_arrays *)ud)->tensors[i]); }
+
+int ml_module_load_state_dict(ml_module *m, int n, const char *const *names, ml_tensor *const *tensors, bool strict,
+                              const char *where) {
+    state_arrays a = {names, tensors};
+    ml_state_source src = {n, arrays_name, arrays_shape, arrays_get, &a, where ? where : "the state dict"};
+    return ml_module_load_state(m, &src, strict);
 }

@@ -165,4 +165,30 @@ int ml_cfg_double(const cJSON *c, const char *key, double def, double *out);
 int ml_cfg_bool(const cJSON *c, const char *key, bool def, bool *out);
 const char *ml_cfg_string(const cJSON *c, const char *key, const char *def);
 
+/* ------------------------------------------------------------ loading a state dict
+ * (m:load_state_dict, checkpoints). The named tensors come from a source -- a
+ * Lua table, a safetensors file, arrays -- that can say an entry's shape
+ * without loading it, so everything is checked before anything is copied. */
+typedef struct {
+    int n;                                /* entries */
+    const char *(*name)(void *ud, int i); /* entry i's full name ("blocks.1.mlp.router.weight") */
+    /* Entry i's rank (returned), shape and the dtype it loads as; *label names
+     * its dtype in messages when that differs from the loaded one ("I32"), else NULL. */
+    int (*shape)(void *ud, int i, ml_dtype *dtype, int64_t *shape, const char **label);
+    ml_tensor *(*get)(void *ud, int i); /* entry i as a new reference (NULL + error) */
+    void *ud;
+    const char *where; /* "the table", a file name: for messages */
+} ml_state_source;
+
+/* Copies the source's tensors into m's parameters and buffers, by full name.
+ * Refused before anything is copied: a name given twice, a shape or a kind
+ * (float / integer) other than the model's tensor, and, when strict, a
+ * parameter or buffer of m that the source lacks or an entry of the source
+ * that m does not have (the messages name the first few). Returns the number
+ * of tensors copied, or -1. */
+int ml_module_load_state(ml_module *m, const ml_state_source *src, bool strict);
+/* The same from arrays: names[i] -> tensors[i] (borrowed). */
+int ml_module_load_state_dict(ml_module *m, int n, const char *const *names, ml_tensor *const *tensors, bool strict,
+                              const char *where);
+
 #endif

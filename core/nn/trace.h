@@ -106,23 +106,4 @@ int ml_trace_check_compatible(const char *fn, const ml_trace *a, const ml_trace 
 /* True when a and b are compatible and select the same experts with the same kept flags. */
 bool ml_trace_same_routing(const ml_trace *a, const ml_trace *b);
 
-/* ------------------------------------------------------------ files
- * A trace in a safetensors file: tensors "<prefix><i>.experts" (0-based ids),
- * ".kept", ".gates", ".probs", ".logits" for layer i, and the layers' names,
- * kinds, sizes and auxiliary values as JSON in the metadata entry
- * "<prefix>trace". ml_trace_pack gives the pieces, for files that hold a
- * trace beside other tensors (adversarial sets). */
-typedef struct {
-    int n;
-    char **names;
-    ml_tensor **tensors; /* borrowed from the trace */
-    char *meta_key, *meta_value;
-} ml_trace_parts;
-int ml_trace_pack(const ml_trace *t, const char *prefix, ml_trace_parts *out);
-void ml_trace_parts_free(ml_trace_parts *p);
-struct ml_st_file;
-ml_trace *ml_trace_unpack(const struct ml_st_file *f, const char *prefix);
-int ml_trace_save(const char *path, const ml_trace *t);
-ml_trace *ml_trace_load(const char *path);
-
 #endif

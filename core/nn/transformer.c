@@ -178,7 +178,12 @@ ml_module *ml_nn_transformer_block(int64_t dim, int heads, double eps, ml_module
         return NULL;
     }
     if (!ml_module_add_child(m, "ln1", ml_nn_layernorm(dim, eps)) || !ml_module_add_child(m, "attn", ml_nn_attention(dim, heads)) ||
-        !ml_module_add_child(m, "ln2", ml_nn_layernorm(dim, eps)) || !ml_module_add_child(m, "mlp", mlp)) {
+        !ml_module_add_child(m, "ln2", ml_nn_layernorm(dim, eps))) {
+        ml_module_release(mlp); /* not attached yet: ours to release (found by tests/fuzz) */
+        ml_module_release(m);
+        return NULL;
+    }
+    if (!ml_module_add_child(m, "mlp", mlp)) { /* add_child released mlp */
         ml_module_release(m);
         return NULL;
     }

@@ -194,8 +194,9 @@ static ml_module *basic_block(const conv_spec *sp, int64_t cin, int64_t cout, in
               ml_module_add_child(m, "bn2", ml_nn_batchnorm2d(cout, 1e-5, 0.1));
     if (ok && s->has_shortcut) {
         ml_module *sc = ml_nn_sequential();
-        ok = sc && ml_nn_sequential_add(sc, ml_nn_conv2d(cin, cout, 1, stride, 0, 1, false)) &&
-             ml_nn_sequential_add(sc, ml_nn_batchnorm2d(cout, 1e-5, 0.1)) && ml_module_add_child(m, "shortcut", sc);
+        ok = ml_module_add_child(m, "shortcut", sc) && /* attached first: no leak when a layer fails */
+             ml_nn_sequential_add(sc, ml_nn_conv2d(cin, cout, 1, stride, 0, 1, false)) &&
+             ml_nn_sequential_add(sc, ml_nn_batchnorm2d(cout, 1e-5, 0.1));
     }
     if (!ok) {
         ml_module_release(m);
@@ -298,8 +299,8 @@ static ml_module *build_vgg16(cJSON *cfg) {
     static const int plan[] = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0};
     ml_module *m = ml_zoo_model_new(cfg, forward_backbone);
     if (!m) return NULL;
-    ml_module *feat = ml_nn_sequential();
-    bool ok = ml_zoo_add_normalize(m, &z) == 0 && feat && ml_module_add_child(m, "features", feat);
+    ml_module *feat = NULL; /* created when it can be attached at once (no leak on failure) */
+    bool ok = ml_zoo_add_normalize(m, &z) == 0 && (feat = ml_nn_sequential()) && ml_module_add_child(m, "features", feat);
     int64_t cin = z.in_c, h = z.in_h, wd = z.in_w;
     bool first = true;
     for (size_t i = 0; i < sizeof plan / sizeof plan[0] && ok; i++) {
@@ -319,8 +320,9 @@ static ml_module *build_vgg16(cJSON *cfg) {
         first = false;
         cin = cout;
     }
-    ml_module *head = ml_nn_sequential();
-    ok = ok && head && ml_module_add_child(m, "classifier", head) && ml_nn_sequential_add(head, ml_nn_global_avg_pool()) &&
+    ml_module *head = NULL;
+    ok = ok && (head = ml_nn_sequential()) && ml_module_add_child(m, "classifier", head) &&
+         ml_nn_sequential_add(head, ml_nn_global_avg_pool()) &&
          ml_nn_sequential_add(head, ml_nn_linear(cin, z.classes, true)) && attach_global_router(m, &z) == 0;
     if (!ok) {
         ml_module_release(m);
@@ -463,12 +465,13 @@ static ml_module *build_cnn(cJSON *cfg) {
         return ml_fail("cnn: input %dx%d is too small (needs at least 4x4)", z.in_h, z.in_w);
     }
     conv_spec dense = {0};
-    ml_module *f = ml_nn_sequential(), *head = ml_nn_sequential();
-    bool ok = ml_zoo_add_normalize(m, &z) == 0 && f && head && ml_module_add_child(m, "features", f) &&
+    ml_module *f = NULL, *head = NULL; /* each created when it can be attached at once (no leak on failure) */
+    bool ok = ml_zoo_add_normalize(m, &z) == 0 && (f = ml_nn_sequential()) && ml_module_add_child(m, "features", f) &&
               ml_nn_sequential_add(f, make_conv(&dense, z.in_c, c1, 1)) && ml_nn_sequential_add(f, ml_nn_activation(ML_RELU)) &&
               ml_nn_sequential_add(f, ml_nn_maxpool2d(2, 2, 0)) && ml_nn_sequential_add(f, make_conv(&z.conv, c1, c2, 1)) &&
               ml_nn_sequential_add(f, ml_nn_activation(ML_RELU)) && ml_nn_sequential_add(f, ml_nn_maxpool2d(2, 2, 0)) &&
-              ml_module_add_child(m, "classifier", head) && ml_nn_sequential_add(head, ml_nn_flatten(1, -1)) &&
+              (head = ml_nn_sequential()) && ml_module_add_child(m, "classifier", head) &&
+              ml_nn_sequential_add(head, ml_nn_flatten(1, -1)) &&
               ml_nn_sequential_add(head, ml_nn_linear(c2 * h * w, hidden, true)) &&
               ml_nn_sequential_add(head, ml_nn_activation(ML_RELU)) &&
               ml_nn_sequential_add(head, ml_nn_linear(hidden, z.classes, true)) && attach_global_router(m, &z) == 0;
@@ -494,6 +497,12 @@ static ml_module *build_mlp(cJSON *cfg) {
     if (cJSON_IsArray(hid)) {
         cJSON *it;
         cJSON_ArrayForEach(it, hid) {
+            /* checked before the conversion: a double past int64 is undefined behaviour (found by tests/fuzz) */
+            if (!cJSON_IsNumber(it) || !(it->valuedouble >= 1 && it->valuedouble <= 1e9) ||
+                it->valuedouble != floor(it->valuedouble)) {
+                cJSON_Delete(cfg);
+                return ml_fail("mlp: hidden sizes must be integers in 1..1e9");
+            }
             if (nh < 16) sizes[nh++] = (int64_t)it->valuedouble;
         }
     } else {
@@ -505,8 +514,8 @@ static ml_module *build_mlp(cJSON *cfg) {
     }
     ml_module *m = ml_zoo_model_new(cfg, forward_backbone);
     if (!m) return NULL;
-    ml_module *body = ml_nn_sequential();
-    bool ok = ml_zoo_add_normalize(m, &z) == 0 && body && ml_module_add_child(m, "layers", body) &&
+    ml_module *body = NULL; /* created when it can be attached at once (no leak on failure) */
+    bool ok = ml_zoo_add_normalize(m, &z) == 0 && (body = ml_nn_sequential()) && ml_module_add_child(m, "layers", body) &&
               ml_nn_sequential_add(body, ml_nn_flatten(1, -1));
     int64_t in = (int64_t)z.in_c * z.in_h * z.in_w;
     for (int i = 0; i < nh && ok; i++) {

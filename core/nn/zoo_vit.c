@@ -74,10 +74,10 @@ ml_module *ml_zoo_build_vit(const char *name, cJSON *cfg) {
     }
     ml_module *m = ml_zoo_model_new(cfg, vit_run);
     if (!m) return NULL;
-    ml_module *blocks = ml_nn_sequential();
+    ml_module *blocks = NULL; /* created once it can be attached at once (no leak on failure) */
     bool ok = ml_zoo_add_normalize(m, &z) == 0 &&
-              ml_module_add_child(m, "patch_embed", ml_nn_patch_embed(z.in_c, z.in_h, z.in_w, patch, dim)) && blocks &&
-              ml_module_add_child(m, "blocks", blocks);
+              ml_module_add_child(m, "patch_embed", ml_nn_patch_embed(z.in_c, z.in_h, z.in_w, patch, dim)) &&
+              (blocks = ml_nn_sequential()) && ml_module_add_child(m, "blocks", blocks);
     for (int i = 0; i < depth && ok; i++) {
         ml_module *mlp;
         if (moe && (i + 1) % every == 0) {

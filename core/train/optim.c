@@ -135,6 +135,7 @@ void ml_optim_zero_grad(ml_optim *o) {
 void ml_optim_set_lr(ml_optim *o, double lr) { o->o.lr = lr; }
 double ml_optim_get_lr(const ml_optim *o) { return o->o.lr; }
 int ml_optim_num_params(const ml_optim *o) { return o->n; }
+ml_tensor *ml_optim_param(const ml_optim *o, int i) { return i >= 0 && i < o->n ? o->params[i] : NULL; }
 int64_t ml_optim_steps(const ml_optim *o) { return o->steps; }
 
 int ml_optim_state(const ml_optim *o, int i, ml_tensor **s1, ml_tensor **s2) {

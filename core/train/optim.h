@@ -32,6 +32,7 @@ void ml_optim_zero_grad(ml_optim *o);
 void ml_optim_set_lr(ml_optim *o, double lr);
 double ml_optim_get_lr(const ml_optim *o);
 int ml_optim_num_params(const ml_optim *o);
+ml_tensor *ml_optim_param(const ml_optim *o, int i); /* borrowed; NULL for a bad i */
 int64_t ml_optim_steps(const ml_optim *o);
 
 /* State export: for parameter i, up to two state tensors (momentum buffer, or

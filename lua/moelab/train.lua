@@ -1,5 +1,5 @@
 -- ml.train: learning-rate schedules, evaluation, the fit loop with a progress
--- bar, and checkpoints (ml.save / ml.load on safetensors).
+-- bar. (Checkpoints, ml.save / ml.load, are C: core/io/checkpoint.c.)
 local ml = require "moelab"
 local train = ml.train or {}
 ml.train = train
@@ -257,53 +257,6 @@ function train.fit(model, ds, opts, extra)
   return history
 end
 
------------------------------------------------------------------- checkpoints
--- ml.save(path, model, [{optimizer = opt, epoch = n, meta = {key = "string"}}])
--- Writes the parameters, buffers and the model's constructor config (JSON in
--- __metadata__) as safetensors, atomically. Optimizer state is stored as
--- "optim.<param>.s1/.s2" tensors with the step count in the metadata.
-function ml.save(path, model, extra)
-  if type(path) ~= "string" then error("save: first argument must be a file path", 2) end
-  extra = extra or {}
-  local cfg, why = model:config()
-  if not cfg then error(why, 2) end
-  local tensors = model:state_dict()
-  local meta = {["moelab.format"] = "1", ["moelab.config"] = cfg, ["moelab.version"] = ml.version}
-  if extra.optimizer then
-    local st, steps = extra.optimizer:state_dict()
-    for k, v in pairs(st) do tensors["optim." .. k] = v end
-    meta["moelab.optim_steps"] = tostring(steps)
-    meta["moelab.optim_lr"] = tostring(extra.optimizer:lr())
-  end
-  if extra.epoch then meta["moelab.epoch"] = tostring(extra.epoch) end
-  for k, v in pairs(extra.meta or {}) do meta[k] = tostring(v) end
-  ml.io.save_safetensors(path, tensors, meta)
-end
-
--- ml.load(path) -> model, info
--- Rebuilds the model from the config stored in the file (no code is run) and
--- loads its parameters. info = {meta = {...}, epoch = n, optimizer_state = {..},
--- optimizer_steps = n}; pass them to opt:load_state_dict to resume.
-function ml.load(path)
-  if type(path) ~= "string" then error("load: first argument must be a file path", 2) end
-  local tensors, meta = ml.io.load_safetensors(path)
-  local cfg = meta["moelab.config"]
-  if not cfg then
-    error(("load: %s has no moelab model config in its metadata (use ml.io.load_safetensors for plain tensor files)")
-      :format(path), 2)
-  end
-  local model = ml.nn.from_config(cfg)
-  local state, optim = {}, {}
-  for k, v in pairs(tensors) do
-    local o = k:match("^optim%.(.*)$")
-    if o then optim[o] = v else state[k] = v end
-  end
-  model:load_state_dict(state)
-  model:eval()
-  return model, {meta = meta, epoch = tonumber(meta["moelab.epoch"]), optimizer_state = next(optim) and optim or nil,
-                 optimizer_steps = tonumber(meta["moelab.optim_steps"])}
-end
-
 ml.doc(train.schedule, [[
 ml.train.schedule{kind = "constant" | "linear" | "cosine" | "step" | "multistep", warmup = 0, total = steps,
                   min = 0, step_size = n, gamma = 0.1, milestones = {...}} -> f(step) -> lr multiplier]])
@@ -327,13 +280,5 @@ ml.train.fit(model, ds, opts) -> history (one record per epoch: loss, acc, test_
   {epoch, step, batch, loss}; nan = "skip" skips such batches (counted in record.skipped); "continue"
   applies them anyway. history.stopped is "interrupted", "nan" or nil.
   e.g. ml.train.fit(model, data.train, {epochs = 3, lr = 0.05, eval = data.test})]])
-ml.doc(ml.save, [[
-ml.save(path, model, [{optimizer = opt, epoch = n, meta = {key = "value"}}])
-  Saves parameters, buffers and the model's constructor config as safetensors (atomically);
-  ml.load rebuilds the model from the file alone.]])
-ml.doc(ml.load, [[
-ml.load(path) -> model, info
-  Rebuilds the model from the config in the file's metadata (no code runs) and loads its
-  parameters; info = {meta, epoch, optimizer_state, optimizer_steps} to resume training.]])
 
 return true

@@ -1,6 +1,7 @@
 -- Checkpoints: save/load round trips bit-exact for every kind of model, files
 -- that other safetensors readers accept, optimizer state, refusal of truncated
--- or corrupt files, atomic writes.
+-- or corrupt files, atomic writes, both argument orders, strict loads, files of
+-- moelab 0.1, and no code from a file ever running.
 local ml = require "moelab"
 local T = dofile("tests/lua/testing.lua")
 
@@ -114,6 +115,88 @@ T.test("truncated and corrupt files are refused", function()
   -- an existing good file survives a failed save onto it
   T.raises(function() ml.save(path, ml.nn.Lambda(function(x) return x end)) end, "cannot be rebuilt")
   T.check(ml.load(path) ~= nil, "the earlier checkpoint is intact")
+end)
+
+T.test("both argument orders, and clear errors for wrong ones", function()
+  local model = ml.nn.Linear(4, 3)
+  local a, b = dir .. "/torch7.safetensors", dir .. "/pytorch.safetensors"
+  ml.save(a, model, {epoch = 1})        -- Torch7: torch.save(path, object)
+  ml.save(model, b, {epoch = 1})        -- PyTorch: torch.save(object, path)
+  local fa, fb = io.open(a, "rb"), io.open(b, "rb")
+  T.check(fa:read("a") == fb:read("a"), "the same file either way")
+  fa:close() fb:close()
+  local usage = "save: expected ml.save(path, model, [options]) or ml.save(model, path, [options]), got "
+  T.raises(function() ml.save(a, nil) end, usage .. "string and nil")
+  T.raises(function() ml.save(nil, a) end, usage .. "nil and string")
+  T.raises(function() ml.save(a) end, usage .. "string and no value")
+  T.raises(function() ml.save(model, model) end, usage .. "userdata and userdata")
+  T.raises(function() ml.save(a, {weight = ml.rand(3, 4)}) end, usage .. "string and table")
+  T.raises(function() ml.save(a, model, {epochs = 2}) end, "save: unknown option")
+  T.raises(function() ml.save(a, model, {epoch = 1.5}) end, "save: epoch must be a non-negative integer, got 1.5")
+  T.raises(function() ml.save(a, model, {meta = {x = {}}}) end, "save: meta 'x' must be a string, number or boolean, got a table")
+  T.raises(function() ml.save(a, model, {meta = {["moelab.config"] = "{}"}}) end, "metadata key 'moelab.config' is reserved")
+  T.raises(function() ml.save(a, model, {optimizer = "adam"}) end, "bad argument")
+  T.raises(function() ml.load(nil) end, "load: expected ml.load(path, [{strict = true}]), got a nil")
+  T.raises(function() ml.load(a, {strickt = false}) end, "load: unknown option")
+  local m, info = ml.load(a)
+  T.check(m:config() == model:config() and info.epoch == 1 and info.optimizer_state == nil, "info without an optimizer")
+  T.check(info.meta["moelab.format"] == "1" and info.meta["moelab.version"] == ml.version, "format and version recorded")
+end)
+
+T.test("files saved by moelab 0.1 still load", function()
+  -- written by the Lua ml.save of moelab 0.1 (tests/files/make-checkpoint-v0.1.lua)
+  local m, info = ml.load("tests/files/checkpoint-v0.1.safetensors")
+  local io_ref = ml.io.load_safetensors("tests/files/checkpoint-v0.1-io.safetensors")
+  local out = ml.no_grad(function() return m(io_ref.x) end)
+  T.close(out, io_ref.out, 0, 0, "the same outputs, bit for bit")
+  T.check(info.epoch == 2 and info.optimizer_steps == 1 and info.meta.note == "written by moelab 0.1", "metadata")
+  local opt = ml.optim.adam(m, {lr = 0.01})
+  opt:load_state_dict(info.optimizer_state, info.optimizer_steps)
+  T.check(opt:steps() == 1 and info.optimizer_lr == 0.01, "optimizer state restores")
+end)
+
+T.test("strict and non-strict loads", function()
+  local model = ml.nn.Linear(4, 3)
+  local cfg = model:config()
+  local meta = {["moelab.format"] = "1", ["moelab.config"] = cfg}
+  local w, b = ml.full({3, 4}, 2), ml.full({3}, 3)
+  local path = dir .. "/strict.safetensors"
+  ml.io.save_safetensors(path, {weight = w, bias = b, ["head.weight"] = w, ["head.bias"] = b}, meta)
+  T.raises(function() ml.load(path) end, "load_state_dict: 2 entries of " .. path .. " are not in the model ('head.bias', 'head.weight')")
+  local m = ml.load(path, {strict = false})
+  T.check(m:state_dict().weight:equal(w) and m:state_dict().bias:equal(b), "the common tensors load")
+  ml.io.save_safetensors(path, {weight = w}, meta)
+  T.raises(function() ml.load(path) end, "1 entries of the model are missing from " .. path .. " (first: 'bias')")
+  m = ml.load(path, {strict = false})
+  T.check(m:state_dict().weight:equal(w), "a subset loads; the rest keeps its initial values")
+  ml.io.save_safetensors(path, {weight = w:long(), bias = b}, meta)
+  T.raises(function() ml.load(path) end, "'weight' is float32 in the model but int64 in " .. path)
+  -- the same rules for load_state_dict
+  T.raises(function() model:load_state_dict({weight = w, bias = b, extra = b}) end,
+    "load_state_dict: 1 entries of the table are not in the model ('extra')")
+  T.check(model:load_state_dict({weight = w, bias = b, extra = b}, {strict = false}) == 2, "non-strict ignores extras")
+  T.raises(function() model:load_state_dict({weight = w, bias = 3}) end, "load_state_dict: 'bias' is a number, not a tensor")
+end)
+
+T.test("loading never runs code from the file", function()
+  _G.pwned = nil
+  local path = dir .. "/code.safetensors"
+  local lua = "_G.pwned = true; os.exit(3)"
+  ml.io.save_safetensors(path, {}, {["moelab.format"] = "1", ["moelab.config"] = '{"type": "Lambda", "fn": "' .. lua .. '"}'})
+  T.raises(function() ml.load(path) end, "unknown module type 'Lambda'")
+  ml.io.save_safetensors(path, {}, {["moelab.format"] = "1", ["moelab.config"] = lua})
+  T.raises(function() ml.load(path) end, "the model config is not a JSON object")
+  local _, meta = ml.io.load_safetensors(path)
+  T.check(meta["moelab.config"] == lua and _G.pwned == nil, "code in a file is only ever a string")
+end)
+
+T.test("save_safetensors without metadata", function()
+  local path = dir .. "/plain.safetensors"
+  ml.io.save_safetensors(path, {a = ml.ones(2), b = ml.arange(3):long()})
+  local t, meta = ml.io.load_safetensors(path)
+  T.check(t.a:equal(ml.ones(2)) and t.b:equal(ml.arange(3):long()) and next(meta) == nil, "round trip, no metadata")
+  local text = ml.io.safetensors_header(path)
+  T.check(not text:find("__metadata__"), "no empty __metadata__ written")
 end)
 
 os.execute("rm -rf " .. dir)

@@ -123,7 +123,10 @@ T.test("bad files are refused with the file and the reason", function()
   T.check(y:equal(ml.tensor({4, 10}, "int64")), "labels from a plain IDX file")
   T.near(x[1][1][1][2], 1.0, 1e-7, "pixel 255 -> 1")
   write(tmp .. "/train-images-idx3-ubyte", imgs:sub(1, 20))
-  T.raises(function() ml.data.mnist(tmp) end, "train-images-idx3-ubyte: truncated (expected 8 bytes of pixels, got 4)")
+  T.raises(function() ml.data.mnist(tmp) end,
+    "train-images-idx3-ubyte: the images take 8 bytes but the file has 4 after its header (truncated)")
+  write(tmp .. "/train-images-idx3-ubyte", imgs .. "x")
+  T.raises(function() ml.data.mnist(tmp) end, "the images take 8 bytes but the file has 9 after its header")
   write(tmp .. "/train-images-idx3-ubyte", be32(0x802) .. imgs:sub(5))
   T.raises(function() ml.data.mnist(tmp) end, "bad magic 0x00000802, expected 0x00000803 (images)")
   write(tmp .. "/train-images-idx3-ubyte", imgs)
@@ -131,10 +134,45 @@ T.test("bad files are refused with the file and the reason", function()
   T.raises(function() ml.data.mnist(tmp) end, "has 3 labels but")
   write(tmp .. "/train-labels-idx1-ubyte", be32(0x801) .. be32(2) .. string.char(1, 12))
   T.raises(function() ml.data.mnist(tmp) end, "label 12 of example 2 is not a digit")
+  write(tmp .. "/train-labels-idx1-ubyte", labs)
+  -- train and test images must have one size
+  write(tmp .. "/t10k-images-idx3-ubyte", be32(0x803) .. be32(2) .. be32(3) .. be32(2) .. ("\1"):rep(12))
+  T.raises(function() ml.data.mnist(tmp) end, "mnist: the training images (" .. tmp .. "/train-images-idx3-ubyte) are 2x2 "
+    .. "but the test images (" .. tmp .. "/t10k-images-idx3-ubyte) are 3x2")
+  write(tmp .. "/t10k-images-idx3-ubyte", imgs)
+  -- gzip: the CRC and length in the trailer are checked; sizes are bounded by the file
+  os.remove(tmp .. "/train-images-idx3-ubyte")
+  write(tmp .. "/imgs", imgs)
+  assert(os.execute(("gzip -c %s/imgs > %s/train-images-idx3-ubyte.gz"):format(tmp, tmp)))
+  T.check(ml.data.mnist(tmp).train:size() == 2, "the gzip file loads")
+  local f = assert(io.open(tmp .. "/train-images-idx3-ubyte.gz", "rb"))
+  local gz = f:read("a")
+  f:close()
+  local flip = function(s, i) return s:sub(1, i - 1) .. string.char(s:byte(i) ~ 0x5a) .. s:sub(i + 1) end
+  write(tmp .. "/train-images-idx3-ubyte.gz", flip(gz, #gz - 7))   -- the CRC-32
+  T.raises(function() ml.data.mnist(tmp) end, "train-images-idx3-ubyte.gz: corrupt file (incorrect data check)")
+  write(tmp .. "/train-images-idx3-ubyte.gz", flip(gz, #gz - 3))   -- the length
+  T.raises(function() ml.data.mnist(tmp) end, "train-images-idx3-ubyte.gz: corrupt file (incorrect length check)")
+  write(tmp .. "/imgs", imgs .. "x")
+  assert(os.execute(("gzip -c %s/imgs > %s/train-images-idx3-ubyte.gz"):format(tmp, tmp)))
+  T.raises(function() ml.data.mnist(tmp) end, "the file goes on after the data its header describes")
+  write(tmp .. "/imgs", be32(0x803) .. be32(1000000) .. be32(28) .. be32(28))
+  assert(os.execute(("gzip -c %s/imgs > %s/train-images-idx3-ubyte.gz"):format(tmp, tmp)))
+  T.raises(function() ml.data.mnist(tmp) end, "the images take 784000000 bytes, more than a")
   -- CIFAR: size not a multiple of the record
   os.execute("mkdir -p " .. tmp .. "/c")
   write(tmp .. "/c/data_batch_1.bin", string.rep("\0", 3073 + 5))
-  T.raises(function() ml.data.cifar10(tmp .. "/c") end, "data_batch_1.bin: size 3078 is not a multiple of the 3073-byte record")
+  T.raises(function() ml.data.cifar10(tmp .. "/c") end,
+    "data_batch_1.bin: size 3078 is not a positive multiple of the 3073-byte record")
+  write(tmp .. "/c/data_batch_1.bin", "")
+  T.raises(function() ml.data.cifar10(tmp .. "/c") end, "data_batch_1.bin: size 0 is not a positive multiple")
+  write(tmp .. "/c/data_batch_1.bin", ("\3" .. ("\0"):rep(3072)) .. ("\10" .. ("\0"):rep(3072)))
+  T.raises(function() ml.data.cifar10(tmp .. "/c") end, "data_batch_1.bin: record 2 has label 10 (expected 0..9)")
+  write(tmp .. "/c/data_batch_1.bin", ("\3" .. ("\0"):rep(3072)))
+  T.raises(function() ml.data.cifar10(tmp .. "/c") end, "cifar10: cannot open " .. tmp .. "/c/test_batch.bin")
+  write(tmp .. "/c/test_batch.bin", ("\9" .. ("\7"):rep(3072)))
+  local c = ml.data.cifar10(tmp .. "/c")
+  T.check(c.train:size() == 1 and c.test:size() == 1 and c.test:labels()[1] == 10, "one record each")
   T.raises(function() ml.data.cifar10(tmp .. "/nowhere") end, "cifar10: cannot open directory")
   -- PNG: corrupt and 16-bit files
   os.execute("mkdir -p " .. tmp .. "/p/a")
@@ -143,6 +181,29 @@ T.test("bad files are refused with the file and the reason", function()
   write(tmp .. "/p/a/bad.png", "not a png at all")
   T.raises(function() ml.data.png_folder(tmp .. "/p") end, "bad.png is not a PNG file")
   T.raises(function() ml.data.png_folder(tmp .. "/empty") end, "png_folder: cannot open directory")
+  os.execute("mkdir -p " .. tmp .. "/q/a " .. tmp .. "/q/b")
+  os.execute(("cp data/cifar10/png/cat/0000.png %s/q/a/ && cp data/mnist-10k/index.csv %s/q/b/notes.csv"):format(tmp, tmp))
+  T.check(ml.data.png_folder(tmp .. "/q"):size() == 1, "files that are not PNGs are skipped")
+  os.execute("chmod 000 " .. tmp .. "/q/b")
+  local ok_unreadable = io.open(tmp .. "/q/b/notes.csv") == nil -- root reads anything
+  if ok_unreadable then
+    T.raises(function() ml.data.png_folder(tmp .. "/q") end, "png_folder: cannot open directory " .. tmp .. "/q/b")
+  end
+  os.execute("chmod 755 " .. tmp .. "/q/b")
+end)
+
+T.test("sizes from options are checked", function()
+  T.raises(function() ml.data.gaussian_clusters{n = 2^62, dim = 4} end,
+    "gaussian_clusters: 4611686018427387904 examples of 4 features are too many to hold in memory")
+  T.raises(function() ml.data.gaussian_clusters{classes = 2^31 - 1} end,
+    "gaussian_clusters: 2147483647 classes for 1000 points (at most one class a point)")
+  T.raises(function() ml.data.gaussian_clusters{classes = 2^31} end, "gaussian_clusters: classes must be in 1..2147483647, got 2147483648")
+  T.raises(function() ml.data.gaussian_clusters{n = 2^40, dim = 4} end, "gaussian_clusters: out of memory for 1099511627776 examples")
+  T.raises(function() ml.data.gaussian_clusters{spread = 1/0} end, "spread must be finite and >= 0, got inf")
+  T.raises(function() ml.data.from_tensors(ml.rand(3, 2), ml.tensor({1, 2, 3}, "int64"), 2^32 + 2) end,
+    "from_tensors: classes must be in 0..2147483647")
+  T.raises(function() ml.data.from_tensors(ml.rand(3, 2), ml.tensor({1, 2, 2^40}, "int64")) end,
+    "dataset: label 1099511627776 of example 3 is too large")
 end)
 os.execute("rm -rf " .. tmp)
 

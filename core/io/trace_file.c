@@ -1,12 +1,12 @@
-/* trace_io.c -- routing traces in safetensors files (trace.h). */
+/* trace_file.c -- routing traces in safetensors files (trace_file.h). */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../io/safetensors.h"
-#include "trace.h"
+#include "safetensors.h"
+#include "trace_file.h"
 
 static const char *const fields[] = {"experts", "kept", "gates", "probs", "logits"};
 #define N_FIELDS 5
