@@ -195,7 +195,7 @@ end
 
 function View:__tostring() return self:render() end
 
-function View:__repr() return self:render{color = ml.isatty(1) and (os.getenv("NO_COLOR") or "") == ""} end
+function View:__repr() return self:render{color = select(3, ml.plot._term())} end
 
 -- ---------------------------------------------------------------- plots
 -- A heatmap per token layer and example (expert ids, zlim {1, E}), and one of

@@ -58,9 +58,9 @@ function Dash:clear()
 end
 
 function Dash:draw()
-  local cols, lines = ml.plot._term_size()
+  local cols, lines, color = ml.plot._term()
   local width = math.min(self.width or cols, cols, 120)
-  local text = self:frame(width, ml.isatty(1) and (os.getenv("NO_COLOR") or "") == "")
+  local text = self:frame(width, color)
   -- at most the terminal's height less one line: lines scrolled off could not be redrawn
   local kept, n = {}, 0
   for line in (text .. "\n"):gmatch("(.-)\n") do
