@@ -48,7 +48,7 @@ function Dash:frame(width, color)
   end
   panels.cols = 2
   local text = ml.plot.grid(panels):render{width = width, color = color}
-  return title .. "\n" .. text
+  return title:sub(1, width) .. "\n" .. text
 end
 
 -- Clears the lines drawn last (the cursor stands on the line below them).
@@ -60,7 +60,9 @@ end
 function Dash:draw()
   local cols, lines, color = ml.plot._term()
   local width = math.min(self.width or cols, cols, 120)
-  local text = self:frame(width, color)
+  -- a terminal too small for the plots gets the summary line: drawing must never stop the attack
+  local ok, text = pcall(self.frame, self, width, color)
+  if not ok then text = (#self.history.loss > 0 and self:line(#self.history.loss) or self.name):sub(1, width) end
   -- at most the terminal's height less one line: lines scrolled off could not be redrawn
   local kept, n = {}, 0
   for line in (text .. "\n"):gmatch("(.-)\n") do

@@ -114,6 +114,16 @@ T.test("on a terminal: redrawn in place, prints above, the last frame stays", fu
   T.check(r.history and #r.history.loss == 4 and xa, "history")
 end)
 
+T.test("a terminal too narrow for the plots gets the summary line", function()
+  local m, x, y = setup()
+  local out = sink()
+  local t = 0
+  local xa, r = ml.watch(m, x, y, {eps = 0.05, steps = 3, seed = 2, tty = true, out = out, width = 12,
+    clock = function() t = t + 1; return t end})
+  T.check(xa and #r.history.loss == 3 and not r.interrupted, "the attack ran to the end")
+  T.check(out:text():find("\27%[1A\r\27%[Jpgd step 3/3\n"), "one line as wide as the terminal, redrawn in place")
+end)
+
 T.test("print is restored after an error", function()
   local m, x, y = setup()
   local real = print
