@@ -156,10 +156,7 @@ function ml.watch(model, x, y, opts)
     if own[k] then o[k] = v else rest[k] = v end
   end
   local name = o.attack or "pgd"
-  local attack = type(name) == "string" and ml.attack[name:gsub("-", "_")]
-  if type(attack) ~= "function" then
-    error(("%s: unknown attack %s (an ml.attack function: fgsm, pgd, apgd, ...)"):format(fn, tostring(name)), 2)
-  end
+  if type(name) ~= "string" then error(("%s: attack must be an attack's name (\"pgd\", ...), got a %s"):format(fn, kind(name)), 2) end
   local every, rate = o.every or 1, o.rate or 10
   if type(every) ~= "number" or every < 1 or every % 1 ~= 0 then
     error(("%s: every must be a positive integer, got %s"):format(fn, tostring(every)), 2)
@@ -211,7 +208,7 @@ function ml.watch(model, x, y, opts)
       d:draw()
     end
   end
-  local res = table.pack(pcall(attack, model, x, y, rest))
+  local res = table.pack(pcall(ml.attack.run, name, model, x, y, rest))
   print = real_print
   if not res[1] then
     if tty then d:clear() end
@@ -229,7 +226,7 @@ end
 
 ml.doc(ml.watch, [[
 ml.watch(model, x, y, {attack = "pgd", eps, steps, seed, ..., every = 1, rate = 10, width, tty, out}) -> x_adv, report
-  Runs ml.attack[attack](model, x, y, opts) (the other options go to the attack) and watches it through
+  Runs ml.attack.run(attack, model, x, y, opts) (the other options go to the attack) and watches it through
   on_step with the routing trace of every step. On a terminal a dashboard redraws in place, at most `rate`
   times a second: loss and success-rate sparklines (means over the batch), the layers x experts share of
   the items routed in the current batch, and each MoE layer's routing change against the clean batch's
