@@ -28,7 +28,7 @@ static void push_routing(lua_State *L, const void *routing, bool keep_grad) {
     mlua_push_trace(L, t ? ml_trace_copy(t, keep_grad) : ml_trace_new());
 }
 
-static const char *const common_opts[] = {"eps", "norm", "seed", "clamp", "on_step", "trace", "log", NULL};
+static const char *const common_opts[] = {"eps", "norm", "seed", "clamp", "on_step", "trace", "log", "nan", NULL};
 static const struct {
     const char *attack;
     const char *const opts[16];
@@ -425,6 +425,10 @@ static int l_run(lua_State *L) {
     }
     lua_pop(L, 1);
     o.clamp = opt_bool(L, 5, fn, "clamp", true);
+    const char *nan = opt_str(L, 5, fn, "nan", "stop");
+    if (strcmp(nan, "stop") && strcmp(nan, "continue"))
+        luaL_error(L, "%s: nan must be \"stop\" or \"continue\", got \"%s\"", fn, nan);
+    o.nan_continue = !strcmp(nan, "continue");
     o.trace = opt_bool(L, 5, fn, "trace", false);
     o.steps = opt_int(L, 5, fn, "steps", -1, 1, "a positive integer");
     o.alpha = opt_num(L, 5, fn, "alpha", NAN);

@@ -6,17 +6,20 @@
 
 #include "lua_util.h"
 #include "nn/moe/dispatch.h"
+#include "nn/moe/moe.h"
 #include "nn/moe/route.h"
 #include "areas.h"
 
-/* ml.moe.route(probs, {k = 1, capacity_factor = 0 (none), round_capacity = false,
- *   batch_priority = false, random_ties = false}) -> {experts, kept, load, token, capacity, offsets} */
+/* ml.moe.route(probs, {k = TokenMoE's default, capacity_factor = 0 (none), round_capacity = false,
+ *   batch_priority = false, random_ties = false}) -> {experts, kept, load, token, capacity, offsets}.
+ * k's default is read from TokenMoE's option table, so the two never disagree; a bare
+ * routing call has no capacity and breaks ties by index (TokenMoE in eval mode), unless asked. */
 static int l_route(lua_State *L) {
     ml_tensor *p = mlua_check_tensor(L, 1);
     static const char *const known[] = {"k", "capacity_factor", "round_capacity", "batch_priority", "random_ties", NULL};
     mlua_check_options(L, 2, "route", known);
     ml_route_opts o = {0};
-    o.k = (int)mlua_opt_integer(L, 2, "k", 1);
+    o.k = (int)mlua_opt_integer(L, 2, "k", ml_options_find(&ml_token_moe_options, "k")->def);
     o.capacity_factor = mlua_opt_number(L, 2, "capacity_factor", 0);
     o.round_capacity = mlua_opt_bool(L, 2, "round_capacity", false);
     o.batch_priority = mlua_opt_bool(L, 2, "batch_priority", false);

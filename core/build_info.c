@@ -6,11 +6,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "openblas.h"
 #include "ops/conv.h"
 #include "parallel.h"
-
-/* OpenBLAS's configuration string (declared here to keep cblas.h out). */
-char *openblas_get_config(void);
 
 #ifndef _OPENMP
 #define _OPENMP 0

@@ -3,9 +3,7 @@
 
 #include <omp.h>
 
-/* OpenBLAS's own controls (declared here to keep cblas.h out of this file). */
-void openblas_set_num_threads(int num_threads);
-int openblas_get_num_threads(void);
+#include "openblas.h"
 
 int ml_num_threads(void) { return omp_get_max_threads(); }
 

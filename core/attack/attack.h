@@ -72,6 +72,7 @@ typedef struct {
     int eot;             /* gradients averaged over eot forwards (1) */
     uint64_t seed;
     bool clamp;          /* clamp to [0, 1] (true) */
+    bool nan_continue;   /* go on when the model returns NaN or inf logits (false: stop with an error) */
     int index_base;      /* the caller's first index (0 in C; the Lua binding sets 1): messages only */
     ml_objective *objective; /* borrowed; NULL = the attack's default (CE) */
     ml_tensor *target;   /* int64 [B] 0-based target classes: a targeted attack (borrowed) */

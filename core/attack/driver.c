@@ -156,9 +156,26 @@ void atk_success(const ml_attack_ctx *a, const ml_attack_batch *bt, const ml_ten
 
 /* ---------------------------------------------------------------- passes */
 static int check_logits(ml_attack_ctx *a, const ml_attack_batch *bt, const ml_tensor *z) {
-    if (z->dtype == ML_F32 && z->ndim == 2 && z->shape[0] == bt->b && z->shape[1] == a->C) return 0;
-    return ml_failc("%s: the model must return logits [%lld, %lld] (batch, classes), got a %s tensor %s", a->name,
-                    (long long)bt->b, (long long)a->C, ml_dtype_name(z->dtype), ML_SHAPE_STR(z));
+    if (!(z->dtype == ML_F32 && z->ndim == 2 && z->shape[0] == bt->b && z->shape[1] == a->C))
+        return ml_failc("%s: the model must return logits [%lld, %lld] (batch, classes), got a %s tensor %s", a->name,
+                        (long long)bt->b, (long long)a->C, ml_dtype_name(z->dtype), ML_SHAPE_STR(z));
+    if (a->o->nan_continue) return 0;
+    /* NaN watch: a diverged model gives NaN losses and gradients, and an
+     * attack on it reports nonsense; say where instead */
+    ml_tensor *zc = ml_contiguous((ml_tensor *)z);
+    if (!zc) return -1;
+    const float *v = ml_f32(zc);
+    int64_t n = bt->b * a->C, bad = -1;
+    for (int64_t i = 0; i < n && bad < 0; i++)
+        if (!isfinite(v[i])) bad = i;
+    float value = bad >= 0 ? v[bad] : 0.0f;
+    ml_release(zc);
+    if (bad < 0) return 0;
+    int64_t row = bt->index ? ml_i64(bt->index)[bad / a->C] : bad / a->C;
+    return ml_failc("%s: the model returned %s logits for example %lld at step %d (forward pass %lld); the attack "
+                    "stops (nan = \"continue\" to go on)",
+                    a->name, isnan(value) ? "NaN" : "infinite", (long long)(row + a->o->index_base), a->step + 1,
+                    (long long)a->cost->forwards + 1);
 }
 
 /* A failed pass: an interrupt stops the attack cleanly, anything else is an error. */
@@ -402,6 +419,7 @@ void atk_log(const ml_attack_ctx *a, const char *fmt, ...) {
 
 int atk_progress(ml_attack_ctx *a, const ml_attack_batch *bt, int step, int total, ml_tensor *xa,
                  ml_tensor *loss, ml_tensor *success) {
+    a->step = step;
     if (ml_interrupt_pending()) {
         a->stop = a->interrupted = true;
         return 1;

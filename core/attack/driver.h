@@ -26,6 +26,7 @@ typedef struct {
     ml_tensor *clean_logits;   /* [B, C] of the caller's batch (detached) */
     int64_t C;                 /* classes */
     int run;                   /* restart / target counter for on_step */
+    int step;                  /* the last step reported to atk_progress (messages name step + 1, the one running) */
     bool was_training;         /* some module was in training mode before the attack */
     bool stop, interrupted, stopped;
 } ml_attack_ctx;

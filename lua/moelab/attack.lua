@@ -66,6 +66,7 @@ end}
 ------------------------------------------------------------------ the attacks
 local common = [[
   Common options: eps (required), norm = "linf" | "l2", seed = 0, clamp = true (clamp to [0, 1]),
+  nan = "stop" | "continue" (NaN or inf logits stop the attack with an error naming the example and step),
   on_step = fn(step, info) (info: attack, step, total, run, loss, success, x_adv, index, trace; return false
   to stop), trace = false (routing traces in info), quiet.
   x: pixels in [0, 1] [B, ...]; y: int64 labels 1..classes. The model runs in eval mode and gets no .grad.

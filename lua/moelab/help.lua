@@ -212,7 +212,7 @@ local texts = {
   ["optim.adam"] = "ml.optim.adam(model | params, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0}) -> optimizer",
   ["optim.adamw"] = "ml.optim.adamw(model | params, {lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0.01}) -> optimizer (decoupled decay)",
   -- moe building blocks
-  ["moe.route"] = "ml.moe.route(probs [T, E], {k = 1, capacity_factor = 0, round_capacity, batch_priority, random_ties})\n  -> {experts [T, k], kept, load, token, offsets, capacity}: top-k routing with capacity; all top-1\n  choices take slots before any top-2 choice; assignments past capacity are dropped.",
+  ["moe.route"] = "ml.moe.route(probs [T, E], {k = 2 (TokenMoE's), capacity_factor = 0 (none), round_capacity, batch_priority, random_ties = false})\n  -> {experts [T, k], kept, load, token, offsets, capacity}: top-k routing with capacity; all top-1\n  choices take slots before any top-2 choice; assignments past capacity are dropped.",
   ["moe.gather"] = "ml.moe.gather(x, ids) -> rows of x at the 1-based ids (the dispatch of tokens to experts)",
   ["moe.combine"] = "ml.moe.combine(y [A, D], w [A], ids [A], T) -> [T, D] with out[ids[a]] += w[a] y[a]",
   ["moe.mask_channels"] = "ml.moe.mask_channels(full, first, c, [gates]) -> full's shape: sample n keeps its block of c\n  channels from first[n] (1-based), scaled by gates[n]; zeros elsewhere (the mask form of channel MoE, one op)",

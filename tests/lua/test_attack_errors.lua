@@ -33,7 +33,7 @@ T.test("norm, steps, alpha and the other numbers", function()
 end)
 
 T.test("unknown options and options of another attack", function()
-  T.raises(pgd({eps = 0.1, stpes = 3}), "pgd: unknown option 'stpes' (known: eps, norm, seed, clamp, on_step, trace, log, steps")
+  T.raises(pgd({eps = 0.1, stpes = 3}), "pgd: unknown option 'stpes' (known: eps, norm, seed, clamp, on_step, trace, log, nan, steps")
   T.raises(function() ml.attack.square(m, x, y, {eps = 0.1, steps = 3}) end, "square: unknown option 'steps'")
   T.raises(function() ml.attack.fgsm(m, x, y, {eps = 0.1, restarts = 2}) end, "fgsm: unknown option 'restarts'")
   T.raises(function() ml.attack.pgd(m, x, y, 3) end, "pgd: options must be a table, got number")
@@ -63,6 +63,27 @@ T.test("inputs and models", function()
   T.raises(pgd({eps = 0.1}, nil, nil, not_logits), "pgd: the model must return logits [4, classes], got a float32 tensor [4, 3, 4]")
   local failing = ml.nn.Lambda(function() error("model broke") end)
   T.raises(pgd({eps = 0.1}, nil, nil, failing), "model broke")
+end)
+
+T.test("NaN watch: non-finite logits stop the attack, naming the example", function()
+  local lin = ml.nn.Sequential(ml.nn.Flatten(), ml.nn.Linear(12, 10)):eval()
+  local mask = ml.ones(4, 10)
+  mask[{3, 2}] = 0 / 0
+  local nan_model = ml.nn.Lambda(function(xx) return lin(xx) * mask end)
+  T.raises(pgd({eps = 0.1, steps = 3}, nil, nil, nan_model),
+    "pgd: the model returned NaN logits for example 3 at step 1 (forward pass 1); the attack stops (nan = \"continue\" to go on)")
+  mask[{3, 2}] = 1
+  local calls = 0
+  local late = ml.nn.Lambda(function(xx)
+    calls = calls + 1
+    local z = lin(xx)
+    return calls >= 3 and z * (1 / 0) or z
+  end)
+  T.raises(pgd({eps = 0.1, steps = 5, random_start = false}, nil, nil, late), "pgd: the model returned infinite logits for example 1 at step 2")
+  mask[{3, 2}] = 0 / 0
+  local xa = ml.attack.pgd(nan_model, x, y, {eps = 0.1, steps = 2, nan = "continue"})
+  T.check(xa:shape()[1] == 4, "nan = continue runs to the end")
+  T.raises(pgd({eps = 0.1, nan = "skip"}), [[pgd: nan must be "stop" or "continue", got "skip"]])
 end)
 
 T.test("objectives", function()
