@@ -29,20 +29,25 @@ static void push_routing(lua_State *L, const void *routing, bool keep_grad) {
 }
 
 static const char *const common_opts[] = {"eps", "norm", "seed", "clamp", "on_step", "trace", "log", "nan", NULL};
+/* the gradient passes of these attacks take the router-attack switches */
+#define ROUTER_SWITCHES "selection_grad", "router_noise"
+/* FGSM, PGD and APGD also attack a part of an MoE (target = "router", ...) */
+#define MOE_PARTS "target", "expert", "steer_steps", ROUTER_SWITCHES
 static const struct {
     const char *attack;
-    const char *const opts[16];
+    const char *const opts[20];
 } attack_opts[] = {
-    {"fgsm", {"objective", "target", "eot", NULL}},
-    {"pgd", {"steps", "alpha", "random_start", "restarts", "early_stop", "eot", "objective", "target", NULL}},
-    {"apgd", {"steps", "restarts", "eot", "objective", "target", "rho", "momentum", NULL}},
-    {"apgd-ce", {"steps", "restarts", "eot", "rho", "momentum", NULL}},
-    {"apgd-dlr", {"steps", "restarts", "eot", "rho", "momentum", NULL}},
-    {"apgd-t", {"steps", "restarts", "eot", "n_targets", "rho", "momentum", NULL}},
-    {"fab-t", {"steps", "restarts", "eot", "n_targets", "alpha_max", "eta", "beta", NULL}},
-    {"fab", {"steps", "restarts", "eot", "n_targets", "alpha_max", "eta", "beta", NULL}},
+    {"fgsm", {"objective", "eot", MOE_PARTS, NULL}},
+    {"pgd", {"steps", "alpha", "random_start", "restarts", "early_stop", "eot", "objective", MOE_PARTS, NULL}},
+    {"apgd", {"steps", "restarts", "eot", "objective", "rho", "momentum", MOE_PARTS, NULL}},
+    {"apgd-ce", {"steps", "restarts", "eot", "rho", "momentum", ROUTER_SWITCHES, NULL}},
+    {"apgd-dlr", {"steps", "restarts", "eot", "rho", "momentum", ROUTER_SWITCHES, NULL}},
+    {"apgd-t", {"steps", "restarts", "eot", "n_targets", "rho", "momentum", ROUTER_SWITCHES, NULL}},
+    {"fab-t", {"steps", "restarts", "eot", "n_targets", "alpha_max", "eta", "beta", ROUTER_SWITCHES, NULL}},
+    {"fab", {"steps", "restarts", "eot", "n_targets", "alpha_max", "eta", "beta", ROUTER_SWITCHES, NULL}},
     {"square", {"queries", "p_init", NULL}},
-    {"autoattack", {"version", "attacks", "state", "batch", "checks", "steps", "eot", "queries", "n_targets", NULL}},
+    {"autoattack", {"version", "attacks", "state", "batch", "checks", "steps", "eot", "queries", "n_targets",
+                    ROUTER_SWITCHES, NULL}},
     {"check", {"steps", "queries", "eot", NULL}},
     {"check-cheap", {"steps", "queries", "eot", NULL}},
 };
@@ -391,6 +396,30 @@ static void push_report(lua_State *L, const ml_attack_report *r, const ml_attack
         push_doctor(L, &r->doctor);
         lua_setfield(L, -2, "doctor");
     }
+    lua_pushstring(L, ml_moe_target_name(r->moe_target));
+    lua_setfield(L, -2, "target");
+    lua_pushstring(L, r->selection_ste ? "ste" : "model");
+    lua_setfield(L, -2, "selection_grad");
+    lua_pushboolean(L, r->router_noise);
+    lua_setfield(L, -2, "router_noise");
+    if (r->n_layers > 0) {
+        lua_createtable(L, r->n_layers, 0);
+        for (int i = 0; i < r->n_layers; i++) {
+            const ml_attack_layer *l = &r->layers[i];
+            lua_createtable(L, 0, 4);
+            lua_pushstring(L, l->name);
+            lua_setfield(L, -2, "layer");
+            set_num(L, "change", l->change);
+            if (l->steer >= 0) {
+                set_int(L, "expert", l->steer + 1);
+                set_num(L, "steered", l->steered);
+            }
+            lua_rawseti(L, -2, i + 1);
+        }
+        lua_setfield(L, -2, "routing");
+        set_int(L, "routing_changed", r->routing_changed);
+    }
+    set_int(L, "prediction_changed", r->prediction_changed);
 }
 
 /* ml.attack._run(name, model, x, y, [opts]) -> x_adv, report */
@@ -448,6 +477,28 @@ static int l_run(lua_State *L) {
     o.state_path = opt_str(L, 5, fn, "state", NULL);
     o.batch = opt_int(L, 5, fn, "batch", 250, 0, "an integer >= 0");
     o.checks = opt_bool(L, 5, fn, "checks", true);
+    o.router_noise = opt_bool(L, 5, fn, "router_noise", false);
+    const char *sel = opt_str(L, 5, fn, "selection_grad", "model");
+    if (strcmp(sel, "model") && strcmp(sel, "ste"))
+        luaL_error(L, "%s: selection_grad must be \"model\" (the gradient the model defines, through the gates) or "
+                   "\"ste\" (straight-through), got '%s'", fn, sel);
+    o.selection_ste = !strcmp(sel, "ste");
+    if (field(L, 5, "target") == LUA_TSTRING && ml_moe_target_parse(fn, lua_tostring(L, -1), &o.moe_target))
+        return mlua_error(L);
+    lua_pop(L, 1);
+    o.steer_steps = opt_int(L, 5, fn, "steer_steps", 0, 1, "a positive integer");
+    int et = field(L, 5, "expert");
+    if (et == LUA_TSTRING && !strcmp(lua_tostring(L, -1), "weakest")) {
+        o.steer_expert = -1;
+    } else if (et != LUA_TNIL) {
+        int ok = 0;
+        lua_Integer e = lua_tointegerx(L, -1, &ok);
+        if (!ok || e < 1 || e > 1 << 20)
+            luaL_error(L, "%s: expert must be an expert number (1-based) or \"weakest\", got %s", fn,
+                       luaL_tolstring(L, -1, NULL));
+        o.steer_expert = (int)e - 1;
+    }
+    lua_pop(L, 1);
     if (field(L, 5, "attacks") != LUA_TNIL) {
         if (!lua_istable(L, -1)) luaL_error(L, "%s: attacks must be a list of attack names", fn);
         int n = (int)lua_rawlen(L, -1);
@@ -494,9 +545,19 @@ static int l_run(lua_State *L) {
     bool multilabel = st->objective && st->objective->multilabel;
     if (lua_isnoneornil(L, 4)) luaL_error(L, "%s: labels y are missing", fn);
     st->y = labels_to_core(L, 4, fn, "y", multilabel);
-    if (field(L, 5, "target") != LUA_TNIL) st->target = labels_to_core(L, lua_gettop(L), fn, "target", false);
+    /* target: a part of an MoE (a name, read above) or target classes (a tensor) */
+    int tt = field(L, 5, "target");
+    if (tt != LUA_TNIL && tt != LUA_TSTRING) {
+        if (!mlua_to_tensor(L, -1))
+            luaL_error(L, "%s: target must be \"model\", \"router\", \"experts\", \"steer_then_break\" or a tensor "
+                       "of target classes, got %s", fn, luaL_typename(L, -1));
+        st->target = labels_to_core(L, lua_gettop(L), fn, "target", false);
+    }
     lua_pop(L, 1);
     o.target = st->target;
+    if (et != LUA_TNIL && o.moe_target != ML_TARGET_STEER_THEN_BREAK &&
+        !(st->objective && !strcmp(st->objective->name, "routing_steer")))
+        luaL_error(L, "%s: expert applies to target = \"steer_then_break\" and objective = \"routing_steer\"", fn);
 
     callbacks cb = {L, 0, 0};
     if (field(L, 5, "on_step") != LUA_TNIL) {

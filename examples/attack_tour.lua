@@ -4,7 +4,11 @@
 --   2. ask the attack doctor whether the evaluation can be trusted;
 --   3. attack both with FGSM, PGD, APGD and AutoAttack (l_inf) and print the
 --      robust accuracies side by side, with what each attack cost;
---   4. show how much of the V-MoE's routing the PGD perturbation changes.
+--   4. show how much of the V-MoE's routing the PGD perturbation changes;
+--   5. attack the parts of the V-MoE with PGD: the whole model (RA), only the
+--      routers (RA-R: routing objectives), only the experts (RA-E: routing frozen
+--      to the clean selection), steer-then-break, and the straight-through
+--      gradient of the top-K selection.
 --
 --   ./build/moelab examples/attack_tour.lua            (a few minutes on 2 cores)
 --   ./build/moelab examples/attack_tour.lua --quick    (about half a minute, for tests)
@@ -63,27 +67,50 @@ for _, m in ipairs(models) do
   clean[#clean + 1] = ml.no_grad(function() return m.model(x):argmax(2):eq(y):float():mean():item() end)
 end
 print(("%-11s %8.1f%% %8.1f%%"):format("clean", 100 * clean[1], 100 * clean[2]))
-local pgd_adv
+local pgd_rep
 for _, a in ipairs(attacks) do
   local acc, cost = {}, nil
   for i, m in ipairs(models) do
     local xa, rep = ml.attack.run(a[2], m.model, x, y, a[3])
     acc[i] = rep.robust_accuracy
     if i == 1 then cost = rep.cost end
-    if i == 2 and a[1] == "PGD-20" then pgd_adv = xa end
+    if i == 2 and a[1] == "PGD-20" then pgd_rep = rep end
   end
   print(("%-11s %8.1f%% %8.1f%%   %d, %d, %.1f s"):format(a[1], 100 * acc[1], 100 * acc[2], cost.forwards,
     cost.backwards, cost.seconds))
 end
 
 ------------------------------------------------------------------ 4. routing under attack
--- The trace of a forward says which experts each token went to; PGD moves many of them.
+-- The report compares the routing of x_adv with the clean routing (the trace of each forward says which experts
+-- each token went to); PGD moves many of them.
 local moe = models[2].model
-local _, before = ml.no_grad(function() return moe:forward(x, {trace = true}) end)
-local _, after = ml.no_grad(function() return moe:forward(pgd_adv, {trace = true}) end)
-for _, layer in ipairs(ml.nn.trace_layers(before)) do
-  local e0, e1 = before[layer].experts, after[layer].experts
-  local changed = e0:ne(e1):float():sum(2):gt(0):float():mean():item()
-  print(("V-MoE %s: %.1f%% of the tokens change at least one of their 2 experts under PGD-20"):format(layer,
-    100 * changed))
+for _, l in ipairs(pgd_rep.routing) do
+  print(("V-MoE %s: %.1f%% of the tokens go to another set of experts under PGD-20"):format(l.layer,
+    100 * l.change))
+end
+
+------------------------------------------------------------------ 5. the parts of the V-MoE
+-- target = "router" changes only the routing (its objective reads the router logits); "experts" freezes the
+-- routing to the clean selection, so only the pathway is attacked; "steer_then_break" first pushes the tokens
+-- towards each layer's weakest expert, then attacks the prediction.
+local pgd = attacks[2][3] -- PGD-20, as above
+local parts = {
+  {"RA    (whole model)", {}},
+  {"RA-R  (routing_kl)", {target = "router"}},
+  {"RA-R  (routing_margin)", {target = "router", objective = "routing_margin"}},
+  {"RA-E  (experts only)", {target = "experts"}},
+  {"steer_then_break", {target = "steer_then_break"}},
+  {"RA, straight-through", {selection_grad = "ste"}},
+}
+print(("\nthe parts of the V-MoE, PGD-20 (as above) at eps = %.2f"):format(eps))
+print(("%-24s %8s  %16s  %18s"):format("attack", "robust", "routing changed", "prediction changed"))
+for _, p in ipairs(parts) do
+  local o = {}
+  for k, v in pairs(pgd) do o[k] = v end
+  for k, v in pairs(p[2]) do o[k] = v end
+  local _, rep = ml.attack.pgd(moe, x, y, o)
+  local items = 0
+  for _, l in ipairs(rep.routing) do items = items + l.change / #rep.routing end
+  print(("%-24s %7.1f%%  %5.1f%% of tokens  %10d of %d"):format(p[1], 100 * rep.robust_accuracy, 100 * items,
+    rep.prediction_changed, rep.n))
 end

@@ -119,7 +119,7 @@ static int apgd_once(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out 
     float *best = ml_f32(r->loss), *broken = ml_f32(r->success), *cl = ml_f32(cur_loss), *succ = ml_f32(now);
     size_t bytes = sizeof(float) * (size_t)(b * D);
 
-    apgd_start(a, bt, xk);
+    if (!atk_start(a, bt, buf[XK])) apgd_start(a, bt, xk);
     ml_bump_version(buf[XK]);
     if ((rc = atk_loss_grad(a, bt, buf[XK], cl, succ, g))) goto assemble;
     memcpy(xbest, xk, bytes);

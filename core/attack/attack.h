@@ -25,7 +25,27 @@
  * failing model.
  *
  * Objectives (what the gradient attacks maximise) are pluggable: see
- * objective.h. Routing traces are read only through traces.h. */
+ * objective.h. Routing traces are read only through traces.h.
+ *
+ * Attacks on the parts of an MoE (target.c; FGSM, PGD and APGD): o.moe_target
+ * chooses what the gradient attack changes --
+ *   ML_TARGET_MODEL    the prediction, through everything (the default);
+ *   ML_TARGET_ROUTER   only the routing: the objective is a routing objective
+ *                      (routing_kl by default, objective.h);
+ *   ML_TARGET_EXPERTS  only the experts: every forward is forced to the clean
+ *                      input's selection (nn/moe/forced.h), so the attack moves
+ *                      along the pathway the clean input took, and the result
+ *                      is evaluated on that pathway;
+ *   ML_TARGET_STEER_THEN_BREAK  first steer the routing to an expert per layer
+ *                      (o.steer_expert, or each layer's weakest: the expert
+ *                      that, when every item of that layer is forced to it,
+ *                      gives the highest clean loss) with routing_steer for
+ *                      steer_steps, then the objective (CE) from there.
+ * The report says, for a model with MoE layers, how the routing of x_adv
+ * differs from the clean routing per layer and how many examples changed
+ * routing and prediction. o.selection_ste adds a straight-through gradient
+ * for the hard top-K selection (nn/moe/ste.h); o.router_noise attacks with
+ * the router noise the model trains with (V-MoE), with EOT (o.eot). */
 #ifndef ML_ATTACK_H
 #define ML_ATTACK_H
 
@@ -38,6 +58,11 @@
 
 typedef enum { ML_NORM_LINF = 0, ML_NORM_L2 = 1 } ml_attack_norm;
 const char *ml_attack_norm_name(ml_attack_norm n); /* "linf", "l2" */
+
+typedef enum { ML_TARGET_MODEL, ML_TARGET_ROUTER, ML_TARGET_EXPERTS, ML_TARGET_STEER_THEN_BREAK } ml_moe_target;
+const char *ml_moe_target_name(ml_moe_target t); /* "model", "router", "experts", "steer_then_break" */
+/* The target named s; -1 + an error naming fn and the names when unknown. */
+int ml_moe_target_parse(const char *fn, const char *s, ml_moe_target *out);
 
 /* ------------------------------------------------------------ progress */
 typedef struct {
@@ -89,6 +114,12 @@ typedef struct {
     const char *state_path;                       /* resumable state (JSON), or NULL */
     int64_t batch;                                /* examples per chunk (250; 0 = all at once) */
     bool checks;                                  /* run the doctor's cheap checks first (true) */
+    /* the parts of an MoE (FGSM, PGD, APGD) */
+    ml_moe_target moe_target; /* what the attack changes (model); Lua: target = "router", ... */
+    int steer_steps;          /* steer_then_break: steps of the steering phase (0: half of steps) */
+    int steer_expert;         /* routing_steer, steer_then_break: 0-based expert of every layer; -1: each layer's weakest */
+    bool selection_ste;       /* straight-through gradient of the hard selection (false: the model's gradient) */
+    bool router_noise;        /* the training router noise in the gradient passes (with eot) */
     /* progress */
     ml_attack_step_fn on_step;
     void *on_step_ud;
@@ -134,6 +165,14 @@ typedef struct {
     ml_attack_cost cost;
 } ml_attack_part;
 
+/* The routing of x_adv against the clean routing, for one MoE layer. */
+typedef struct {
+    char name[128];
+    double change;   /* fraction of the layer's items whose kept experts changed */
+    int steer;       /* the expert the layer was steered to (0-based), or -1 */
+    double steered;  /* fraction of the items whose first choice is that expert (NAN without steering) */
+} ml_attack_layer;
+
 typedef struct {
     char attack[24];
     int64_t n;                 /* examples */
@@ -156,6 +195,13 @@ typedef struct {
     uint64_t seed;
     char objective[32];
     ml_doctor_report doctor;   /* the checks ("check", and AutoAttack's cheap ones) */
+    /* the parts of an MoE */
+    ml_moe_target moe_target;
+    bool selection_ste, router_noise;
+    int n_layers;              /* MoE layers of the model (0: no routing) */
+    ml_attack_layer *layers;   /* [n_layers] (owned) */
+    int64_t routing_changed;   /* examples whose routing changed in some layer */
+    int64_t prediction_changed;/* examples whose prediction changed */
 } ml_attack_report;
 
 void ml_attack_report_clear(ml_attack_report *r);

@@ -4,7 +4,8 @@
  *
  * Cheap checks (AutoAttack runs them first): the model was in training mode;
  * five forwards of one batch differ (a randomised model); the outputs are
- * probabilities, not logits; examples whose input gradient is exactly zero.
+ * probabilities, not logits; examples whose input gradient is exactly zero;
+ * MoE layers whose router receives no gradient.
  * The full doctor adds attacks: eps = 0 must give the clean accuracy, l_inf
  * eps = 1 must give 0%, Square must not beat APGD-CE by more than 0.2 points,
  * and the robust accuracy must not grow with eps. */
@@ -14,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../autograd.h"
+#include "../ops/loss.h"
 #include "driver.h"
 
 void atk_flag(const ml_attack_ctx *a, ml_doctor_report *d, const char *name, const char *remedy, const char *fmt,
@@ -123,6 +126,100 @@ static int check_gradients(ml_attack_ctx *a, const ml_attack_batch *bt, ml_docto
     return rc;
 }
 
+/* Per MoE layer, whether its router gets any gradient from the loss: the
+ * gradient of CE w.r.t. the router's parameters (group "router") under the
+ * layer's path, or, for layers routed by a global router, w.r.t. the router
+ * parameters under no MoE layer. A router without gradient is invisible to
+ * gradient attacks (top-1 with renormalised gates: every gate is 1). */
+typedef struct {
+    int n, cap;
+    char **paths;
+    ml_tensor **params;
+} router_params;
+
+static int collect_router(void *ud, const char *path, ml_param *p, ml_module *owner) {
+    router_params *r = ud;
+    if (!p->group || strcmp(p->group, "router")) return 0;
+    if (r->n == r->cap) {
+        int cap = r->cap ? 2 * r->cap : 16;
+        char **pp = realloc(r->paths, sizeof *pp * (size_t)cap);
+        if (pp) r->paths = pp;
+        ml_tensor **tt = pp ? realloc(r->params, sizeof *tt * (size_t)cap) : NULL;
+        if (tt) r->params = tt;
+        if (!pp || !tt) return ml_failc_oom(__func__);
+        r->cap = cap;
+    }
+    if (!(r->paths[r->n] = strdup(path))) return ml_failc_oom(__func__);
+    r->params[r->n++] = p->t;
+    return 0;
+}
+
+/* Whether path lies under the module at prefix ("blocks.1.mlp" holds "blocks.1.mlp.router.weight"). */
+static bool under(const char *path, const char *prefix) {
+    size_t n = strlen(prefix);
+    return n > 0 && !strncmp(path, prefix, n) && path[n] == '.';
+}
+
+static bool under_any_layer(const char *path, const ml_trace *t) {
+    for (int l = 0; l < t->n; l++)
+        if (under(path, t->layers[l].name)) return true;
+    return false;
+}
+
+static int check_router_gradients(ml_attack_ctx *a, const ml_attack_batch *bt, ml_doctor_report *d) {
+    const ml_trace *t = a->clean_trace;
+    if (!t || t->n == 0) return 0;
+    router_params rp = {0};
+    ml_tensor **g = NULL, *z = NULL, *ce = NULL;
+    int rc = ml_module_visit_params(a->model, false, collect_router, &rp);
+    if (rc || rp.n == 0) goto done;
+    bool gm = ml_grad_set(true);
+    z = ml_module_forward(a->model, bt->x, NULL);
+    ce = z && z->ndim == 2 && bt->y->dtype == ML_I64 ? ml_cross_entropy(z, bt->y, ML_SUM, 0) : NULL;
+    bool graph = ce && ce->requires_grad; /* else the parameters are frozen: nothing to tell */
+    g = graph ? calloc((size_t)rp.n, sizeof *g) : NULL;
+    rc = !ce || (graph && !g) ? -1 : graph ? ml_grad(ce, NULL, rp.n, rp.params, g, false) : 0;
+    ml_grad_set(gm);
+    if (z) {
+        a->cost->forwards++;
+        a->cost->forward_examples += bt->b;
+    }
+    if (rc || !graph) {
+        if (rc) rc = atk_pass_failed(a);
+        goto done;
+    }
+    a->cost->backwards++;
+    a->cost->backward_examples += bt->b;
+    for (int l = 0; l < t->n; l++) {
+        const ml_trace_layer *layer = &t->layers[l];
+        bool global = layer->kind == ML_TRACE_GLOBAL, any = false, moved = false;
+        for (int i = 0; i < rp.n; i++) {
+            bool mine = global ? !under_any_layer(rp.paths[i], t) : under(rp.paths[i], layer->name);
+            if (!mine) continue;
+            any = true;
+            ml_tensor *gi = g[i] ? ml_contiguous(g[i]) : NULL;
+            for (int64_t j = 0, n = gi ? ml_numel(gi) : 0; j < n && !moved; j++) moved = ml_f32(gi)[j] != 0;
+            ml_release(gi);
+        }
+        if (any && !moved)
+            atk_flag(a, d, "router_no_gradient",
+                     "gradient attacks cannot move this routing: attack it with target = \"router\" (the routing "
+                     "objectives read the router logits), add a straight-through gradient (selection_grad = "
+                     "\"ste\"), or use a score-based attack (square)",
+                     "the router of MoE layer '%s' receives no gradient from the loss (e.g. top-1 with renormalised "
+                     "gates: every gate is 1)", layer->name);
+    }
+done:
+    for (int i = 0; g && i < rp.n; i++) ml_release(g[i]);
+    free(g);
+    ml_release(z);
+    ml_release(ce);
+    for (int i = 0; i < rp.n; i++) free(rp.paths[i]);
+    free(rp.paths);
+    free(rp.params);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- attack checks */
 /* Robust accuracy of one nested attack run; NAN when interrupted (a->stop set). */
 static double robust(ml_attack_ctx *a, const ml_attack_batch *bt, const char *attack, ml_attack_norm norm, double eps,
@@ -135,6 +232,8 @@ static double robust(ml_attack_ctx *a, const ml_attack_batch *bt, const char *at
     c.state_path = NULL;
     c.objective = NULL;
     c.target = NULL;
+    c.moe_target = ML_TARGET_MODEL;
+    c.steer_steps = 0;
     ml_attack_report r;
     ml_tensor *xa = ml_attack_run(attack, a->model, bt->x, bt->y, &c, &r);
     if (!xa) {
@@ -228,6 +327,7 @@ int atk_doctor(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_report *re
     int rc = check_randomness(a, bt, d);
     if (rc == 0) check_probabilities(a, d);
     if (rc == 0) rc = check_gradients(a, bt, d);
+    if (rc == 0 && !a->stop) rc = check_router_gradients(a, bt, d);
     if (rc == 0 && !cheap && !a->stop) rc = attack_checks(a, bt, d);
     return rc < 0 ? -1 : 0;
 }

@@ -178,8 +178,7 @@ static int check_logits(ml_attack_ctx *a, const ml_attack_batch *bt, const ml_te
                     (long long)a->cost->forwards + 1);
 }
 
-/* A failed pass: an interrupt stops the attack cleanly, anything else is an error. */
-static int pass_failed(ml_attack_ctx *a) {
+int atk_pass_failed(ml_attack_ctx *a) {
     if (ml_interrupt_pending()) {
         a->stop = a->interrupted = true;
         ml_error_clear();
@@ -188,10 +187,25 @@ static int pass_failed(ml_attack_ctx *a) {
     return -1;
 }
 
-static ml_tensor *forward(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *x) {
-    bool trace = a->o->trace || (a->obj && a->obj->needs_trace);
-    ml_attack_routing_reset(&a->routing, trace, a->obj && a->obj->needs_aux);
+/* A forward of bt's examples; grad_pass: a pass the attack differentiates
+ * (the router-attack switches apply, routing objectives see differentiable
+ * router logits). */
+static ml_tensor *forward(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *x, bool grad_pass) {
+    bool obj_trace = a->obj && a->obj->needs_trace;
+    /* experts-only: the clean routing of bt's rows (the whole clean trace when bt is the caller's batch) */
+    ml_trace *subset = NULL;
+    if (a->frozen && bt->index && !(subset = ml_attack_trace_rows(a->name, a->frozen, a->n_rows, bt->index)))
+        return NULL;
+    const ml_trace *frozen = subset ? subset : a->frozen;
+    ml_attack_forward f = {.trace = a->o->trace || obj_trace || a->want_trace,
+                           .trace_grad = grad_pass && obj_trace,
+                           .aux = a->obj && a->obj->needs_aux,
+                           .selection_ste = grad_pass && a->o->selection_ste,
+                           .router_noise = grad_pass && a->o->router_noise,
+                           .routing = frozen};
+    ml_attack_routing_reset(&a->routing, &f);
     ml_tensor *z = ml_module_forward(a->model, x, ml_attack_routing_ctx(&a->routing));
+    ml_trace_free(subset);
     if (z && check_logits(a, bt, z)) {
         ml_release(z);
         return NULL;
@@ -217,7 +231,7 @@ int atk_loss_grad(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa, fl
     for (int e = 0; e < eot && rc == 0; e++) {
         ml_tensor *leaf = ml_detach(xa), *z = NULL, *l = NULL, *s = NULL, *g = NULL;
         if (!leaf || ml_requires_grad_(leaf, true)) rc = -1;
-        if (!rc && !(z = forward(a, bt, leaf))) rc = -1;
+        if (!rc && !(z = forward(a, bt, leaf, true))) rc = -1;
         if (!rc && !(l = objective(a, bt, z))) rc = -1;
         if (!rc && grad) {
             if (!(s = ml_sum(l, ML_ALL_DIMS, false))) rc = -1;
@@ -252,7 +266,7 @@ int atk_loss_grad(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa, fl
         ml_release(leaf);
     }
     ml_grad_set(gm);
-    if (rc) return pass_failed(a);
+    if (rc) return atk_pass_failed(a);
     if (eot > 1) {
         float inv = 1.0f / (float)eot;
         if (loss)
@@ -266,7 +280,7 @@ int atk_loss_grad(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa, fl
 int atk_eval(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa, ml_tensor **logits, float *loss,
              float *success) {
     bool gm = ml_grad_set(false);
-    ml_tensor *z = forward(a, bt, xa), *l = NULL;
+    ml_tensor *z = forward(a, bt, xa, false), *l = NULL;
     int rc = z ? 0 : -1;
     if (!rc && loss) {
         if (!(l = objective(a, bt, z))) rc = -1;
@@ -277,11 +291,30 @@ int atk_eval(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa, ml_tens
     ml_release(l);
     if (rc) {
         ml_release(z);
-        return pass_failed(a);
+        return atk_pass_failed(a);
     }
     if (logits) *logits = z;
     else ml_release(z);
     return 0;
+}
+
+bool atk_start(const ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa) {
+    if (!a->start) return false;
+    int64_t D = bt->D;
+    for (int64_t i = 0; i < bt->b; i++) {
+        int64_t row = bt->index ? ml_i64(bt->index)[i] : i;
+        memcpy(ml_f32(xa) + i * D, ml_f32(a->start) + row * D, sizeof(float) * (size_t)D);
+    }
+    ml_bump_version(xa);
+    return true;
+}
+
+#define NUDGE 1e-3 /* the radius of atk_nudge's start, as a fraction of eps */
+
+bool atk_nudge(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa) {
+    if (!a->obj || !a->obj->flat_at_clean || !(a->o->eps > 0)) return false;
+    atk_random_start(a, bt, xa, NUDGE * a->o->eps);
+    return true;
 }
 
 /* ---------------------------------------------------------------- geometry */

@@ -24,6 +24,11 @@ typedef struct {
     int64_t n_rows;
     ml_attack_routing routing; /* the last forward's traces / aux */
     ml_tensor *clean_logits;   /* [B, C] of the caller's batch (detached) */
+    ml_trace *clean_trace;     /* the clean forward's routing (owned; empty without MoE layers) */
+    const ml_trace *frozen;    /* experts-only: every forward is forced to this routing of the caller's batch */
+    ml_tensor *start;          /* [B, ...] where FGSM, PGD and APGD start (steer_then_break), or NULL */
+    bool want_trace;           /* trace every forward (the report's routing) */
+    ml_objective *steering;    /* the objective steering the routing (routing_steer), or NULL (borrowed) */
     int64_t C;                 /* classes */
     int run;                   /* restart / target counter for on_step */
     int step;                  /* the last step reported to atk_progress (messages name step + 1, the one running) */
@@ -75,6 +80,9 @@ ml_tensor *atk_rows_where(const ml_tensor *mask, int want);
  * any output may be NULL. Returns 0, 1 when interrupted, -1 on error. */
 int atk_loss_grad(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa, float *loss, float *success,
                   float *grad);
+/* After a failed pass: 1 when Ctrl-C caused it (the attack stops cleanly:
+ * a->stop, a->interrupted, the error cleared), else -1 (an error). */
+int atk_pass_failed(ml_attack_ctx *a);
 /* One forward without autograd: logits (new ref, optional), loss and success
  * (optional). Counts one query per example. 0, 1 (interrupted) or -1. */
 int atk_eval(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa, ml_tensor **logits, float *loss,
@@ -86,6 +94,14 @@ void atk_success(const ml_attack_ctx *a, const ml_attack_batch *bt, const ml_ten
 int64_t atk_argmax(const float *row, int64_t C);
 /* The margin z_y - max_{i != y} z_i per example (<= 0: misclassified). */
 void atk_margin(const ml_tensor *logits, const ml_tensor *y, float *out);
+
+/* Copies the starting point of bt's rows (a->start) into xa; false (nothing
+ * done) when the attack starts from x. */
+bool atk_start(const ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa);
+/* For an objective flat at the clean input (a KL: zero gradient at x, where
+ * sign() would step along rounding noise), xa := a random point at 1e-3 eps
+ * around x (as TRADES starts at x + 0.001 N(0, 1)); true when done. */
+bool atk_nudge(ml_attack_ctx *a, const ml_attack_batch *bt, ml_tensor *xa);
 
 /* ---------------------------------------------------------------- geometry */
 /* xa := projection of xa onto the norm ball of radius eps around x (and [0, 1]
@@ -129,6 +145,22 @@ int atk_fab_targeted(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out 
 int atk_square(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *out);
 /* The classes of rank r (0 = the largest logit) of the clean prediction of bt's rows. */
 ml_tensor *atk_ranked_class(const ml_attack_ctx *a, const ml_attack_batch *bt, int r);
+
+/* ---------------------------------------------------------------- the parts of an MoE (target.c) */
+/* After the clean forward: checks the target against the objective and the
+ * model, freezes the routing (experts), sets the steering targets (computing
+ * each layer's weakest expert when asked). steer: the steering objective of
+ * steer_then_break (borrowed), or NULL. */
+int atk_target_prepare(ml_attack_ctx *a, const ml_attack_batch *bt, ml_objective *steer);
+/* steer_then_break: body with the steering objective for the first steps,
+ * then with a->obj from where it ended; the phases' results are merged
+ * (an example broken while steering stays broken). */
+typedef int (*atk_attack_body)(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *out);
+int atk_steer_then_break(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *out, atk_attack_body body,
+                         ml_objective *steer, int default_steps);
+/* The report's routing: x_adv's routing (the last forward's trace, of the
+ * whole batch) against the clean one, per layer, and the changed examples. */
+int atk_target_report(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_report *rep);
 
 /* AutoAttack (autoattack.c) and the doctor (doctor.c) work on the whole
  * caller's batch and fill the report's parts / doctor. */

@@ -12,6 +12,7 @@
 #include "../ops/reduce.h"
 #include "../ops/shape.h"
 #include "objective.h"
+#include "routing.h"
 
 /* ------------------------------------------------------------ helpers */
 /* z[i, idx[i]] as [B, 1] (differentiable). */
@@ -154,20 +155,23 @@ static ml_tensor *loss_kl(ml_objective *o, const ml_objective_input *in) {
 typedef struct {
     const char *name;
     ml_objective_loss_fn loss;
-    bool multilabel, needs_aux, needs_clean, needs_target;
+    bool multilabel, needs_aux, needs_clean, needs_target, routing;
     int min_classes;
 } builtin;
 
 static const builtin builtins[] = {
-    {"ce", loss_ce, false, false, false, false, 2},
-    {"dlr", loss_dlr, false, false, false, false, 3},
-    {"cw", loss_cw, false, false, false, false, 2},
-    {"ce_targeted", loss_ce_targeted, false, false, false, true, 2},
-    {"dlr_targeted", loss_dlr_targeted, false, false, false, true, 4},
-    {"logit_diff", loss_logit_diff, false, false, false, true, 2},
-    {"bce", loss_bce, true, false, false, false, 1},
-    {"ce_aux", loss_ce_aux, false, true, false, false, 2},
-    {"kl", loss_kl, false, false, true, false, 2},
+    {"ce", loss_ce, false, false, false, false, false, 2},
+    {"dlr", loss_dlr, false, false, false, false, false, 3},
+    {"cw", loss_cw, false, false, false, false, false, 2},
+    {"ce_targeted", loss_ce_targeted, false, false, false, true, false, 2},
+    {"dlr_targeted", loss_dlr_targeted, false, false, false, true, false, 4},
+    {"logit_diff", loss_logit_diff, false, false, false, true, false, 2},
+    {"bce", loss_bce, true, false, false, false, false, 1},
+    {"ce_aux", loss_ce_aux, false, true, false, false, false, 2},
+    {"kl", loss_kl, false, false, true, false, false, 2},
+    {"routing_kl", ml_loss_routing_kl, false, false, true, false, true, 1},
+    {"routing_margin", ml_loss_routing_margin, false, false, true, false, true, 1},
+    {"routing_steer", ml_loss_routing_steer, false, false, true, false, true, 1},
 };
 #define N_BUILTINS (int)(sizeof builtins / sizeof builtins[0])
 
@@ -177,7 +181,10 @@ bool ml_objective_known(const char *name) {
     return false;
 }
 
-const char *ml_objective_names(void) { return "ce, dlr, cw, ce_targeted, dlr_targeted, logit_diff, bce, ce_aux, kl"; }
+const char *ml_objective_names(void) {
+    return "ce, dlr, cw, ce_targeted, dlr_targeted, logit_diff, bce, ce_aux, kl, routing_kl, routing_margin, "
+           "routing_steer";
+}
 
 static ml_objective *alloc_objective(const char *name) {
     ml_objective *o = calloc(1, sizeof *o);
@@ -197,6 +204,8 @@ ml_objective *ml_objective_new(const char *name) {
         o->needs_aux = b->needs_aux;
         o->needs_clean = b->needs_clean;
         o->needs_target = b->needs_target;
+        o->routing = o->needs_trace = b->routing;
+        o->flat_at_clean = b->loss == loss_kl || b->loss == ml_loss_routing_kl;
         o->min_classes = b->min_classes;
         return o;
     }
@@ -218,17 +227,30 @@ ml_objective *ml_objective_custom(const char *name, ml_objective_loss_fn loss, v
 void ml_objective_free(ml_objective *o) {
     if (!o) return;
     ml_release(o->clean_logits);
-    ml_attack_routing_free(&o->clean_routing);
+    ml_trace_free(o->clean_trace);
+    free(o->steer);
     if (o->free_ud) o->free_ud(o->ud);
     free(o);
 }
 
-int ml_objective_prepare(ml_objective *o, ml_tensor *clean_logits, ml_attack_routing *clean_routing) {
+int ml_objective_prepare(ml_objective *o, ml_tensor *clean_logits, const ml_trace *clean_trace) {
     if (!o->needs_clean) return 0;
     ml_release(o->clean_logits);
     o->clean_logits = ml_detach(clean_logits);
     if (!o->clean_logits) return -1;
-    if (o->needs_trace && clean_routing) ml_attack_routing_move(&o->clean_routing, clean_routing);
+    ml_trace_free(o->clean_trace);
+    o->clean_trace = NULL;
+    if (o->needs_trace && clean_trace && !(o->clean_trace = ml_trace_copy(clean_trace, false))) return -1;
+    return 0;
+}
+
+int ml_objective_set_steer(ml_objective *o, const int *experts, int n) {
+    int *s = malloc(sizeof *s * (size_t)(n > 0 ? n : 1));
+    if (!s) return ml_failc_oom(__func__);
+    if (n > 0) memcpy(s, experts, sizeof *s * (size_t)n);
+    free(o->steer);
+    o->steer = s;
+    o->n_steer = n;
     return 0;
 }
 
@@ -292,6 +314,9 @@ ml_tensor *ml_objective_apply(ml_objective *o, ml_tensor *logits, const ml_tenso
     if (logits->ndim != 2 || logits->dtype != ML_F32)
         return ml_fail("%s %s: logits must be a float tensor [B, classes], got a %s tensor %s", fn, o->name,
                        ml_dtype_name(logits->dtype), ML_SHAPE_STR(logits));
+    if (o->needs_trace)
+        return ml_fail("%s %s: reads the routing of a forward; give it to an attack (objective = \"%s\")", fn,
+                       o->name, o->name);
     if (ml_objective_check_labels(fn, o, y, target, logits->shape[0], logits->shape[1], base)) return NULL;
     if (o->needs_clean) {
         if (!clean || !ml_same_shape(clean, logits))

@@ -18,10 +18,18 @@
  *   "kl"            KL(softmax(clean logits) || softmax(logits)): TRADES' inner
  *                   maximisation
  *
+ * the routing objectives (routing.c: they read the router logits of the
+ * forward's trace, with their autograd history, and sum over MoE layers and
+ * over the items of an example)
+ *
+ *   "routing_kl"     KL(clean router distribution || current one)
+ *   "routing_margin" the violation of the clean top-K margin
+ *   "routing_steer"  the log-probability of a chosen expert per layer
+ *
  * and custom objectives (ml_objective_custom: a Lua function of (logits,
  * trace, y) from the bindings). Objectives that need the clean forward (the
- * KL, and the routing objectives to come, which compare the clean and the
- * current routing) get it once through ml_objective_prepare; when an attack works on a
+ * KL, the routing objectives, which compare the clean and the current
+ * routing) get it once through ml_objective_prepare; when an attack works on a
  * subset of the batch, `index` says which rows of the clean batch its
  * examples are. */
 #ifndef ML_ATTACK_OBJECTIVE_H
@@ -53,9 +61,15 @@ struct ml_objective {
     bool needs_target;/* targeted: opts.target (or the attack's target classes) required */
     int min_classes;
     ml_objective_loss_fn loss;
+    bool routing;     /* a routing objective (changes the routing, not the prediction) */
+    bool flat_at_clean; /* minimal, with zero gradient, at the clean input (the KLs): FGSM and PGD start
+                         * from a point near x instead (driver.h, atk_nudge) */
     /* the clean forward, kept by ml_objective_prepare when needs_clean */
     ml_tensor *clean_logits;         /* detached [B, C] */
-    ml_attack_routing clean_routing; /* its traces (when needs_trace) */
+    ml_trace *clean_trace;           /* its routing (when needs_trace; owned) */
+    /* routing_steer: the expert each MoE layer's items are steered to (0-based, by layer) */
+    int *steer;
+    int n_steer;
     /* custom objectives */
     void *ud;
     void (*free_ud)(void *ud);
@@ -73,8 +87,10 @@ bool ml_objective_known(const char *name);
 const char *ml_objective_names(void);
 
 /* Keeps the clean forward's logits (and, for an objective that reads traces,
- * takes over its routing) when the objective needs them; else does nothing. */
-int ml_objective_prepare(ml_objective *o, ml_tensor *clean_logits, ml_attack_routing *clean_routing);
+ * a copy of its routing) when the objective needs them; else does nothing. */
+int ml_objective_prepare(ml_objective *o, ml_tensor *clean_logits, const ml_trace *clean_trace);
+/* routing_steer: the expert (0-based) of each of the n MoE layers, copied. */
+int ml_objective_set_steer(ml_objective *o, const int *experts, int n);
 
 /* Evaluates the objective (a new [b] float tensor), checking what it returns:
  * `fn` names the attack in messages. */

@@ -18,8 +18,11 @@ static int pgd_once(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *
     int64_t b = bt->b, D = bt->D;
     float *xa = ml_f32(r->x_adv), *loss = ml_f32(r->loss), *succ = ml_f32(r->success);
     int64_t *used = ml_i64(r->steps);
-    memcpy(xa, ml_f32(bt->x), sizeof(float) * (size_t)(b * D));
-    if (o->random_start) atk_random_start(a, bt, r->x_adv, eps);
+    if (!atk_start(a, bt, r->x_adv)) {
+        memcpy(xa, ml_f32(bt->x), sizeof(float) * (size_t)(b * D));
+        if (o->random_start) atk_random_start(a, bt, r->x_adv, eps);
+        else atk_nudge(a, bt, r->x_adv);
+    }
     memset(frozen, 0, sizeof(float) * (size_t)b);
     int rc = 0;
     int64_t active = b;

@@ -33,6 +33,7 @@ void ml_attack_opts_default(ml_attack_opts *o) {
     o->version = "standard";
     o->batch = 250;
     o->checks = true;
+    o->steer_expert = -1;
 }
 
 void ml_attack_report_clear(ml_attack_report *r) {
@@ -43,6 +44,7 @@ void ml_attack_report_clear(ml_attack_report *r) {
     ml_release(r->pred_clean);
     ml_release(r->pred_adv);
     ml_release(r->broken_by);
+    free(r->layers);
     memset(r, 0, sizeof *r);
 }
 
@@ -92,6 +94,16 @@ static int check_opts(const char *fn, kind k, const ml_attack_opts *o) {
         return ml_failc("%s: the objective is fixed for this attack (use pgd, apgd or fgsm to choose one)", fn);
     if (o->target && !gradient)
         return ml_failc("%s: target classes are chosen by the attack itself (use pgd, apgd or fgsm with target)", fn);
+    if (o->moe_target != ML_TARGET_MODEL && !gradient)
+        return ml_failc("%s: target = \"%s\" applies to the gradient attacks fgsm, pgd and apgd", fn,
+                        ml_moe_target_name(o->moe_target));
+    if (o->steer_steps != 0 && o->moe_target != ML_TARGET_STEER_THEN_BREAK)
+        return ml_failc("%s: steer_steps applies to target = \"steer_then_break\"", fn);
+    if (o->steer_steps < 0) return ml_failc("%s: steer_steps must be a positive integer, got %d", fn, o->steer_steps);
+    if (o->moe_target < ML_TARGET_MODEL || o->moe_target > ML_TARGET_STEER_THEN_BREAK)
+        return ml_failc("%s: unknown target %d", fn, (int)o->moe_target);
+    if (k == K_SQUARE && (o->selection_ste || o->router_noise))
+        return ml_failc("%s: selection_grad and router_noise change gradients; Square reads only the outputs", fn);
     return 0;
 }
 
@@ -203,9 +215,12 @@ static int finalize(ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *
     rep->loss = ml_empty(ML_F32, 1, &B);
     rep->norm = ml_empty(ML_F32, 1, &B);
     if (!rep->success || !rep->loss || !rep->norm) goto done;
-    if (atk_eval(a, bt, out->x_adv, &z, NULL, ml_f32(rep->success)) || final_loss(a, bt, z, ml_f32(rep->loss)))
-        goto done;
+    a->want_trace = true; /* the routing of x_adv, for the report */
+    int erc = atk_eval(a, bt, out->x_adv, &z, NULL, ml_f32(rep->success));
+    a->want_trace = false;
+    if (erc || final_loss(a, bt, z, ml_f32(rep->loss))) goto done;
     rep->pred_adv = predictions(z);
+    if (!rep->pred_adv || atk_target_report(a, bt, rep)) goto done;
     rep->steps = ml_retain(out->steps);
     atk_norms(a->o->norm, bt, out->x_adv, ml_f32(rep->norm));
     rep->robust_accuracy = accuracy(a, bt, z);
@@ -225,11 +240,18 @@ done:
 }
 
 /* ---------------------------------------------------------------- the entry */
-static const char *default_objective(kind k, bool targeted) {
+static const char *default_objective(kind k, bool targeted, ml_moe_target part) {
     if (k == K_APGD_DLR) return "dlr";
     if (k == K_APGD_T || k == K_FAB_T || k == K_SQUARE || k == K_AUTO || k == K_CHECK || k == K_CHECK_CHEAP)
         return NULL;
+    if (part == ML_TARGET_ROUTER) return "routing_kl";
     return targeted ? "ce_targeted" : "ce";
+}
+
+/* The body of a gradient attack (steer_then_break runs it twice) and its default steps. */
+static atk_attack_body gradient_body(kind k, int *default_steps) {
+    *default_steps = k == K_FGSM ? 1 : k == K_PGD ? 10 : 100;
+    return k == K_FGSM ? atk_fgsm : k == K_PGD ? atk_pgd : atk_apgd;
 }
 
 static int run_body(kind k, ml_attack_ctx *a, const ml_attack_batch *bt, ml_attack_out *out, ml_attack_report *rep) {
@@ -268,16 +290,20 @@ ml_tensor *ml_attack_run(const char *name, ml_module *model, ml_tensor *x, ml_te
     a.cost = &rep->cost;
     ml_attack_batch bt = {0};
     ml_attack_out out = {0};
-    ml_objective *own = NULL;
+    ml_objective *own = NULL, *steer = NULL;
     ml_tensor *result = NULL, *clean = NULL;
     modes saved_modes = {0};
     ml_rng_state saved_rng;
     ml_rng_get_state(&saved_rng);
     bool grad_mode = ml_grad_enabled();
 
-    const char *objname = o->objective ? NULL : default_objective(k, o->target != NULL);
+    const char *objname = o->objective ? NULL : default_objective(k, o->target != NULL, o->moe_target);
     if (objname && !(own = ml_objective_new(objname))) return NULL;
     a.obj = o->objective ? o->objective : own;
+    if (o->moe_target == ML_TARGET_STEER_THEN_BREAK && !(steer = ml_objective_new("routing_steer"))) {
+        ml_objective_free(own);
+        return NULL;
+    }
 
     bt.x = ml_contiguous(x);
     bt.y = bt.x ? ml_contiguous(y) : NULL;
@@ -302,8 +328,8 @@ ml_tensor *ml_attack_run(const char *name, ml_module *model, ml_tensor *x, ml_te
         ml_attack_cost scratch = {0};
         a.cost = &scratch;
         ml_grad_set(false);
-        bool trace = a.obj && a.obj->needs_trace;
-        ml_attack_routing_reset(&a.routing, trace, a.obj && a.obj->needs_aux);
+        ml_attack_forward f = {.trace = true, .aux = a.obj && a.obj->needs_aux}; /* the clean routing, kept */
+        ml_attack_routing_reset(&a.routing, &f);
         clean = ml_module_forward(model, bt.x, ml_attack_routing_ctx(&a.routing));
         ml_grad_set(grad_mode);
         a.cost = &rep->cost;
@@ -326,7 +352,10 @@ ml_tensor *ml_attack_run(const char *name, ml_module *model, ml_tensor *x, ml_te
             ml_objective_free(ce);
             if (bad) goto done;
         }
-        if (a.obj && ml_objective_prepare(a.obj, clean, &a.routing)) goto done;
+        const ml_trace *ct = ml_attack_routing_trace(&a.routing);
+        if (!(a.clean_trace = ct ? ml_trace_copy(ct, false) : ml_trace_new())) goto done;
+        if (a.obj && ml_objective_prepare(a.obj, clean, a.clean_trace)) goto done;
+        if (steer && ml_objective_prepare(steer, clean, a.clean_trace)) goto done;
         a.clean_logits = ml_detach(clean);
         rep->pred_clean = predictions(clean);
         rep->clean_accuracy = accuracy(&a, &bt, clean);
@@ -334,7 +363,15 @@ ml_tensor *ml_attack_run(const char *name, ml_module *model, ml_tensor *x, ml_te
     }
 
     if (atk_out_new(&out, &bt)) goto done;
-    if (run_body(k, &a, &bt, &out, rep)) goto done;
+    int prc = atk_target_prepare(&a, &bt, steer); /* 1: Ctrl-C while finding the weakest experts */
+    if (prc < 0) goto done;
+    if (prc == 0 && o->moe_target == ML_TARGET_STEER_THEN_BREAK) {
+        int default_steps;
+        atk_attack_body body = gradient_body(k, &default_steps);
+        if (atk_steer_then_break(&a, &bt, &out, body, steer, default_steps) < 0) goto done;
+    } else if (prc == 0 && run_body(k, &a, &bt, &out, rep)) {
+        goto done;
+    }
 
     /* an interrupted attack still gets its report: let the last forwards run */
     if (a.interrupted) ml_interrupt_clear();
@@ -348,6 +385,9 @@ ml_tensor *ml_attack_run(const char *name, ml_module *model, ml_tensor *x, ml_te
     rep->seed = o->seed;
     rep->interrupted = a.interrupted;
     rep->stopped = a.stopped;
+    rep->moe_target = o->moe_target;
+    rep->selection_ste = o->selection_ste;
+    rep->router_noise = o->router_noise;
     result = ml_retain(out.x_adv);
 done:
     rep->cost.seconds = atk_now() - t0;
@@ -363,10 +403,12 @@ done:
     ml_rng_set_state(&saved_rng);
     ml_release(clean);
     ml_release(a.clean_logits);
+    ml_trace_free(a.clean_trace);
     ml_attack_routing_free(&a.routing);
     free(a.row_rng);
     atk_out_free(&out);
     atk_batch_free(&bt);
     ml_objective_free(own);
+    ml_objective_free(steer);
     return result;
 }

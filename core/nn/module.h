@@ -77,6 +77,10 @@ struct ml_ctx {
     bool trace;      /* collect a routing trace (ctx->traces) */
     bool trace_grad; /* ... whose logits, probs and gates keep their autograd history */
     bool want_aux;   /* compute auxiliary losses even in eval mode */
+    /* For attacks on the routers (moe/ste.h): a straight-through gradient for
+     * the hard expert selection, and the training router noise in eval mode. */
+    bool selection_ste;
+    bool router_noise;
     ml_trace *traces; /* the trace of this forward (owned; ml_ctx_take_trace) */
     ml_tensor *aux;   /* summed, weighted auxiliary loss (0-d, differentiable) or NULL */
     /* Forced routing (borrowed): every sparse MoE layer takes its selection

@@ -50,6 +50,17 @@ report_mt.__tostring = function(r)
     lines[#lines + 1] = ("  after %-9s robust %s  (%d broken, %.1f s)"):format(p.name, pct(p.robust_accuracy),
       p.broken, p.cost.seconds)
   end
+  if r.routing then
+    local sw = {}
+    if r.selection_grad ~= "model" then sw[#sw + 1] = "selection gradient " .. r.selection_grad end
+    if r.router_noise then sw[#sw + 1] = "router noise" end
+    lines[#lines + 1] = ("  target %s%s: routing changed for %d of %d examples, prediction for %d"):format(r.target,
+      #sw > 0 and " (" .. table.concat(sw, ", ") .. ")" or "", r.routing_changed, r.n, r.prediction_changed)
+    for _, l in ipairs(r.routing) do
+      lines[#lines + 1] = ("    %-24s %s of the items routed differently%s"):format(l.layer, pct(l.change),
+        l.expert and ("; expert %d first for %s"):format(l.expert, pct(l.steered)) or "")
+    end
+  end
   if r.doctor and #r.doctor.flags > 0 then lines[#lines + 1] = tostring(r.doctor) end
   return table.concat(lines, "\n")
 end
@@ -71,7 +82,23 @@ local common = [[
   to stop), trace = false (routing traces in info), quiet.
   x: pixels in [0, 1] [B, ...]; y: int64 labels 1..classes. The model runs in eval mode and gets no .grad.
   report: success, loss, perturbation, steps (per example), pred_clean, pred_adv, clean_accuracy,
-  robust_accuracy, robust_accuracy_8bit, cost = {forwards, backwards, queries, seconds}, interrupted.]]
+  robust_accuracy, robust_accuracy_8bit, cost = {forwards, backwards, queries, seconds}, interrupted,
+  prediction_changed; for a model with MoE layers routing = {{layer, change, [expert, steered]}, ...}
+  (fraction of each layer's items whose kept experts changed) and routing_changed (examples).]]
+
+-- the switches of the gradient passes (every gradient attack) and the parts of an MoE (FGSM, PGD, APGD)
+local switches = [[
+  selection_grad = "model" | "ste" (straight-through gradient of the top-K selection), router_noise = false
+  (the training router noise in the gradient passes, with eot): see help(ml.attack.pgd).
+]]
+local moe_parts = [[
+  The parts of an MoE (docs/ATTACKS.md, "Attacks on the routers"): target = "model" (default) | "router" (only the
+  routing, with a routing objective: routing_kl by default, routing_margin, routing_steer) | "experts" (the
+  routing frozen to the clean input's selection) | "steer_then_break" (steer_steps = steps/2 of routing_steer
+  towards expert = n | "weakest" (default), then the objective); selection_grad = "model" | "ste"
+  (straight-through gradient of the top-K selection); router_noise = false (the training router noise in the
+  gradient passes, with eot).
+]]
 
 function A.run(name, model, x, y, opts) return call(name, model, x, y, opts) end
 ml.doc(A.run, [[
@@ -83,7 +110,7 @@ function A.fgsm(model, x, y, opts) return call("fgsm", model, x, y, opts) end
 ml.doc(A.fgsm, [[
 ml.attack.fgsm(model, x, y, {eps, norm, objective = "ce", target, eot = 1}) -> x_adv, report
   Fast gradient sign method: one step of size eps along sign(grad) (linf) or grad/|grad| (l2).
-]] .. common)
+]] .. moe_parts .. common)
 
 function A.pgd(model, x, y, opts) return call("pgd", model, x, y, opts) end
 ml.doc(A.pgd, [[
@@ -92,7 +119,8 @@ ml.attack.pgd(model, x, y, {eps, norm, steps = 10, alpha = eps/steps, random_sta
   Projected gradient descent (Madry et al.); restarts keep the worst case per example, early_stop freezes an
   example at its first success. objective: a name (help(ml.attack.loss)) or fn(logits, trace, y) -> [B].
   e.g. x_adv, rep = ml.attack.pgd(model, x, y, {eps = 8/255, steps = 10})
-]] .. common)
+       ml.attack.pgd(vmoe, x, y, {eps = 0.1, target = "router", objective = "routing_margin"})
+]] .. moe_parts .. common)
 
 function A.apgd(model, x, y, opts) return call("apgd", model, x, y, opts) end
 ml.doc(A.apgd, [[
@@ -100,14 +128,14 @@ ml.attack.apgd(model, x, y, {eps, norm, steps = 100, objective = "ce" | "dlr" | 
                              rho = 0.75, momentum = 0.75, target, eot = 1}) -> x_adv, report
   Auto-PGD (Croce & Hein 2020): step 2 eps halved at the checkpoints 0, 0.22, ... where the loss oscillates
   or stalls, momentum 0.75, restart from the best point. Restarts re-attack the examples not yet broken.
-]] .. common)
+]] .. moe_parts .. common)
 
 function A.apgd_t(model, x, y, opts) return call("apgd-t", model, x, y, opts) end
 ml.doc(A.apgd_t, [[
 ml.attack.apgd_t(model, x, y, {eps, norm, steps = 100, n_targets = 9, restarts = 1}) -> x_adv, report
   APGD on the targeted DLR loss towards the classes ranked 2 .. n_targets + 1 by the clean logits
   (needs >= 4 classes); success = misclassified.
-]] .. common)
+]] .. switches .. common)
 
 function A.fab(model, x, y, opts) return call("fab-t", model, x, y, opts) end
 A.fab_t = A.fab
@@ -116,7 +144,7 @@ ml.attack.fab(model, x, y, {eps, norm, steps = 100, n_targets = 9, alpha_max = 0
                             restarts = 1}) -> x_adv, report   (also ml.attack.fab_t)
   FAB-T (Croce & Hein 2020), minimum norm: projections onto the linearised boundary towards each target
   class; an example counts as broken when its closest adversarial point is within eps.
-]] .. common)
+]] .. switches .. common)
 
 function A.square(model, x, y, opts) return call("square", model, x, y, opts) end
 ml.doc(A.square, [[
@@ -137,7 +165,7 @@ ml.attack.autoattack(model, x, y, {eps, norm, version = "standard" | "rand" | "c
   the same call after a kill to continue). report.attacks: per attack robust accuracy,
   examples broken, cost; report.broken_by[i]: "clean", the attack's name, or "robust".
   steps, queries, n_targets, eot tune the components (e.g. for a quick look).
-]] .. common)
+]] .. switches .. common)
 
 function A.check(model, x, y, opts)
   opts = opts or {}
@@ -155,7 +183,8 @@ ml.attack.check(model, x, y, {eps, norm, steps, queries, seed, cheap = false}) -
   The attack doctor: flags what makes robustness numbers lie, each with its remedy -- randomness (five
   forwards differ), probabilities instead of logits, zero input gradients, a model left in training mode
   (the cheap checks, also run by autoattack), eps = 0 not giving the clean accuracy, linf eps = 1 not giving
-  0%, Square beating APGD-CE by more than 0.2 points (gradient masking), robust accuracy growing with eps.
+  0%, Square beating APGD-CE by more than 0.2 points (gradient masking), robust accuracy growing with eps,
+  and per MoE layer a router that receives no gradient (cheap; e.g. top-1 with renormalised gates).
   doctor.flags = {{name, message, remedy}, ...}, doctor.ok; print(doctor) shows the verdict.
   steps / queries shorten the attacks it runs.]])
 
@@ -186,7 +215,8 @@ ml.attack.evaluate(model, ds, name, opts, [{n = all, batch = 250}]) -> {clean_ac
 local saved_tensors = {"x", "x_adv", "success", "loss", "perturbation", "steps", "pred_clean", "pred_adv"}
 local saved_fields = {"attack", "objective", "n", "eps", "norm", "seed", "clean_accuracy", "robust_accuracy",
                       "robust_accuracy_8bit", "success_rate", "cost", "attacks", "broken_by", "doctor",
-                      "interrupted", "stopped"}
+                      "interrupted", "stopped", "target", "selection_grad", "router_noise", "routing",
+                      "routing_changed", "prediction_changed"}
 
 function A.save(path, result)
   if type(path) ~= "string" then error("attack.save: first argument must be a file path", 2) end
@@ -228,7 +258,11 @@ ml.doc(A.loss, [[
 ml.attack.loss(name, logits, y, [{target = t, clean = logits}]) -> losses [B] (differentiable)
   The attack objectives: "ce", "dlr", "cw" (max_{i~=y} z_i - z_y), "ce_targeted", "dlr_targeted", "logit_diff"
   (z_t - z_y), "bce" (multi-label, y float [B, C]), "ce_aux" (plus the routers' auxiliary losses; needs a
-  forward, use it as an attack option), "kl" (KL to the clean prediction: clean = logits). Attacks maximise them.]])
+  forward, use it as an attack option), "kl" (KL to the clean prediction: clean = logits). Attacks maximise them.
+  The routing objectives read the routing of the attack's forwards (attack option objective only), summed over
+  the MoE layers and the items of an example: "routing_kl" (KL from the clean router distribution),
+  "routing_margin" (violation of the clean top-K margin, capped at 0 once the selection changed),
+  "routing_steer" (log-probability of expert = n, or each layer's weakest).]])
 ml.doc(A.objectives, "ml.attack.objectives() -> the names of the built-in objectives (attack option objective)")
 
 return true

@@ -62,7 +62,16 @@ T.test("attack_tour", function()
       T.check(rows.AutoAttack[i] <= rows["APGD-CE"][i] + 1e-9, "AutoAttack starts with APGD-CE")
     end
   end
-  T.check(out:find("change at least one of their 2 experts"), "routing under attack")
+  T.check(out:find("of the tokens go to another set of experts under PGD%-20"), "routing under attack")
+  local parts = {}
+  for name, ra, change in out:gmatch("\n(R[A%-RE]+) +%b() +([%d.]+)%% +([%d.]+)%% of tokens") do
+    parts[name] = parts[name] or {}
+    parts[name][#parts[name] + 1] = {tonumber(ra), tonumber(change)}
+  end
+  T.check(parts.RA and parts["RA-R"] and parts["RA-E"], "RA, RA-R and RA-E side by side")
+  if parts["RA-E"] then T.check(parts["RA-E"][1][2] == 0, "experts-only attacks change no routing") end
+  if parts.RA and rows["PGD-20"] then T.check(parts.RA[1][1] == rows["PGD-20"][2], "RA is PGD-20 on the V-MoE") end
+  T.check(out:find("\nsteer_then_break +[%d.]+%%"), "steer_then_break")
 end)
 
 T.test("routing_under_attack", function()

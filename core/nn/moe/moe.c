@@ -19,6 +19,7 @@
 #include "../registry.h"
 #include "dispatch.h"
 #include "forced.h"
+#include "ste.h"
 
 /* ------------------------------------------------------------ Router */
 typedef struct {
@@ -277,6 +278,28 @@ static int token_report(ml_module *m, ml_ctx *ctx, ml_tensor *logits, ml_tensor 
     return rc;
 }
 
+/* out += the straight-through term of the selection (ste.h): every expert
+ * runs on every token, without gradient. On failure out is released. */
+static int add_selection_ste(ml_module *m, ml_tensor *X, ml_tensor *probs, ml_tensor **out) {
+    int E = ((moe_state *)m->state)->o.experts, rc = 0;
+    ml_tensor **f = calloc((size_t)E, sizeof *f), *term = NULL, *shaped = NULL, *sum = NULL;
+    bool gm = ml_grad_set(false);
+    for (int e = 0; f && e < E && !rc; e++)
+        if (!(f[e] = run_expert(m, e, X, NULL))) rc = -1;
+    ml_grad_set(gm);
+    if (!f) rc = ml_failc_oom("TokenMoE");
+    if (!rc && !(term = ml_moe_ste_tokens(probs, f, E))) rc = -1;
+    if (!rc && !(shaped = ml_reshape(term, (*out)->ndim, (*out)->shape))) rc = -1;
+    if (!rc && !(sum = ml_add(*out, shaped))) rc = -1;
+    for (int e = 0; f && e < E; e++) ml_release(f[e]);
+    free(f);
+    ml_release(term);
+    ml_release(shaped);
+    ml_release(*out);
+    *out = sum;
+    return rc;
+}
+
 static ml_tensor *token_moe_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     moe_state *s = m->state;
     const ml_moe_opts *o = &s->o;
@@ -296,7 +319,7 @@ static ml_tensor *token_moe_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     logits = router_logits(m, X, ctx);
     if (!logits) goto done;
     double sigma = o->noise_std / (double)E;
-    if (m->training && sigma > 0) {
+    if ((m->training || (ctx && ctx->router_noise)) && sigma > 0) {
         int64_t ls[2] = {T, E};
         ml_tensor *noise = ml_randn(2, ls);
         ml_tensor *sn = noise ? ml_mul_scalar(noise, sigma) : NULL;
@@ -380,6 +403,7 @@ static ml_tensor *token_moe_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
         if (!out) goto done;
     }
 report:
+    if (ml_moe_ste_wanted(ctx) && add_selection_ste(m, X, probs, &out)) goto done;
     if (ctx && (m->training || ctx->want_aux || ctx->trace) && token_report(m, ctx, logits, noisy, probs, &r, sigma)) {
         ml_release(out);
         out = NULL;

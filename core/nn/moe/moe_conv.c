@@ -22,6 +22,7 @@
 #include "dispatch.h"
 #include "forced.h"
 #include "moe.h"
+#include "ste.h"
 
 /* ------------------------------------------------------------ global routing */
 struct ml_global_route {
@@ -214,6 +215,18 @@ static ml_tensor *moe_conv_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
             ml_release(parts[e]);
             ml_release(ids[e]);
         }
+    }
+    if (out && ml_moe_ste_wanted(ctx)) {
+        /* the straight-through term of the selection (ste.h): every channel, without gradient */
+        bool gm = ml_grad_set(false);
+        ml_tensor *full = ml_conv2d(x, ml_module_param(m, "weight"), NULL, &co);
+        ml_grad_set(gm);
+        ml_tensor *term = full ? ml_moe_ste_channels(probs, full, s->start, s->block) : NULL;
+        ml_tensor *sum = term ? ml_add(out, term) : NULL;
+        ml_release(full);
+        ml_release(term);
+        ml_release(out);
+        out = sum;
     }
     /* balancing losses on a per-layer router (training, or when asked for) */
     double aux_values[ML_AUX_COUNT] = {NAN, NAN, NAN, NAN};
