@@ -3,7 +3,7 @@
 -- place at most `rate` times a second: loss and success-rate sparklines, the
 -- layers x experts load and the per-layer routing change against the clean
 -- trace so far. Prints made meanwhile appear above the dashboard; the last
--- frame and a final table stay. Elsewhere (a pipe, a log) it prints one line
+-- frame and the report stay. Elsewhere (a pipe, a log) it prints one line
 -- per step (every `every` steps). Ctrl-C stops the attack, which returns its
 -- best batch so far (report.interrupted), and the dashboard is closed.
 local ml = require "moelab"
@@ -129,20 +129,6 @@ function Dash:clean_of(index)
   return self.subset
 end
 
--- The table left at the end: the report and each layer's routing change
--- between the clean batch and the attack's result.
-function Dash:final(report, xa)
-  local lines = {tostring(report)}
-  if #self.layers > 0 then
-    local _, adv = ml.inspect._forward_trace(self.model, xa)
-    lines[#lines + 1] = ("  %-24s %7s %15s %13s"):format("layer", "experts", "routing change", "items changed")
-    for _, r in ipairs(ml.metrics.routing_change(self.clean, adv)) do
-      lines[#lines + 1] = ("  %-24s %7d %15.4f %13s"):format(r.layer, self.E[r.layer], r.rate, ("%d/%d"):format(r.changed, r.items))
-    end
-  end
-  return table.concat(lines, "\n")
-end
-
 -- ml.watch(model, x, y, {attack = "pgd", every = 1, rate = 10, tty, out, width, <attack options>}) -> x_adv, report
 function ml.watch(model, x, y, opts)
   local fn = "watch"
@@ -178,13 +164,12 @@ function ml.watch(model, x, y, opts)
   if tty == nil then tty = ml.isatty(1) end
   local d = setmetatable({name = name, total = rest.steps or 0, eps = rest.eps or 0, clock = clock, start = clock(),
                           out = o.out or io.stdout, tty = tty, every = every, interval = 1 / rate, width = o.width,
-                          clean = clean, batch = x:size(1), x = x, model = model, layers = {}, names = {}, E = {}, share = {}, drawn = 0,
+                          clean = clean, batch = x:size(1), x = x, model = model, layers = {}, names = {}, share = {}, drawn = 0,
                           last_draw = -math.huge,
                           history = {step = {}, loss = {}, success = {}, rc = {}}}, Dash)
   for i = 1, #clean do
     local l = clean[i]
     d.layers[i] = {name = l.layer, E = l.E}
-    d.E[l.layer] = l.E
     d.names[i] = l.layer
     d.history.rc[l.layer] = {}
   end
@@ -219,7 +204,8 @@ function ml.watch(model, x, y, opts)
   if tty then
     d:draw()
   end
-  d.out:write(d:final(report, xa), "\n")
+  -- the report says how the routing of x_adv differs from the clean batch's, layer by layer
+  d.out:write(tostring(report), "\n")
   d.out:flush()
   return xa, report
 end
@@ -231,7 +217,7 @@ ml.watch(model, x, y, {attack = "pgd", eps, steps, seed, ..., every = 1, rate = 
   times a second: loss and success-rate sparklines (means over the batch), the layers x experts share of
   the items routed in the current batch, and each MoE layer's routing change against the clean batch's
   routing (ml.metrics.routing_change); prints made meanwhile (say by your own on_step) appear above it,
-  and at the end the last frame stays with the report and a table of the final routing change. When the
+  and at the end the last frame stays with the report (its routing lines: each layer's change for x_adv). When the
   output is not a terminal (tty = false), a line per step instead (every k-th with every = k):
     pgd step 3/40  loss 2.31  success 0.1250  rc blocks.2.mlp 0.0310
   Ctrl-C stops the attack: it returns its best batch so far with report.interrupted = true, and the
