@@ -47,7 +47,7 @@ ml_tensor *ml_expert_class_matrix(const char *fn, const ml_trace_layer *l, const
         return ml_fail("%s: labels must be a non-empty int64 [batch] tensor, got %s %s", fn, ml_dtype_name(y->dtype),
                        ML_SHAPE_STR(y));
     if (classes < 1 || classes > (1 << 20)) return ml_fail("%s: %" PRId64 " classes is out of range", fn, classes);
-    int64_t per = ml_route_items_per_sample(fn, l, y->shape[0]);
+    int64_t per = ml_trace_items_per_sample(fn, l, y->shape[0]);
     if (per < 0) return NULL;
     ml_tensor *yc = ml_contiguous((ml_tensor *)y);
     if (!yc) return NULL;

@@ -6,28 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int64_t ml_route_items_per_sample(const char *fn, const ml_trace_layer *l, int64_t batch) {
-    if (batch < 1) return ml_failc("%s: the batch size must be at least 1, got %" PRId64, fn, batch);
-    if (l->T % batch)
-        return ml_failc("%s: layer '%s' routed %" PRId64 " items, not a multiple of the batch size %" PRId64, fn,
-                        l->name, l->T, batch);
-    return l->T / batch;
-}
-
-double ml_route_iou(const int64_t *ea, const int64_t *ka, const int64_t *eb, const int64_t *kb, int K) {
-    /* the selections are distinct within a row (trace.h): count by membership */
-    int inter = 0, na = 0, nb = 0;
-    for (int i = 0; i < K; i++) {
-        if (!ka[i]) continue;
-        na++;
-        for (int j = 0; j < K; j++)
-            if (kb[j] && eb[j] == ea[i]) inter++;
-    }
-    for (int j = 0; j < K; j++) nb += kb[j] != 0;
-    int uni = na + nb - inter;
-    return uni == 0 ? 1.0 : (double)inter / (double)uni;
-}
-
 void ml_route_change_free(ml_route_change *r) {
     for (int i = 0; r->layers && i < r->n; i++) {
         ml_release(r->layers[i].iou);
@@ -59,7 +37,7 @@ static ml_tensor *total_variation(const ml_trace_layer *a, const ml_trace_layer 
 static int compare_layer(const char *fn, const ml_trace_layer *a, const ml_trace_layer *b, int64_t batch,
                          ml_route_change_layer *out, unsigned char *sample_changed) {
     int64_t T = a->T, K = a->K;
-    int64_t per = ml_route_items_per_sample(fn, a, batch);
+    int64_t per = ml_trace_items_per_sample(fn, a, batch);
     if (per < 0) return -1;
     *out = (ml_route_change_layer){.layer = a->name, .kind = a->kind, .T = T, .per_sample = per, .mean_tv = NAN};
     out->iou = ml_empty(ML_F32, 1, &T);
@@ -69,7 +47,7 @@ static int compare_layer(const char *fn, const ml_trace_layer *a, const ml_trace
     if (!mine) return ml_failc("out of memory");
     double sum = 0;
     for (int64_t t = 0; t < T; t++) {
-        double iou = ml_route_iou(ea + t * K, ka + t * K, eb + t * K, kb + t * K, (int)K);
+        double iou = ml_trace_selection_iou(ea + t * K, ka + t * K, eb + t * K, kb + t * K, (int)K);
         ml_f32(out->iou)[t] = (float)iou;
         sum += iou;
         if (iou < 1) {

@@ -43,14 +43,6 @@ typedef struct {
     unsigned char *sample_changed; /* [batch]: some item of the sample changed in some layer */
 } ml_route_change;
 
-/* Items per sample of a layer routing `batch` samples: T / batch, or -1 +
- * an error naming fn when T is not a multiple of batch (or batch < 1). */
-int64_t ml_route_items_per_sample(const char *fn, const ml_trace_layer *l, int64_t batch);
-
-/* The IoU of the kept selections of one item: experts ea/eb [K] (0-based),
- * kept flags ka/kb [K] (0/1). */
-double ml_route_iou(const int64_t *ea, const int64_t *ka, const int64_t *eb, const int64_t *kb, int K);
-
 /* Compares two traces of the same model and batch size (else an error naming
  * the first difference); batch = samples in the forward (every layer's item
  * count must be a multiple of it). fn names the caller in messages. */

@@ -34,7 +34,7 @@ static ml_tensor *per_example(ml_objective *o, const ml_objective_input *in, ite
     ml_tensor *total = NULL;
     for (int k = 0; k < cur->n; k++) {
         const ml_trace_layer *l = &cur->layers[k], *c = &clean->layers[k];
-        int64_t n = ml_attack_items_per_example(o->name, c, B);
+        int64_t n = ml_trace_items_per_sample(o->name, c, B);
         if (n < 0) goto fail;
         if (l->T != b * n || l->E != c->E || l->K != c->K) {
             ml_fail("%s: layer '%s' routes %lld items of %d experts, the clean forward %lld of %d for %lld examples",

@@ -34,13 +34,6 @@ void ml_attack_routing_free(ml_attack_routing *r) {
 }
 
 /* ------------------------------------------------------------ rows of a trace */
-int64_t ml_attack_items_per_example(const char *fn, const ml_trace_layer *l, int64_t B) {
-    if (B < 1 || l->T % B != 0)
-        return ml_failc("%s: layer '%s' routed %" PRId64 " items for %" PRId64 " examples (not a whole number per "
-                        "example)", fn, l->name, l->T, B);
-    return l->T / B;
-}
-
 ml_tensor *ml_attack_item_rows(const ml_tensor *index, int64_t b, int64_t n) {
     int64_t total = b * n;
     ml_tensor *rows = ml_empty(ML_I64, 1, &total);
@@ -60,7 +53,7 @@ ml_trace *ml_attack_trace_rows(const char *fn, const ml_trace *t, int64_t B, con
     int64_t b = index ? index->shape[0] : B;
     for (int i = 0; out && i < t->n; i++) {
         const ml_trace_layer *l = &t->layers[i];
-        int64_t n = ml_attack_items_per_example(fn, l, B);
+        int64_t n = ml_trace_items_per_sample(fn, l, B);
         ml_tensor *rows = n < 0 ? NULL : ml_attack_item_rows(index, b, n);
         ml_tensor *experts = rows_of(l->experts, rows), *gates = rows_of(l->gates, rows);
         ml_tensor *probs = rows_of(l->probs, rows), *logits = rows_of(l->logits, rows), *kept = rows_of(l->kept, rows);
@@ -80,26 +73,11 @@ ml_trace *ml_attack_trace_rows(const char *fn, const ml_trace *t, int64_t B, con
 }
 
 /* ------------------------------------------------------------ routing change */
-/* Whether item a of layer x and item b of layer y are kept by different sets
- * of experts (core/analysis/routing.c reads the same as IoU < 1; the folders'
- * arrows keep core/attack from including it). */
+/* Whether item a of layer x and item b of layer y are kept by different sets of experts. */
 static bool item_changed(const ml_trace_layer *x, int64_t a, const ml_trace_layer *y, int64_t b) {
     int K = x->K;
-    const int64_t *ea = ml_i64(x->experts) + a * K, *ka = ml_i64(x->kept) + a * K;
-    const int64_t *eb = ml_i64(y->experts) + b * K, *kb = ml_i64(y->kept) + b * K;
-    int na = 0, nb = 0;
-    for (int k = 0; k < K; k++) {
-        na += ka[k] != 0;
-        nb += kb[k] != 0;
-    }
-    if (na != nb) return true;
-    for (int k = 0; k < K; k++) { /* every kept expert of a is a kept expert of b */
-        if (!ka[k]) continue;
-        bool found = false;
-        for (int j = 0; j < K && !found; j++) found = kb[j] && eb[j] == ea[k];
-        if (!found) return true;
-    }
-    return false;
+    return ml_trace_selection_iou(ml_i64(x->experts) + a * K, ml_i64(x->kept) + a * K, ml_i64(y->experts) + b * K,
+                                  ml_i64(y->kept) + b * K, K) < 1;
 }
 
 int64_t ml_attack_routing_change(const char *fn, const ml_trace *clean, int64_t B, const ml_trace *cur,
@@ -109,7 +87,7 @@ int64_t ml_attack_routing_change(const char *fn, const ml_trace *clean, int64_t 
     if (changed) memset(changed, 0, sizeof(float) * (size_t)B);
     for (int i = 0; i < clean->n; i++) {
         const ml_trace_layer *x = &clean->layers[i], *y = &cur->layers[i];
-        int64_t n = ml_attack_items_per_example(fn, x, B);
+        int64_t n = ml_trace_items_per_sample(fn, x, B);
         if (n < 0) return -1;
         if (strcmp(x->name, y->name) || x->E != y->E || x->K != y->K || y->T != B * n)
             return ml_failc("%s: layer %d is '%s' (%d experts, k = %d, %" PRId64 " items) in one trace and '%s' (%d "

@@ -51,9 +51,6 @@ const ml_trace *ml_attack_routing_trace(const ml_attack_routing *r);
 void ml_attack_routing_free(ml_attack_routing *r);
 
 /* ------------------------------------------------------------ rows of a trace */
-/* Items per example of a layer of a trace of B examples: T / B, or -1 + an
- * error naming fn when T is not a multiple of B. */
-int64_t ml_attack_items_per_example(const char *fn, const ml_trace_layer *l, int64_t B);
 /* The item rows (int64 [b * n]) of the examples `index` (NULL = 0 .. b-1) in
  * a layer of n items per example. */
 ml_tensor *ml_attack_item_rows(const ml_tensor *index, int64_t b, int64_t n);

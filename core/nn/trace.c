@@ -207,3 +207,25 @@ bool ml_trace_same_routing(const ml_trace *a, const ml_trace *b) {
     }
     return true;
 }
+
+int64_t ml_trace_items_per_sample(const char *fn, const ml_trace_layer *l, int64_t batch) {
+    if (batch < 1) return ml_failc("%s: the batch size must be at least 1, got %" PRId64, fn, batch);
+    if (l->T % batch)
+        return ml_failc("%s: layer '%s' routed %" PRId64 " items, not a multiple of the batch size %" PRId64, fn,
+                        l->name, l->T, batch);
+    return l->T / batch;
+}
+
+double ml_trace_selection_iou(const int64_t *ea, const int64_t *ka, const int64_t *eb, const int64_t *kb, int K) {
+    /* the selections are distinct within a row (trace.h): count by membership */
+    int inter = 0, na = 0, nb = 0;
+    for (int i = 0; i < K; i++) {
+        if (!ka[i]) continue;
+        na++;
+        for (int j = 0; j < K; j++)
+            if (kb[j] && eb[j] == ea[i]) inter++;
+    }
+    for (int j = 0; j < K; j++) nb += kb[j] != 0;
+    int uni = na + nb - inter;
+    return uni == 0 ? 1.0 : (double)inter / (double)uni;
+}

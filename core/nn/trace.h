@@ -103,6 +103,13 @@ int64_t ml_trace_dropped(const ml_trace_layer *l);
  * kinds, T, E and K, in the same order); else -1 + an error naming fn and the
  * first difference. */
 int ml_trace_check_compatible(const char *fn, const ml_trace *a, const ml_trace *b);
+/* Items per sample of a layer routing `batch` samples: T / batch, or -1 +
+ * an error naming fn when T is not a multiple of batch (or batch < 1). */
+int64_t ml_trace_items_per_sample(const char *fn, const ml_trace_layer *l, int64_t batch);
+/* The IoU of the kept selections of one item: experts ea/eb [K] (0-based),
+ * kept flags ka/kb [K] (0/1); 1 when both keep nothing. An item's routing
+ * changed when this is below 1 (the metrics and the attacks' reports agree). */
+double ml_trace_selection_iou(const int64_t *ea, const int64_t *ka, const int64_t *eb, const int64_t *kb, int K);
 /* True when a and b are compatible and select the same experts with the same kept flags. */
 bool ml_trace_same_routing(const ml_trace *a, const ml_trace *b);
 

@@ -30,13 +30,13 @@ static ml_trace *hand_trace(const char *name, ml_trace_kind kind, int64_t T, int
 TEST(iou_of_items) {
     int64_t a[2] = {0, 1}, b[2] = {1, 0}, c[2] = {2, 3}, d[2] = {0, 2};
     int64_t all[2] = {1, 1}, none[2] = {0, 0}, first[2] = {1, 0};
-    CHECK(ml_route_iou(a, all, b, all, 2) == 1.0);           /* same set, other order */
-    CHECK(ml_route_iou(a, all, c, all, 2) == 0.0);           /* disjoint */
-    CHECK_NEAR(ml_route_iou(a, all, d, all, 2), 1.0 / 3, 1e-15);
-    CHECK(ml_route_iou(a, none, c, none, 2) == 1.0);         /* dropped everywhere both times: unchanged */
-    CHECK(ml_route_iou(a, none, a, all, 2) == 0.0);          /* dropped before, routed after */
-    CHECK(ml_route_iou(a, first, a, all, 2) == 0.5);         /* expert 1 dropped: {0} vs {0, 1} */
-    CHECK(ml_route_iou(c, first, d, first, 2) == 0.0);       /* the dropped choice does not count */
+    CHECK(ml_trace_selection_iou(a, all, b, all, 2) == 1.0);           /* same set, other order */
+    CHECK(ml_trace_selection_iou(a, all, c, all, 2) == 0.0);           /* disjoint */
+    CHECK_NEAR(ml_trace_selection_iou(a, all, d, all, 2), 1.0 / 3, 1e-15);
+    CHECK(ml_trace_selection_iou(a, none, c, none, 2) == 1.0);         /* dropped everywhere both times: unchanged */
+    CHECK(ml_trace_selection_iou(a, none, a, all, 2) == 0.0);          /* dropped before, routed after */
+    CHECK(ml_trace_selection_iou(a, first, a, all, 2) == 0.5);         /* expert 1 dropped: {0} vs {0, 1} */
+    CHECK(ml_trace_selection_iou(c, first, d, first, 2) == 0.0);       /* the dropped choice does not count */
 }
 
 TEST(rate_identical_disjoint_dropped) {
