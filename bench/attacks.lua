@@ -53,15 +53,9 @@ local function record(r)
 end
 
 -- our parameter names -> PyTorch's (as bench/models.lua exports them for bench/torch_bench.py)
+local torch_names = dofile("bench/export.lua")
 local function export(dir, name, model, x, y)
-  local t = {}
-  for k, v in pairs(model:state_dict()) do
-    if k == "normalize.inv_std" then t["param.normalize.std"] = v:reciprocal():reshape(1, -1, 1, 1)
-    elseif k == "normalize.mean" then t["param.normalize.mean"] = v:reshape(1, -1, 1, 1)
-    elseif k == "patch_embed.cls_token" then t["param.cls_token"] = v
-    elseif k == "patch_embed.pos_embed" then t["param.pos_embed"] = v
-    else t["param." .. k] = v end
-  end
+  local t = torch_names(model)
   t["input.x"], t["input.y"] = x, y - 1
   t["eval.logits"] = ml.no_grad(function() return model(x) end)
   ml.io.save_safetensors(dir .. "/" .. name .. ".safetensors", t, {workload = name, batch = tostring(x:size(1))})

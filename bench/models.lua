@@ -1,7 +1,7 @@
 -- bench/models.lua -- the W1-W4 workloads of WORKLOADS.md: infer, train and
 -- pgd modes at batch 128, median/min/max over repeated runs.
 --
---   ./build/moelab bench/models.lua [--quick] [--out results.jsonl] [--export dir]
+--   ./build/moelab bench/models.lua [--quick] [--out results.jsonl] [--export dir] [--only vit-dense,vmoe]
 --
 -- --export writes each workload's weights (PyTorch names), input batch and
 -- eval logits as safetensors, so bench/torch_bench.py runs identical models on
@@ -9,12 +9,13 @@
 -- prints the side-by-side table.
 local ml = require "moelab"
 
-local quick, out_path, export_dir = false, nil, nil
+local quick, out_path, export_dir, only = false, nil, nil, nil
 local i = 1
 while arg and arg[i] do
   if arg[i] == "--quick" then quick = true
   elseif arg[i] == "--out" then out_path = arg[i + 1]; i = i + 1
-  elseif arg[i] == "--export" then export_dir = arg[i + 1]; i = i + 1 end
+  elseif arg[i] == "--export" then export_dir = arg[i + 1]; i = i + 1
+  elseif arg[i] == "--only" then only = {}; for w in arg[i + 1]:gmatch("[^,]+") do only[w] = true end; i = i + 1 end
   i = i + 1
 end
 
@@ -26,27 +27,22 @@ local function median_min_max(times)
   return times[math.floor((#times + 1) / 2)], times[1], times[#times]
 end
 
+-- BENCH_CLOCK=cpu: the process's CPU time instead of wall-clock (as torch_bench.py)
+local clock = os.getenv("BENCH_CLOCK") == "cpu" and os.clock or ml.clock
 local function time_it(fn, warmup, runs)
   for _ = 1, warmup do fn() end
   local t = {}
   for r = 1, runs do
-    local t0 = ml.clock()
+    local t0 = clock()
     fn()
-    t[r] = ml.clock() - t0
+    t[r] = clock() - t0
   end
   return median_min_max(t)
 end
 
--- our parameter names -> PyTorch's (as in ../shared/vectors)
+local torch_names = dofile("bench/export.lua")
 local function export(model, name, x, y)
-  local t = {}
-  for k, v in pairs(model:state_dict()) do
-    if k == "normalize.inv_std" then t["param.normalize.std"] = v:reciprocal():reshape(1, -1, 1, 1)
-    elseif k == "normalize.mean" then t["param.normalize.mean"] = v:reshape(1, -1, 1, 1)
-    elseif k == "patch_embed.cls_token" then t["param.cls_token"] = v
-    elseif k == "patch_embed.pos_embed" then t["param.pos_embed"] = v
-    else t["param." .. k] = v end
-  end
+  local t = torch_names(model)
   model:eval()
   t["input.x"], t["input.y"] = x, y - 1
   t["eval.logits"] = ml.no_grad(function() return model(x) end)
@@ -71,6 +67,7 @@ end
 print(("moelab %s, %d threads, batch %d, %d runs (pgd %d)%s"):format(ml.version, ml.threads(), B, RUNS, PGD_RUNS,
   quick and ", quick" or ""))
 for _, w in ipairs(workloads) do
+  if only and not only[w.name] then goto next_workload end
   ml.seed(0)
   local model = w.build()
   local shape = {B}
@@ -121,6 +118,7 @@ for _, w in ipairs(workloads) do
     record{workload = w.name, form = form or nil, mode = "pgd", median = med, min = mn, max = mx}
   end
   if w.forms then model:set_moe_form("sparse") end
+  ::next_workload::
 end
 
 if out_path then

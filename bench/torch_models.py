@@ -141,8 +141,14 @@ class MLP(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
+def cv2(v):
+    return v.var(unbiased=False) / v.mean() ** 2
+
+
 class VMoELayer(nn.Module):
-    """W4: top-2 of 8 experts, capacity, top-1 choices before top-2, dropped tokens add 0."""
+    """W4: top-2 of 8 experts, capacity, top-1 choices before top-2, dropped tokens add 0.
+    In training mode self.aux holds the routers' auxiliary loss of WORKLOADS.md
+    (0.005 importance + 0.005 load), which the train step adds to the loss."""
 
     def __init__(self, dim, hidden, experts=8, k=2, capacity_factor=1.25):
         super().__init__()
@@ -154,10 +160,15 @@ class VMoELayer(nn.Module):
         shape = x.shape
         X = x.reshape(-1, shape[-1])
         T = X.shape[0]
-        logits = self.router(X)
-        if self.training:
-            logits = logits + torch.randn_like(logits) / self.E
+        clean = self.router(X)
+        logits = clean + torch.randn_like(clean) / self.E if self.training else clean
         probs = logits.softmax(-1)
+        self.aux = None
+        if self.training:
+            sigma = 1.0 / self.E
+            thr = logits.detach().topk(self.k, dim=-1).values[:, -1:]
+            load = (0.5 * (1 - torch.erf((thr - clean) / (sigma * math.sqrt(2))))).mean(0)
+            self.aux = 0.005 * cv2(clean.softmax(-1).sum(0)) + 0.005 * cv2(load)
         top = probs.topk(self.k, dim=-1).indices  # [T, k]
         C = math.ceil(self.k * T * self.cf / self.E)
         # slots: rank by rank, tokens in order
@@ -176,11 +187,11 @@ class VMoELayer(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim, heads, hidden, moe=False):
+    def __init__(self, dim, heads, hidden, moe=False, experts=8):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, heads)
-        self.mlp = VMoELayer(dim, hidden) if moe else MLP(dim, hidden)
+        self.mlp = VMoELayer(dim, hidden, experts) if moe else MLP(dim, hidden)
 
     def forward(self, x):
         x = x + self.attn(self.ln1(x))
@@ -188,13 +199,13 @@ class Block(nn.Module):
 
 
 class ViT(nn.Module):
-    def __init__(self, moe=False, classes=10, dim=64, depth=4, heads=4, hidden=256, patch=4):
+    def __init__(self, moe=False, classes=10, dim=64, depth=4, heads=4, hidden=256, patch=4, experts=8):
         super().__init__()
         self.normalize = Normalize((0.1307,), (0.3081,))
         self.patch_embed = nn.Conv2d(1, dim, patch, patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, (28 // patch) ** 2 + 1, dim))
-        self.blocks = nn.Sequential(*[Block(dim, heads, hidden, moe and i % 2 == 1) for i in range(depth)])
+        self.blocks = nn.Sequential(*[Block(dim, heads, hidden, moe and i % 2 == 1, experts) for i in range(depth)])
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, classes)
 
@@ -204,7 +215,15 @@ class ViT(nn.Module):
         return self.head(self.norm(self.blocks(x)[:, 0]))
 
 
-def build(name):
+def aux_loss(model):
+    """The summed auxiliary losses of the V-MoE layers' last training forward (0 for other models)."""
+    terms = [m.aux for m in model.modules() if isinstance(m, VMoELayer) and m.aux is not None]
+    return sum(terms) if terms else 0
+
+
+def build(name, experts=8):
+    if name == "vmoe":
+        return ViT(moe=True, experts=experts)
     return {"cnn-dense": lambda: ResNet18(), "moe-cnn": lambda: ResNet18(moe=True),
             "moe-cnn-mask": lambda: ResNet18(moe=True, sparse=False),
-            "vit-dense": lambda: ViT(), "vmoe": lambda: ViT(moe=True)}[name]()
+            "vit-dense": lambda: ViT()}[name]()

@@ -8,12 +8,12 @@
 #include "lua_util.h"
 #include "memory.h"
 
-/* ml.memory() -> {tensors, storages, bytes, cached_bytes, peak_bytes} */
+/* ml.memory() -> {tensors, storages, bytes, cached_bytes, peak_bytes, fresh_allocs} */
 static int l_memory(lua_State *L) {
     lua_gc(L, LUA_GCCOLLECT);
     ml_memory_stats st;
     ml_memory_get(&st);
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     lua_pushinteger(L, st.live_tensors);
     lua_setfield(L, -2, "tensors");
     lua_pushinteger(L, st.live_storages);
@@ -24,6 +24,8 @@ static int l_memory(lua_State *L) {
     lua_setfield(L, -2, "cached_bytes");
     lua_pushinteger(L, st.peak_bytes);
     lua_setfield(L, -2, "peak_bytes");
+    lua_pushinteger(L, st.fresh_allocs);
+    lua_setfield(L, -2, "fresh_allocs");
     return 1;
 }
 

@@ -23,7 +23,7 @@ typedef struct block {
 
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static block *free_lists[CLASS_COUNT];
-static int64_t cached_bytes, live_bytes, peak_bytes;
+static int64_t cached_bytes, live_bytes, peak_bytes, fresh_allocs;
 
 /* Size classes: 4 per power of two above 256 bytes; smaller sizes round to 256. */
 static int size_class(size_t n, size_t *rounded) {
@@ -95,6 +95,7 @@ void *ml_alloc(size_t nbytes) {
     pthread_mutex_lock(&cache_lock);
     live_bytes += (int64_t)rounded;
     if (live_bytes > peak_bytes) peak_bytes = live_bytes;
+    fresh_allocs++;
     pthread_mutex_unlock(&cache_lock);
     return p;
 }
@@ -147,5 +148,6 @@ void ml_memory_get(ml_memory_stats *st) {
     st->live_bytes = live_bytes;
     st->cached_bytes = cached_bytes;
     st->peak_bytes = peak_bytes;
+    st->fresh_allocs = fresh_allocs;
     pthread_mutex_unlock(&cache_lock);
 }

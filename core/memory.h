@@ -17,6 +17,7 @@ typedef struct {
     int64_t live_bytes;   /* bytes held by live storages */
     int64_t cached_bytes; /* freed buffers kept for reuse */
     int64_t peak_bytes;
+    int64_t fresh_allocs; /* buffers the cache could not serve (taken from the system) */
 } ml_memory_stats;
 void ml_memory_get(ml_memory_stats *st);
 void ml_memory_trim(void); /* returns cached buffers to the system */

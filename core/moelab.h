@@ -25,6 +25,7 @@
 #include "ops/index.h"
 #include "ops/conv.h"
 #include "ops/pool.h"
+#include "ops/mlp.h"
 #include "io/safetensors.h"
 #include "io/checkpoint.h"
 #include "nn/layers.h"

@@ -7,7 +7,9 @@
 #include <string.h>
 
 #include "../ops/linalg.h"
+#include "../ops/mlp.h"
 #include "../ops/shape.h"
+#include "cnn.h"
 #include "registry.h"
 
 /* ------------------------------------------------------------ Linear */
@@ -349,8 +351,40 @@ typedef struct {
     ml_unary_op act;
 } mlp_state;
 
+static const ml_module_type mlp_type;
+
+bool ml_nn_mlp_parts(const ml_module *m, ml_tensor **w1, ml_tensor **b1, ml_tensor **w2, ml_tensor **b2,
+                     ml_unary_op *act) {
+    if (m->type != &mlp_type) return false;
+    const ml_module *fc1 = m->children[0].m, *fc2 = m->children[1].m;
+    *w1 = ml_module_param(fc1, "weight");
+    *b1 = ml_module_param(fc1, "bias");
+    *w2 = ml_module_param(fc2, "weight");
+    *b2 = ml_module_param(fc2, "bias");
+    *act = ((const mlp_state *)m->state)->act;
+    return *w1 && *b1 && *w2 && *b2;
+}
+
 static ml_tensor *mlp_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     mlp_state *s = m->state;
+    ml_tensor *w1, *b1, *w2, *b2;
+    ml_unary_op act;
+    /* fused (ops/mlp.h) unless hooks watch fc1 / fc2, or turned off (MOELAB_FUSE=0) */
+    if (ml_nn_fuse() && !(ctx && ctx->on_module) && x->ndim >= 1 && x->shape[x->ndim - 1] == s->in &&
+        ml_nn_mlp_parts(m, &w1, &b1, &w2, &b2, &act) && ml_mlp_act_supported(act)) {
+        int64_t rows[2] = {-1, s->in};
+        ml_tensor *x2 = ml_reshape(x, 2, rows);
+        int64_t off[2] = {0, x2 ? x2->shape[0] : 0};
+        ml_tensor *y2 = x2 ? ml_mlp_blocks(x2, 1, off, &w1, &b1, &w2, &b2, act) : NULL;
+        ml_release(x2);
+        if (!y2) return NULL;
+        int64_t shape[ML_MAX_DIMS];
+        for (int d = 0; d < x->ndim - 1; d++) shape[d] = x->shape[d];
+        shape[x->ndim - 1] = s->out;
+        ml_tensor *y = ml_reshape(y2, x->ndim, shape);
+        ml_release(y2);
+        return y;
+    }
     ml_tensor *h = ml_module_forward_child(m, 0, x, ctx);
     if (!h) return NULL;
     ml_tensor *a = ml_unary(s->act, h);

@@ -11,6 +11,10 @@
 ml_module *ml_nn_linear(int64_t in, int64_t out, bool bias);
 /* fc1 (in -> hidden) -> activation -> fc2 (hidden -> out): children "fc1", "fc2". */
 ml_module *ml_nn_mlp(int64_t in, int64_t hidden, int64_t out, ml_unary_op act);
+/* An MLP's weights and activation (borrowed), for the fused kernels
+ * (ops/mlp.h); false when m is not an MLP with biases. */
+bool ml_nn_mlp_parts(const ml_module *m, ml_tensor **w1, ml_tensor **b1, ml_tensor **w2, ml_tensor **b2,
+                     ml_unary_op *act);
 /* A pointwise activation module: ML_RELU, ML_GELU, ML_TANH, ML_SIGMOID, ... */
 ml_module *ml_nn_activation(ml_unary_op op);
 ml_module *ml_nn_identity(void);

@@ -8,6 +8,7 @@
 
 #include "../autograd.h"
 #include "../iter.h"
+#include "act.h"
 #include "vmath.h"
 
 
@@ -393,8 +394,6 @@ static inline float sigmoidf(float x) {
     return x >= 0 ? r : e * r;
 }
 static inline float softplusf(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
-#define INV_SQRT2 0.70710678118654752440f
-#define INV_SQRT_2PI 0.39894228040143267794f
 
 ML_SIMD_CLONES
 static void unary_kernel(ml_unary_op op, int64_t n, float *o, const float *x) {
@@ -407,7 +406,7 @@ static void unary_kernel(ml_unary_op op, int64_t n, float *o, const float *x) {
     case ML_SIGN: for (int64_t i = 0; i < n; i++) o[i] = (float)((x[i] > 0) - (x[i] < 0)); break;
     case ML_RELU: for (int64_t i = 0; i < n; i++) o[i] = x[i] > 0 ? x[i] : 0.0f; break;
     /* GELU with the vectorisable erf (vmath.h: its error is relative to 1 + erf) */
-    case ML_GELU: for (int64_t i = 0; i < n; i++) o[i] = 0.5f * x[i] * (1.0f + ml_verff(x[i] * INV_SQRT2)); break;
+    case ML_GELU: for (int64_t i = 0; i < n; i++) o[i] = ml_gelu_from_erf(x[i], ml_gelu_erf(x[i])); break;
     case ML_SIGMOID: for (int64_t i = 0; i < n; i++) o[i] = sigmoidf(x[i]); break;
     case ML_TANH: for (int64_t i = 0; i < n; i++) o[i] = tanhf(x[i]); break;
     case ML_SOFTPLUS: for (int64_t i = 0; i < n; i++) o[i] = softplusf(x[i]); break;
@@ -445,9 +444,8 @@ static void unary_grad_kernel(ml_unary_op op, int64_t n, float *gx, const float 
         break;
     case ML_GELU:
         for (int64_t i = 0; i < n; i++) {
-            float cdf = 0.5f * (1.0f + ml_verff(x[i] * INV_SQRT2));
-            float pdf = INV_SQRT_2PI * ml_vexpf(-0.5f * x[i] * x[i]);
-            gx[i] = g[i] * (cdf + x[i] * pdf);
+            float e;
+            gx[i] = g[i] * ml_gelu_grad(x[i], &e);
         }
         break;
     case ML_SIGMOID: for (int64_t i = 0; i < n; i++) gx[i] = g[i] * y[i] * (1.0f - y[i]); break;
@@ -458,7 +456,15 @@ static void unary_grad_kernel(ml_unary_op op, int64_t n, float *gx, const float 
     case ML_SQUARE: for (int64_t i = 0; i < n; i++) gx[i] = 2.0f * g[i] * x[i]; break;
     case ML_RECIPROCAL: for (int64_t i = 0; i < n; i++) gx[i] = -g[i] * y[i] * y[i]; break;
     case ML_ERF:
-        for (int64_t i = 0; i < n; i++) gx[i] = g[i] * 1.12837916709551257390f * expf(-x[i] * x[i]);
+        /* expf of an argument below -0x1.9fe368p6 underflows to 0 through
+         * libm's slow error path (errno), which the V-MoE load loss hits for
+         * most of its [tokens, experts] entries; the select gives the same 0 */
+        for (int64_t i = 0; i < n; i++) {
+            float a = x[i] * x[i];
+            bool under = a > 0x1.9fe368p6f;
+            float e = expf(under ? 0.0f : -a);
+            gx[i] = g[i] * 1.12837916709551257390f * (under ? 0.0f : e);
+        }
         break;
     case ML_LOG1P: for (int64_t i = 0; i < n; i++) gx[i] = g[i] / (1.0f + x[i]); break;
     case ML_EXPM1: for (int64_t i = 0; i < n; i++) gx[i] = g[i] * (y[i] + 1.0f); break;

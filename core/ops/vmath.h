@@ -53,11 +53,13 @@ static inline float ml_vexpf(float x) {
     return y;
 }
 
-static inline float ml_verff(float x) {
+/* erf(x) given q = exp(-x * x), for callers that need that exponential too
+ * (GELU's derivative); ml_verff(x) is ml_verff_q(x, ml_vexpf(-x * x)). */
+static inline float ml_verff_q(float x, float q) {
     float ax = x < 0 ? -x : x;
     float t = 1.0f / (1.0f + 0.3275911f * ax);
     float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
-    float y = 1.0f - poly * ml_vexpf(-ax * ax);
+    float y = 1.0f - poly * q;
     /* near 0 the subtraction cancels: the Taylor series is exact there */
     float x2 = ax * ax;
     float taylor = 1.12837916709551257f * ax *
@@ -65,5 +67,7 @@ static inline float ml_verff(float x) {
     y = ax < 0.65f ? taylor : y;
     return x < 0 ? -y : y;
 }
+
+static inline float ml_verff(float x) { return ml_verff_q(x, ml_vexpf(-x * x)); }
 
 #endif

@@ -154,7 +154,7 @@ local texts = {
   ["is_grad_enabled"] = "ml.is_grad_enabled() -> whether ops are recorded for autograd",
   ["clip_grad_norm"] = "ml.clip_grad_norm(model | params, max_norm) -> the global gradient norm before clipping",
   -- system
-  ["memory"] = "ml.memory() -> {tensors, storages, bytes, cached_bytes, peak_bytes} (after a garbage collection)",
+  ["memory"] = "ml.memory() -> {tensors, storages, bytes, cached_bytes, peak_bytes, fresh_allocs} (after a garbage collection;\n  fresh_allocs counts the buffers the allocator's cache could not serve since the start)",
   ["memory_trim"] = "ml.memory_trim() -> returns cached buffers to the system",
   ["threads"] = "ml.threads([n]) -> number of threads (sets OpenMP and OpenBLAS when n is given)",
   ["clock"] = "ml.clock() -> monotonic time in seconds, for timing",

@@ -36,6 +36,21 @@ T.test("elementwise unary", function()
   T.gradcheck("expm1", function(a) return a:expm1() end, {x * 0.5})
 end)
 
+T.test("erf gradient far in the tails (exp underflows to exactly 0)", function()
+  local v = {0, 0.5, -2, 4, 9, -9.5, 10.5, -11, 50, -1e30}
+  local x = ml.tensor(v):requires_grad()
+  ml.erf(x):sum():backward()
+  for i, xi in ipairs(v) do
+    local want = 2 / math.sqrt(math.pi) * math.exp(-xi * xi)
+    local got = x.grad[i]
+    if xi * xi > 103.98 then
+      T.check(got == 0, "erf'(" .. xi .. ") = " .. got .. ", expected exactly 0")
+    else
+      T.near(got, want, want * 1e-5, "erf'(" .. xi .. ")")
+    end
+  end
+end)
+
 T.test("binary with broadcasting", function()
   local a, b = ml.randn(3, 4), ml.randn(4)
   local pos = ml.rand(3, 1) + 0.5

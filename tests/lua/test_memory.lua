@@ -83,6 +83,22 @@ T.test("freed storage is reused, not returned to the system each step", function
   T.check(ml.memory().cached_bytes == 0, "memory_trim empties the cache")
 end)
 
+T.test("fresh_allocs counts the buffers the cache could not serve", function()
+  ml.memory_trim()
+  local m0 = ml.memory()
+  local t = ml.zeros(12345)
+  t = nil
+  local m1 = ml.memory() -- collects t: its buffer goes to the cache
+  T.check(m1.fresh_allocs >= m0.fresh_allocs + 1, ("an empty cache serves nothing: %d -> %d"):format(m0.fresh_allocs, m1.fresh_allocs))
+  for _ = 1, 20 do
+    local u = ml.zeros(12345)
+    u = nil
+    collectgarbage()
+  end
+  local m2 = ml.memory()
+  T.check(m2.fresh_allocs == m1.fresh_allocs, ("the same size again comes from the cache: %d -> %d"):format(m1.fresh_allocs, m2.fresh_allocs))
+end)
+
 T.test("backward lets go of the graph's intermediate tensors at once", function()
   collectgarbage()
   local x = ml.randn(500, 500):requires_grad()           -- 1 MB per tensor

@@ -12,9 +12,11 @@
 #include "../../ops/elementwise.h"
 #include "../../ops/index.h"
 #include "../../ops/linalg.h"
+#include "../../ops/mlp.h"
 #include "../../ops/reduce.h"
 #include "../../ops/shape.h"
 #include "../../ops/softmax.h"
+#include "../cnn.h"
 #include "../layers.h"
 #include "../registry.h"
 #include "dispatch.h"
@@ -208,6 +210,30 @@ static ml_tensor *run_expert(ml_module *m, int e, ml_tensor *x, ml_ctx *ctx) {
     return y;
 }
 
+/* The experts and the weighted combine in one fused op (ops/mlp.h,
+ * ml_mlp_routed) over the tokens X [T, D] routed by r: when every expert is an
+ * MLP with the same activation and sizes and no hook watches the experts'
+ * layers. Returns 1 with *out [T, D] set, 0 when the layer must gather, run
+ * its experts one by one and combine, -1 on error. */
+static int fused_experts(ml_module *m, ml_tensor *X, const ml_routing *r, ml_tensor *gates, ml_ctx *ctx,
+                         ml_tensor **out) {
+    int E = (int)r->E;
+    if (!ml_nn_fuse() || (ctx && ctx->on_module)) return 0;
+    ml_tensor **w = malloc(sizeof *w * (size_t)(4 * E));
+    if (!w) return ml_failc("out of memory");
+    ml_unary_op act = ML_GELU, a;
+    bool ok = true;
+    for (int e = 0; e < E && ok; e++) {
+        ok = ml_nn_mlp_parts(expert(m, e), &w[e], &w[E + e], &w[2 * E + e], &w[3 * E + e], &a) &&
+             ml_mlp_act_supported(a) && (e == 0 || a == act) && w[e]->ndim == 2 && w[e]->shape[1] == X->shape[1] &&
+             ml_same_shape(w[e], w[0]) && ml_same_shape(w[2 * E + e], w[2 * E]) && w[2 * E]->shape[0] == X->shape[1];
+        act = a;
+    }
+    *out = ok ? ml_mlp_routed(X, r->token, gates, E, r->offset, w, w + E, w + 2 * E, w + 3 * E, act) : NULL;
+    free(w);
+    return !ok ? 0 : *out ? 1 : -1;
+}
+
 /* Adds weight * term to ctx->aux (when weight > 0) and returns the term's value. */
 static double add_aux(ml_ctx *ctx, ml_tensor *term, double weight, bool add) {
     if (!term) return NAN;
@@ -371,6 +397,14 @@ static ml_tensor *token_moe_forward(ml_module *m, ml_tensor *x, ml_ctx *ctx) {
     if (r.A == 0) { /* everything dropped: the residual carries every token */
         out = ml_zeros(ML_F32, x->ndim, x->shape);
         goto report;
+    }
+    switch (fused_experts(m, X, &r, gates, ctx, &Y)) {
+    case -1: goto done;
+    case 1:
+        out = ml_reshape(Y, x->ndim, x->shape);
+        if (!out) goto done;
+        goto report;
+    default: break;
     }
     Xd = ml_moe_gather(X, r.token);
     if (!Xd) goto done;
