@@ -325,6 +325,28 @@ static int p_kind(lua_State *L) {
     return 1;
 }
 
+/* ml.plot._color(i) -> the ANSI code of series colour i (1-based, cycling), as
+ * plots colour their series: for views that colour their own text (ml.inspect). */
+static int l_color(lua_State *L) {
+    int k = (int)((luaL_checkinteger(L, 1) - 1) % ML_PLOT_SERIES_COLORS);
+    if (k < 0) k += ML_PLOT_SERIES_COLORS;
+    char code[32];
+    mlua_term_sgr((uint8_t)(ML_COLOR_SERIES + k), code, sizeof code);
+    lua_pushstring(L, code);
+    return 1;
+}
+
+/* ml.plot._term() -> columns, lines, colour (as plots size and colour
+ * themselves at the prompt): for views that draw their own text. */
+static int l_term(lua_State *L) {
+    int cols, lines;
+    mlua_term_size(&cols, &lines);
+    lua_pushinteger(L, cols);
+    lua_pushinteger(L, lines);
+    lua_pushboolean(L, mlua_term_color());
+    return 3;
+}
+
 static int p_gc(lua_State *L) {
     lplot *lp = check_plot(L, 1);
     ml_plot_release(lp->p);
@@ -338,6 +360,10 @@ void mlua_open_plot(lua_State *L) {
     mlua_subtable(L, "plot"); /* ml, ml.plot */
     lua_pushcfunction(L, l_make);
     lua_setfield(L, -2, "_make");
+    lua_pushcfunction(L, l_color);
+    lua_setfield(L, -2, "_color");
+    lua_pushcfunction(L, l_term);
+    lua_setfield(L, -2, "_term");
     luaL_newmetatable(L, MLUA_PLOT); /* ml, ml.plot, mt */
     lua_pushstring(L, "Plot");       /* as the prompt and help name it (ml.repr, ml.help) */
     lua_setfield(L, -2, "__name");

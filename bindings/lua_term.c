@@ -36,8 +36,7 @@ bool mlua_term_color(void) {
     return isatty(STDOUT_FILENO) && !(no && *no);
 }
 
-/* The SGR parameters of a colour index ("" for the default colour). */
-static void sgr(uint8_t color, char *buf, size_t n) {
+void mlua_term_sgr(uint8_t color, char *buf, size_t n) {
     static const int series[ML_PLOT_SERIES_COLORS] = {34, 31, 32, 33, 35, 36, 91, 95};
     if (color >= ML_COLOR_SERIES && color < ML_COLOR_SERIES + ML_PLOT_SERIES_COLORS)
         snprintf(buf, n, "\x1b[%dm", series[color - ML_COLOR_SERIES]);
@@ -61,7 +60,7 @@ void mlua_add_cells(luaL_Buffer *b, const ml_cells *c, bool color) {
         for (int i = 0; i < end; i++) {
             if (color && cp[i] != ' ' && col[i] != current) {
                 char code[32];
-                sgr(col[i], code, sizeof code);
+                mlua_term_sgr(col[i], code, sizeof code);
                 if (current != ML_COLOR_DEFAULT) luaL_addstring(b, "\x1b[0m");
                 luaL_addstring(b, code);
                 current = col[i];

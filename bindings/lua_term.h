@@ -16,6 +16,8 @@ void mlua_term_size(int *cols, int *lines);
 bool mlua_term_utf8(void);
 /* True when stdout is a terminal and NO_COLOR is unset or empty. */
 bool mlua_term_color(void);
+/* The ANSI code (SGR) that starts colour index `color` ("" for the default colour). */
+void mlua_term_sgr(uint8_t color, char *buf, size_t n);
 /* Adds the cells to b as text: with ANSI colour codes when `color`
  * (series in the terminal's own palette, heat levels in 24-bit colour),
  * lines joined by '\n', trailing blanks dropped. */

@@ -266,6 +266,9 @@ local method_kinds = {
     return getmetatable(trace).__index
   end},
   {"Progress", function() return getmetatable(ml.progress{quiet = true}).__index end},
+  {"RoutingView", function()
+    return getmetatable(ml.inspect.routing(ml.trace.new{{layer = "moe", kind = "token", experts = ml.tensor({{1}}, "int64"), E = 2}})).__index
+  end},
 }
 
 local method_texts = {

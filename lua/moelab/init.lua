@@ -17,6 +17,8 @@ require "moelab.image"
 require "moelab.results"
 require "moelab.metrics"
 require "moelab.attack"
+require "moelab.inspect"
+require "moelab.watch"
 require "moelab.complete"
 
 return true

@@ -97,4 +97,35 @@ T.test("routing_under_attack", function()
   if path then os.remove(path) end
 end)
 
+T.test("live_routing", function()
+  local ok, out = run("examples/live_routing.lua")
+  T.check(ok, "runs: " .. out:sub(-300))
+  local acc = tonumber(out:match("test acc ([%d.]+)%%"))
+  T.check(acc and acc > 20, "learns something in quick mode: " .. tostring(acc))
+  -- ml.watch off a terminal: a line per step, then the report with the final routing change
+  local steps = {}
+  for s in out:gmatch("\npgd step (%d+)/5  loss [%d.]+") do steps[#steps + 1] = tonumber(s) end
+  T.check(table.concat(steps, ",") == "1,2,3,4,5", "a line per step: " .. table.concat(steps, ","))
+  T.check(out:find("blocks.1.mlp +[%d.]+%% of the items routed differently"), "the final routing change")
+  T.check(out:find("clean +adversarial\n +%d"), "the routing maps of an example")
+  local rows = 0
+  for eps, a, r in out:gmatch("\neps ([%d.]+)  accuracy +([%d.]+)%%  robust +([%d.]+)%%") do
+    rows = rows + 1
+    T.check(tonumber(r) <= tonumber(a), "robust <= clean at eps " .. eps)
+  end
+  T.check(rows == 3, "a row per eps: " .. rows)
+  T.check(out:find("robust accuracy (PGD)", 1, true) and out:find("routing change per MoE layer", 1, true), "the two plots")
+  local files = out:match("wrote ([^\n]+)")
+  local n = 0
+  for path in (files or ""):gmatch("(/[^,]-%.png)") do
+    local img = ml.image.load(path)
+    T.check(img:size(1) == 3 and img:size(2) > 50 and img:size(3) > 50, "a picture: " .. path)
+    os.remove(path)
+    n = n + 1
+  end
+  T.check(n == 4, "four PNGs: " .. tostring(files))
+  local dir = files and files:match("^(.*)/robust_accuracy%.png")
+  if dir then os.remove(dir) end
+end)
+
 T.done()

@@ -178,10 +178,15 @@ try("plot:png", function() return ml.plot.spark({1, 2, 3}):png("../probe.png") e
 try("autoattack state", function()
   return ml.attack.autoattack(ml.nn.Linear(4, 2), ml.zeros(1, 4), ml.tensor({1}, "int64"), {eps = 0.1, state = "../s.json"})
 end)
+try("view:png", function()
+  local t = ml.trace.new{{layer = "moe", kind = "token", E = 2, experts = ml.tensor({{1}}, "int64")}}
+  return ml.inspect.routing(t):png("../probe.png")
+end)
 try("plot:png here", function() ml.plot.spark({1, 2, 3}):png("here.png"); return io.open("here.png") ~= nil end)
 ]])
   blocked(r, "trace:save", "'..' is not allowed in the sandbox")
   blocked(r, "plot:png", "'..' is not allowed in the sandbox")
+  blocked(r, "view:png", "'..' is not allowed in the sandbox") -- RoutingView:png writes through Plot:png
   blocked(r, "autoattack state", "'..' is not allowed in the sandbox")
   allowed(r, "plot:png here", "true")
   if T.failures > 0 then print(out) end
