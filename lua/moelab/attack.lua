@@ -8,6 +8,15 @@ local A = ml.attack
 ------------------------------------------------------------------ the call
 local report_mt = {}
 
+local doctor_mt = {__tostring = function(d)
+  if #d.flags == 0 then return "attack doctor: no problem found" end
+  local lines = {("attack doctor: %d problem%s"):format(#d.flags, #d.flags > 1 and "s" or "")}
+  for _, f in ipairs(d.flags) do
+    lines[#lines + 1] = ("  [%s] %s\n      remedy: %s"):format(f.name, f.message, f.remedy)
+  end
+  return table.concat(lines, "\n")
+end}
+
 -- Runs the C attack `name`; returns x_adv, report. Ctrl-C returns the best
 -- batch so far (report.interrupted) instead of raising.
 local function call(name, model, x, y, opts)
@@ -30,6 +39,7 @@ local function call(name, model, x, y, opts)
     end
     rep.interrupted = true
   end
+  if rep.doctor then setmetatable(rep.doctor, doctor_mt) end
   rep.x, rep.y, rep.x_adv = x, y, xa
   rep.model_config = model:config()
   return xa, setmetatable(rep, report_mt)
@@ -61,18 +71,10 @@ report_mt.__tostring = function(r)
         l.expert and ("; expert %d first for %s"):format(l.expert, pct(l.steered)) or "")
     end
   end
-  if r.doctor and #r.doctor.flags > 0 then lines[#lines + 1] = tostring(r.doctor) end
+  if r.doctor and #r.doctor.flags > 0 then lines[#lines + 1] = doctor_mt.__tostring(r.doctor) end
   return table.concat(lines, "\n")
 end
 
-local doctor_mt = {__tostring = function(d)
-  if #d.flags == 0 then return "attack doctor: no problem found" end
-  local lines = {("attack doctor: %d problem%s"):format(#d.flags, #d.flags > 1 and "s" or "")}
-  for _, f in ipairs(d.flags) do
-    lines[#lines + 1] = ("  [%s] %s\n      remedy: %s"):format(f.name, f.message, f.remedy)
-  end
-  return table.concat(lines, "\n")
-end}
 
 ------------------------------------------------------------------ the attacks
 local common = [[

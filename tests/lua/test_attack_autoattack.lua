@@ -182,6 +182,8 @@ T.test("rand: APGD-CE and APGD-DLR with EOT over 20 draws; cheap checks flag ran
   for _, f in ipairs(rep.doctor.flags) do flagged = flagged or f.name == "randomness" end
   T.check(flagged, "the cheap checks flag a random model")
   T.check(table.concat(lines, "\n"):find("warning (randomness)", 1, true) ~= nil, "the warning is printed")
+  T.check(tostring(rep.doctor):find("^attack doctor: %d+ problem") and tostring(rep):find("attack doctor:", 1, true),
+    "the report and its doctor print as text: " .. tostring(rep.doctor))
   -- with standard on a deterministic model: no flag
   local _, r2 = ml.attack.autoattack(m0, x, y, opts{version = "custom", attacks = {"apgd-ce"}})
   T.check(r2.doctor == nil, "no flag on a plain model: " .. (r2.doctor and tostring(r2.doctor.flags[1].message) or ""))
