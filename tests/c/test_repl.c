@@ -353,8 +353,11 @@ TEST(ctrl_c_interrupts_lua_loops_and_c_kernels) {
     m = s.len;
     send(&s, "for i = 1, 3 do\r");
     CHECK(expect(&s, m, ".. ", 5));
+    size_t cont = s.len;
     send(&s, "\x03");
-    usleep(200000);
+    /* the next line goes out once the fresh prompt is back (a loaded machine
+     * can take longer than any fixed pause to handle the Ctrl-C) */
+    CHECK(expect(&s, cont, "moelab> ", 5));
     send(&s, "10*10\r");
     CHECK(expect(&s, m, "100", 5));
     CHECK(expect_prompt(&s, 5));
