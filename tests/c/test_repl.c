@@ -387,6 +387,17 @@ TEST(tab_completes) {
     send(&s, ")\r");
     CHECK(expect(&s, m, "function", 5)); /* type(ml.attent) would be nil */
     CHECK(expect_prompt(&s, 5));
+    /* ml.att is ambiguous: a second Tab lists ml.attack and ml.attention */
+    m = s.len;
+    send(&s, "x_att = ml.att\t\t");
+    CHECK(expect(&s, m, "attention", 5));
+    CHECK(expect(&s, m, "attack", 5));
+    send(&s, "ack\r");
+    CHECK(expect_prompt(&s, 5));
+    m = s.len;
+    send(&s, "type(x_att.pgd)\r");
+    CHECK(expect(&s, m, "function", 5));
+    CHECK(expect_prompt(&s, 5));
     m = s.len;
     send(&s, "m = ml.nn.Sequential(ml.nn.Linear(2, 3), ml.nn.ReLU())\r");
     CHECK(expect_prompt(&s, 5));
