@@ -301,6 +301,18 @@ static int check_param(const char *fn, const char *what, int e, const ml_tensor 
     return ml_failc("%s: %s of block %d has shape %s, expected [%" PRId64 "]", fn, what, e + 1, ML_SHAPE_STR(t), d0);
 }
 
+/* Gives back what a forward that stops early holds; returns NULL. */
+static ml_tensor *forward_abandon(mlp_ctx *c, ml_tensor **ins, ml_tensor *xc, ml_tensor *gc, ml_tensor *y,
+                                  ml_tensor *pre_t) {
+    ml_release(y);
+    ml_release(pre_t);
+    ml_release(xc);
+    ml_release(gc);
+    free(ins);
+    mlp_ctx_free(c);
+    return NULL;
+}
+
 /* Both ops: x [T, D] (T = A for plain blocks); ids / gates for the routed one. */
 static ml_tensor *run(const char *fn, ml_tensor *x, const ml_tensor *ids_in, ml_tensor *gates, int E,
                       const int64_t *offset, ml_tensor *const *w1, ml_tensor *const *b1, ml_tensor *const *w2,
@@ -391,13 +403,8 @@ static ml_tensor *run(const char *fn, ml_tensor *x, const ml_tensor *ids_in, ml_
     float *yd = buf && yd_bytes ? ml_alloc(yd_bytes) : NULL; /* routed: each assignment's expert output */
     if (!buf || (yd_bytes && !yd)) {
         if (buf) ml_free(buf, sizeof(float) * scratch * (size_t)threads);
-        ml_release(y);
-        ml_release(pre_t);
-        ml_release(xc);
-        ml_release(gc);
-        free(ins);
-        mlp_ctx_free(c);
-        return ok ? ml_fail("out of memory") : NULL;
+        if (ok) ml_fail("out of memory");
+        return forward_abandon(c, ins, xc, gc, y, pre_t);
     }
     int64_t ntiles = count_tiles(c, rows);
     const float *xp = ml_f32(xc);
@@ -449,15 +456,7 @@ static ml_tensor *run(const char *fn, ml_tensor *x, const ml_tensor *ids_in, ml_
         }
         ml_free(yd, yd_bytes);
     }
-    if (ml_interrupted()) {
-        ml_release(y);
-        ml_release(pre_t);
-        ml_release(xc);
-        ml_release(gc);
-        free(ins);
-        mlp_ctx_free(c);
-        return NULL;
-    }
+    if (ml_interrupted()) return forward_abandon(c, ins, xc, gc, y, pre_t);
     ml_node *n = record ? ml_record(fn, y, pb + 4 * E, ins, mlp_backward) : NULL;
     if (n) {
         ml_save(n, xc);
