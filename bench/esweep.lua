@@ -71,14 +71,7 @@ local function batch(shape)
   return ml.rand(s), ml.randint(1, 10, {B})
 end
 
-local function train_step(model, opt, x, y)
-  opt:zero_grad()
-  local logits, _, aux = model:forward(x)
-  local loss = ml.cross_entropy(logits, y)
-  if aux then loss = loss + aux end
-  loss:backward()
-  opt:step()
-end
+local train_step = dofile("bench/train_step.lua")
 
 local results = {}
 local function emit(r)

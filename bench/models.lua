@@ -11,6 +11,7 @@
 -- identical inputs (and checks the logits agree). bench/run.sh does both and
 -- prints the side-by-side table.
 local ml = require "moelab"
+local train_step = dofile("bench/train_step.lua")
 
 local quick, out_path, export_dir, only, runs = false, nil, nil, nil, nil
 local i = 1
@@ -100,14 +101,7 @@ for _, w in ipairs(workloads) do
     -- train: zero grads, forward, CE (+ aux), backward, SGD(0.01, momentum 0.9)
     model:train()
     local opt = ml.optim.sgd(model, {lr = 0.01, momentum = 0.9})
-    med, mn, mx = time_it(function()
-      opt:zero_grad()
-      local logits, _, aux = model:forward(x)
-      local loss = ml.cross_entropy(logits, y)
-      if aux then loss = loss + aux end
-      loss:backward()
-      opt:step()
-    end, 3, RUNS)
+    med, mn, mx = time_it(function() train_step(model, opt, x, y) end, 3, RUNS)
     record{workload = w.name, form = form or nil, mode = "train", median = med, min = mn, max = mx}
     -- pgd: eval, input gradient only, eps 8/255, alpha 2/255, 10 steps, random start
     model:eval()
