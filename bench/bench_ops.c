@@ -4,10 +4,11 @@
  *   ./build/bench/bench_ops [runs] [--headline | name-filter]
  *
  * conv2d runs each shape on the default path (Winograd for 3x3 stride-1
- * layers where the CPU has AVX2, else the direct kernels), on the direct
- * kernels without Winograd (MOELAB_CONV=direct) and on im2col + sgemm
- * (ml_conv_set_impl) in the same run, so the columns are comparable even on a
- * shared, noisy machine. Without AVX-512 the direct column is im2col too.
+ * layers where it pays, else the direct kernels), on Winograd wherever it
+ * applies (MOELAB_CONV=winograd), on the direct kernels without Winograd
+ * (MOELAB_CONV=direct) and on im2col + sgemm (ml_conv_set_impl) in the same
+ * run, so the columns are comparable even on a shared, noisy machine. Without
+ * AVX-512 the direct column is im2col too.
  */
 #include <cblas.h>
 #include <stdio.h>
@@ -74,19 +75,19 @@ static void conv_side_by_side(const conv_shape *sh, int runs, double sgemm_rate,
     static const int order[3] = {0, 2, 1}, mult[3] = {1, 3, 2};
     for (int mi = 0; mi < modes; mi++) {
         c.mode = order[mi];
-        static const ml_conv_impl impls[3] = {ML_CONV_AUTO, ML_CONV_DIRECT, ML_CONV_IM2COL};
-        double rate[3];
-        bench_stats st[3];
-        for (int impl = 0; impl < 3; impl++) {
+        static const ml_conv_impl impls[4] = {ML_CONV_AUTO, ML_CONV_WINOGRAD, ML_CONV_DIRECT, ML_CONV_IM2COL};
+        double rate[4];
+        bench_stats st[4];
+        for (int impl = 0; impl < 4; impl++) {
             ml_conv_set_impl(impls[impl]);
             st[impl] = bench_run(run_conv, &c, 2, runs);
             if (use_min) st[impl].median = st[impl].min;
             rate[impl] = mult[c.mode] * fwd / st[impl].median;
         }
         ml_conv_set_impl(ML_CONV_AUTO);
-        printf("%-34s %-9s %7.1f (%6.2f ms) %7.1f (%6.2f ms) %7.1f (%6.2f ms)  x%4.2f  %4.0f%% of sgemm\n", sh->name,
-               mode_name[mi], rate[0], 1e3 * st[0].median, rate[1], 1e3 * st[1].median, rate[2], 1e3 * st[2].median,
-               rate[0] / rate[1], 100.0 * rate[0] / sgemm_rate);
+        printf("%-34s %-9s %7.1f (%6.2f ms) %7.1f (%6.2f ms) %7.1f (%6.2f ms) %7.1f (%6.2f ms)  x%4.2f  %4.0f%% of sgemm\n",
+               sh->name, mode_name[mi], rate[0], 1e3 * st[0].median, rate[1], 1e3 * st[1].median, rate[2],
+               1e3 * st[2].median, rate[3], 1e3 * st[3].median, rate[0] / rate[2], 100.0 * rate[0] / sgemm_rate);
     }
     ml_release(c.x);
     ml_release(c.w);
@@ -126,11 +127,12 @@ int main(int argc, char **argv) {
         ml_release(g.a);
         ml_release(g.b);
     }
-    printf("\nconv2d GFLOP/s (%s): default (Winograd where it applies), direct kernels%s, im2col + sgemm, same run\n",
+    printf("\nconv2d GFLOP/s (%s): default (Winograd where it pays), Winograd wherever it applies, direct kernels%s, "
+           "im2col + sgemm, same run\n",
            use_min ? "fastest run" : "median",
            ml_conv_direct_available() ? "" : " (NOT AVAILABLE on this CPU: im2col)");
-    printf("%-34s %-9s %-19s %-19s %-19s %s\n", "shape [N,C,H,W] -> O, kxk/s", "mode", "default", "direct", "im2col",
-           "default/direct");
+    printf("%-34s %-9s %-19s %-19s %-19s %-19s %s\n", "shape [N,C,H,W] -> O, kxk/s", "mode", "default", "winograd", "direct",
+           "im2col", "default/direct");
     const conv_shape headline = {"3x3 64->64 [128,64,16,16] s1", 128, 64, 16, 16, 64, 3, 1, 1};
     conv_side_by_side(&headline, runs, sgemm_rate, 3);
     if (argc > 2 && !strcmp(argv[2], "--headline")) return 0;

@@ -38,7 +38,11 @@ static int conv_mode(void) {
     int m = atomic_load(&impl_mode);
     if (m < 0) {
         const char *e = ml_conv_env(ML_ENV_CONV);
-        m = e && !strcmp(e, "im2col") ? ML_CONV_IM2COL : e && !strcmp(e, "direct") ? ML_CONV_DIRECT : ML_CONV_AUTO;
+        m = !e                       ? ML_CONV_AUTO
+            : !strcmp(e, "im2col")   ? ML_CONV_IM2COL
+            : !strcmp(e, "direct")   ? ML_CONV_DIRECT
+            : !strcmp(e, "winograd") ? ML_CONV_WINOGRAD
+                                     : ML_CONV_AUTO;
         atomic_store(&impl_mode, m);
     }
     return m;
@@ -86,10 +90,24 @@ static bool use_direct(const geom *g, int which) {
     return d;
 }
 
+/* Where the direct AVX-512 kernels run, Winograd F(4x4,3x3) is worth it only
+ * where it was measured faster (bench_ops, Zen 4, docs/PERFORMANCE.md): not on
+ * images under 8x8 (one or two tiles per image: the transforms dominate), and
+ * for the weight gradient only on wide layers over large images (64->64 at
+ * 16x16 gains 1.15x; every W1/W2 weight gradient below that runs faster direct). */
+static bool winograd_beats_direct(const geom *g, int which) {
+    if (g->Ho * g->Wo < 64) return false;
+    if (which == 2) return g->C >= 64 && g->O >= 64 && g->Ho * g->Wo >= 256;
+    return true;
+}
+
 /* Winograd for 3x3 stride-1 convolutions, before the direct kernels are asked. */
 static _Atomic int64_t winograd_counts[3];
 static bool use_winograd(const geom *g, int which) {
-    bool w = conv_mode() == ML_CONV_AUTO && ml_conv_winograd_available() && ml_conv_winograd_handles(g, which);
+    int m = conv_mode();
+    bool w = (m == ML_CONV_AUTO || m == ML_CONV_WINOGRAD) && ml_conv_winograd_available() &&
+             ml_conv_winograd_handles(g, which) &&
+             (m == ML_CONV_WINOGRAD || !ml_conv_direct_available() || winograd_beats_direct(g, which));
     if (w) atomic_fetch_add(&winograd_counts[which], 1);
     return w;
 }

@@ -41,14 +41,17 @@ ml_tensor *ml_conv2d_affine_residual(ml_tensor *x, ml_tensor *w, ml_tensor *scal
                                      ml_tensor *residual, bool relu, const ml_conv_opts *o);
 
 /* Implementation choice, for tests and benchmarks. ML_CONV_AUTO takes
- * Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions and the direct kernels
- * for the rest wherever the CPU and the shape allow; ML_CONV_DIRECT the
- * direct kernels without Winograd; ML_CONV_IM2COL im2col + sgemm everywhere.
- * The environment variable MOELAB_CONV=direct | im2col sets the initial
- * choice; MOELAB_CONV=noavx512 makes the engine behave as on a CPU without
- * AVX-512 (for testing the fallback). A backward pass uses the choice in force
- * when it runs. */
-typedef enum { ML_CONV_AUTO = 0, ML_CONV_IM2COL = 1, ML_CONV_DIRECT = 2 } ml_conv_impl;
+ * Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions where it pays (on a CPU
+ * with the direct AVX-512 kernels: only where it was measured faster, conv.c)
+ * and the direct kernels for the rest wherever the CPU and the shape allow;
+ * ML_CONV_WINOGRAD Winograd wherever it applies (3x3, stride 1, 8 channels or
+ * more) and the direct kernels elsewhere; ML_CONV_DIRECT the direct kernels
+ * without Winograd; ML_CONV_IM2COL im2col + sgemm everywhere. The environment
+ * variable MOELAB_CONV=winograd | direct | im2col sets the initial choice;
+ * MOELAB_CONV=noavx512 makes the engine behave as on a CPU without AVX-512
+ * (for testing the fallback). A backward pass uses the choice in force when it
+ * runs. */
+typedef enum { ML_CONV_AUTO = 0, ML_CONV_IM2COL = 1, ML_CONV_DIRECT = 2, ML_CONV_WINOGRAD = 3 } ml_conv_impl;
 void ml_conv_set_impl(ml_conv_impl impl);
 ml_conv_impl ml_conv_get_impl(void);
 bool ml_conv_direct_available(void); /* compiled in and supported by this CPU */

@@ -7,8 +7,8 @@
 static const struct {
     const char *name, *help;
 } table[ML_ENV_COUNT] = {
-    [ML_ENV_CONV] = {"MOELAB_CONV", "direct: no Winograd; im2col: im2col + sgemm for every pass; noavx512: as on a CPU "
-                                    "without AVX-512"},
+    [ML_ENV_CONV] = {"MOELAB_CONV", "direct: no Winograd; winograd: Winograd wherever it applies (not only where it "
+                                    "pays); im2col: im2col + sgemm for every pass; noavx512: as on a CPU without AVX-512"},
     [ML_ENV_CONV_TILE] = {"MOELAB_CONV_TILE", "c:RTxPWxRB | p:RRxVWxRC [:noedge]: force a forward tile (tuning)"},
     [ML_ENV_CONV_WG] = {"MOELAB_CONV_WG", "RxRB: force the weight-gradient tile (tuning)"},
     [ML_ENV_CONV_VERBOSE] = {"MOELAB_CONV_VERBOSE", "set: print every tile plan on stderr"},

