@@ -32,16 +32,36 @@ static int gather_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
     ml_tensor *ids = ml_saved(n, 0);
     if (!ids) return -1;
     ml_tensor *x = n->in[0];
-    ml_tensor *gx = ml_zeros(ML_F32, x->ndim, x->shape);
-    if (!gx) return -1;
-    int64_t D = row_size(x), A = ids->shape[0];
+    int64_t D = row_size(x), A = ids->shape[0], N = x->shape[0];
     const int64_t *id = ml_i64(ids);
     const float *gg = ml_f32(g);
+    /* ids in increasing order (an expert's samples, as the sparse MoE
+     * convolution gathers them): each row of gx is written once, in parallel,
+     * and only the rows no sample came from are zeroed */
+    bool increasing = true;
+    for (int64_t a = 1; a < A && increasing; a++) increasing = id[a] > id[a - 1];
+    ml_tensor *gx = increasing ? ml_empty(ML_F32, x->ndim, x->shape) : ml_zeros(ML_F32, x->ndim, x->shape);
+    if (!gx) return -1;
     float *o = ml_f32(gx);
-    for (int64_t a = 0; a < A; a++) { /* serial: repeated ids must not race */
-        float *dst = o + id[a] * D;
-        const float *src = gg + a * D;
-        for (int64_t j = 0; j < D; j++) dst[j] += src[j];
+    if (increasing) {
+        #pragma omp parallel for schedule(static) if (N * D >= 65536)
+        for (int64_t r = 0; r < N; r++) {
+            /* the position of row r among the ids, by bisection */
+            int64_t lo = 0, hi = A;
+            while (lo < hi) {
+                int64_t mid = lo + (hi - lo) / 2;
+                if (id[mid] < r) lo = mid + 1;
+                else hi = mid;
+            }
+            if (lo < A && id[lo] == r) memcpy(o + r * D, gg + lo * D, sizeof(float) * (size_t)D);
+            else memset(o + r * D, 0, sizeof(float) * (size_t)D);
+        }
+    } else {
+        for (int64_t a = 0; a < A; a++) { /* serial: repeated ids must not race */
+            float *dst = o + id[a] * D;
+            const float *src = gg + a * D;
+            for (int64_t j = 0; j < D; j++) dst[j] += src[j];
+        }
     }
     gin[0] = gx;
     return 0;
@@ -186,8 +206,10 @@ static int place_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
                 return -1;
             }
             float *o = ml_f32(gp);
+            const float *gv = has_gates ? ml_f32(gates) : NULL;
+            #pragma omp parallel for schedule(static) if (ne * blk >= 65536)
             for (int64_t i = 0; i < ne; i++) {
-                float s = has_gates ? ml_f32(gates)[id[i]] : 1.0f;
+                float s = gv ? gv[id[i]] : 1.0f;
                 const float *src = gg + id[i] * row + c->start[e] * c->inner;
                 for (int64_t j = 0; j < blk; j++) o[i * blk + j] = s * src[j];
             }
@@ -198,11 +220,16 @@ static int place_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
                 ml_release(ggate);
                 return -1;
             }
+            /* the forward checked that no sample is in two experts: each
+             * ggate element is written by one row, whatever the thread */
+            float *gv = ml_f32(ggate);
+            const float *pv = ml_f32(part);
+            #pragma omp parallel for schedule(static) if (ne * blk >= 65536)
             for (int64_t i = 0; i < ne; i++) {
-                const float *src = gg + id[i] * row + c->start[e] * c->inner, *p = ml_f32(part) + i * blk;
+                const float *src = gg + id[i] * row + c->start[e] * c->inner, *p = pv + i * blk;
                 double s = 0;
                 for (int64_t j = 0; j < blk; j++) s += (double)p[j] * src[j];
-                ml_f32(ggate)[id[i]] += (float)s;
+                gv[id[i]] += (float)s;
             }
         }
     }
@@ -272,14 +299,19 @@ ml_tensor *ml_moe_place_channels(int E, ml_tensor *const *parts, ml_tensor *cons
         if (ne == 0) continue;
         pc[e] = ml_contiguous(parts[e]);
         const int64_t *id = ml_i64(ctx->ids[e]);
-        for (int64_t i = 0; i < ne; i++) {
-            if (seen[id[i]]++) {
+        for (int64_t i = 0; i < ne && rc == 0; i++)
+            if (seen[id[i]]++)
                 rc = ml_failc("moe_place_channels: sample %" PRId64 " is routed to more than one expert", id[i]);
-                break;
-            }
-            float s = gc ? ml_f32(gc)[id[i]] : 1.0f;
-            float *dst = ml_f32(out) + id[i] * row + ctx->start[e] * inner;
-            const float *src = ml_f32(pc[e]) + i * blk;
+        if (rc) break;
+        /* every sample in one expert only (checked above): rows never collide */
+        const float *gv = gc ? ml_f32(gc) : NULL, *pe = ml_f32(pc[e]);
+        float *ov = ml_f32(out);
+        int64_t off = ctx->start[e] * inner;
+        #pragma omp parallel for schedule(static) if (ne * blk >= 65536)
+        for (int64_t i = 0; i < ne; i++) {
+            float s = gv ? gv[id[i]] : 1.0f;
+            float *dst = ov + id[i] * row + off;
+            const float *src = pe + i * blk;
             for (int64_t j = 0; j < blk; j++) dst[j] = s * src[j];
         }
     }
