@@ -69,20 +69,25 @@ local function check_eval(model, V, name, per_sample)
   return trace
 end
 
+-- Training mode on the reference batch: the logits and loss against PyTorch's,
+-- then the backward; returns the parameters (their .grad filled).
+local function train_backward(model, V, name)
+  model:train()
+  local logits = model(V["input.x"])
+  T.close(logits, V["train.logits"], 1e-4, 1e-4, name .. " train logits")
+  local loss = ml.cross_entropy(logits, V["input.y"] + 1)
+  T.near(loss:item(), V["train.loss"][1], 1e-4, name .. " train loss")
+  model:zero_grad()
+  loss:backward()
+  return model:parameters()
+end
 T.test("W1 cnn-dense (ResNet-18, width 16)", function()
   local model = ml.nn.resnet18{classes = 10}
   T.check(model:num_params() == 701466, "701,466 parameters")
   local V = load_into(model, "cnn-dense.safetensors")
   check_eval(model, V, "W1")
   -- training mode: batch statistics, running stats updated, parameter gradients
-  model:train()
-  local logits = model(V["input.x"])
-  T.close(logits, V["train.logits"], 1e-4, 1e-4, "W1 train logits")
-  local loss = ml.cross_entropy(logits, V["input.y"] + 1)
-  T.near(loss:item(), V["train.loss"][1], 1e-4, "W1 train loss")
-  model:zero_grad()
-  loss:backward()
-  local params = model:parameters()
+  local params = train_backward(model, V, "W1")
   -- As for W2's input gradient below: one sample of this batch has a ReLU
   -- input within float32 rounding of zero in layer 1, and forwards that round
   -- differently (Winograd's F(4x4, 3x3) or direct kernels, AVX2 or AVX-512,
@@ -149,13 +154,7 @@ T.test("W3 vit-dense", function()
   T.check(model:num_params() == 205066, "205,066 parameters")
   local V = load_into(model, "vit-dense.safetensors")
   check_eval(model, V, "W3")
-  model:train()
-  local logits = model(V["input.x"])
-  T.close(logits, V["train.logits"], 1e-4, 1e-4, "W3 train logits")
-  local loss = ml.cross_entropy(logits, V["input.y"] + 1)
-  model:zero_grad()
-  loss:backward()
-  local params = model:parameters()
+  local params = train_backward(model, V, "W3")
   for k, v in pairs(V) do
     local name = k:match("^train%.grad%.(.*)$")
     if name then T.close(params[our_name(name)].grad, v, 1e-3, 1e-5, "W3 grad " .. name) end
