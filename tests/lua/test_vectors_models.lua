@@ -103,8 +103,7 @@ T.test("W1 cnn-dense (ResNet-18, width 16)", function()
       local g = params[our_name(name)].grad
       local e = rel_err(g, v)
       T.check(e < 5e-3, ("W1 grad %s: relative error %.2g"):format(name, e))
-      local ratio = ((g - v):abs() / (v:abs() * 1e-3 + 1e-5)):max():item()
-      if ratio <= 1 then tight = tight + 1 end
+      if T.close_ratio(g, v, 1e-3, 1e-5) <= 1 then tight = tight + 1 end
       checked = checked + 1
     end
     local bn = k:match("^train%.after%.(.*)$")

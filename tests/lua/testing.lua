@@ -29,6 +29,17 @@ function T.near(a, b, tol, msg)
 end
 
 -- max |a - b| / (atol + rtol |b|) <= 1
+-- Max |a - b| / (atol + rtol |b|) over elements (<= 1: close) and max |a - b|;
+-- a and b of the same shape.
+function T.close_ratio(a, b, rtol, atol)
+  local af, bf = a:float(), b:float()
+  local diff = (af - bf):abs()
+  local ratio
+  if rtol == 0 and atol == 0 then ratio = diff:max():item() == 0 and 0 or math.huge
+  else ratio = (diff / ((bf:abs() * rtol) + atol)):max():item() end
+  return ratio, diff
+end
+
 function T.close(a, b, rtol, atol, msg)
   T.checks = T.checks + 1
   rtol, atol = rtol or 1e-5, atol or 1e-6
@@ -37,11 +48,7 @@ function T.close(a, b, rtol, atol, msg)
     fail(("%s: shape %s vs expected %s"):format(msg or "close", sa, sb))
     return false
   end
-  local af, bf = a:float(), b:float()
-  local diff = (af - bf):abs()
-  local ratio
-  if rtol == 0 and atol == 0 then ratio = diff:max():item() == 0 and 0 or math.huge
-  else ratio = (diff / ((bf:abs() * rtol) + atol)):max():item() end
+  local ratio, diff = T.close_ratio(a, b, rtol, atol)
   if not (ratio <= 1) then
     fail(("%s: max abs diff %.3g exceeds tolerance (rtol %g, atol %g; ratio %.3g)"):format(msg or "close",
       diff:max():item(), rtol, atol, ratio))

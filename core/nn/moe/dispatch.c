@@ -44,17 +44,12 @@ static int gather_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
     if (!gx) return -1;
     float *o = ml_f32(gx);
     if (increasing) {
+        /* sample a writes its row and zeroes the rows between the previous id and its own */
         #pragma omp parallel for schedule(static) if (N * D >= 65536)
-        for (int64_t r = 0; r < N; r++) {
-            /* the position of row r among the ids, by bisection */
-            int64_t lo = 0, hi = A;
-            while (lo < hi) {
-                int64_t mid = lo + (hi - lo) / 2;
-                if (id[mid] < r) lo = mid + 1;
-                else hi = mid;
-            }
-            if (lo < A && id[lo] == r) memcpy(o + r * D, gg + lo * D, sizeof(float) * (size_t)D);
-            else memset(o + r * D, 0, sizeof(float) * (size_t)D);
+        for (int64_t a = 0; a <= A; a++) {
+            int64_t from = a > 0 ? id[a - 1] + 1 : 0, to = a < A ? id[a] : N;
+            memset(o + from * D, 0, sizeof(float) * (size_t)((to - from) * D));
+            if (a < A) memcpy(o + id[a] * D, gg + a * D, sizeof(float) * (size_t)D);
         }
     } else {
         for (int64_t a = 0; a < A; a++) { /* serial: repeated ids must not race */
@@ -180,6 +175,23 @@ static void place_ctx_free(void *p) {
 }
 
 /* inputs: parts[0..E-1] (absent parts replaced by a 0-row tensor), then gates (optional) */
+/* Moves an expert's blocks between its packed part [ne, blk] and their rows of
+ * the placed tensor [N, row] (at offset off within a row), scaled by each
+ * sample's gate: from part to placed tensor (place, the forward) or back (the
+ * backward). A sample is in one expert only (the forward checks), so rows
+ * never collide and each element is written by one thread. */
+static void move_blocks(bool place, int64_t ne, int64_t blk, const int64_t *id, const float *gates, int64_t row,
+                        int64_t off, const float *src, float *dst) {
+    #pragma omp parallel for schedule(static) if (ne * blk >= 65536)
+    for (int64_t i = 0; i < ne; i++) {
+        float s = gates ? gates[id[i]] : 1.0f;
+        int64_t placed = id[i] * row + off, packed = i * blk;
+        const float *a = src + (place ? packed : placed);
+        float *b = dst + (place ? placed : packed);
+        for (int64_t j = 0; j < blk; j++) b[j] = s * a[j];
+    }
+}
+
 static int place_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
     place_ctx *c = n->ctx;
     int E = c->E;
@@ -198,6 +210,7 @@ static int place_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
         int64_t ne = ids->shape[0];
         if (ne == 0) continue;
         const int64_t *id = ml_i64(ids);
+        int64_t off = c->start[e] * c->inner;
         ml_tensor *part = n->saved[1 + e] ? ml_saved(n, 1 + e) : NULL;
         if (n->needs[e]) {
             ml_tensor *gp = ml_empty(ML_F32, n->in[e]->ndim, n->in[e]->shape);
@@ -205,14 +218,7 @@ static int place_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
                 ml_release(ggate);
                 return -1;
             }
-            float *o = ml_f32(gp);
-            const float *gv = has_gates ? ml_f32(gates) : NULL;
-            #pragma omp parallel for schedule(static) if (ne * blk >= 65536)
-            for (int64_t i = 0; i < ne; i++) {
-                float s = gv ? gv[id[i]] : 1.0f;
-                const float *src = gg + id[i] * row + c->start[e] * c->inner;
-                for (int64_t j = 0; j < blk; j++) o[i * blk + j] = s * src[j];
-            }
+            move_blocks(false, ne, blk, id, has_gates ? ml_f32(gates) : NULL, row, off, gg, ml_f32(gp));
             gin[e] = gp;
         }
         if (ggate) {
@@ -221,15 +227,15 @@ static int place_backward(ml_node *n, ml_tensor *g, ml_tensor **gin) {
                 return -1;
             }
             /* the forward checked that no sample is in two experts: each
-             * ggate element is written by one row, whatever the thread */
-            float *gv = ml_f32(ggate);
+             * gate's gradient is written by one row, whatever the thread */
+            float *gate_grad = ml_f32(ggate);
             const float *pv = ml_f32(part);
             #pragma omp parallel for schedule(static) if (ne * blk >= 65536)
             for (int64_t i = 0; i < ne; i++) {
-                const float *src = gg + id[i] * row + c->start[e] * c->inner, *p = pv + i * blk;
+                const float *src = gg + id[i] * row + off, *p = pv + i * blk;
                 double s = 0;
                 for (int64_t j = 0; j < blk; j++) s += (double)p[j] * src[j];
-                gv[id[i]] += (float)s;
+                gate_grad[id[i]] += (float)s;
             }
         }
     }
@@ -303,17 +309,7 @@ ml_tensor *ml_moe_place_channels(int E, ml_tensor *const *parts, ml_tensor *cons
             if (seen[id[i]]++)
                 rc = ml_failc("moe_place_channels: sample %" PRId64 " is routed to more than one expert", id[i]);
         if (rc) break;
-        /* every sample in one expert only (checked above): rows never collide */
-        const float *gv = gc ? ml_f32(gc) : NULL, *pe = ml_f32(pc[e]);
-        float *ov = ml_f32(out);
-        int64_t off = ctx->start[e] * inner;
-        #pragma omp parallel for schedule(static) if (ne * blk >= 65536)
-        for (int64_t i = 0; i < ne; i++) {
-            float s = gv ? gv[id[i]] : 1.0f;
-            float *dst = ov + id[i] * row + off;
-            const float *src = pe + i * blk;
-            for (int64_t j = 0; j < blk; j++) dst[j] = s * src[j];
-        }
+        move_blocks(true, ne, blk, id, gc ? ml_f32(gc) : NULL, row, ctx->start[e] * inner, ml_f32(pc[e]), ml_f32(out));
     }
     free(seen);
     if (rc == 0) {
